@@ -1,0 +1,2 @@
+//! focal's SDXL engine on candle.
+pub mod rng;

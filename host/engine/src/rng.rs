@@ -1,0 +1,138 @@
+//! Noise that is bit-identical to PyTorch's CPU generator.
+//!
+//! Fooocus (through ComfyUI's `prepare_noise`) draws the initial latent with
+//! `torch.manual_seed(seed); torch.randn(shape)` on the CPU. Reproducing that exactly means
+//! reproducing torch's mt19937 (bit-exact here) and its `normal_fill`: uniforms for the whole tensor first, then
+//! Box-Muller over blocks of 16 (first 8 values are the `u1`s, last 8 the `u2`s), and, when the
+//! size is not a multiple of 16, a fresh block of 16 uniforms for the last 16 values.
+
+const N: usize = 624;
+const M: usize = 397;
+
+/// The 32-bit Mersenne Twister exactly as `at::mt19937` seeds and tempers it.
+#[derive(Clone)]
+pub struct Mt19937 {
+    state: [u32; N],
+    index: usize,
+}
+
+impl Mt19937 {
+    /// torch seeds mt19937 with the low 32 bits of the 64-bit seed.
+    pub fn new(seed: u64) -> Self {
+        let mut state = [0u32; N];
+        state[0] = seed as u32;
+        for j in 1..N {
+            let prev = state[j - 1];
+            state[j] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(j as u32);
+        }
+        Self { state, index: N }
+    }
+
+    fn twist(&mut self) {
+        for i in 0..N {
+            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % N] & 0x7fff_ffff);
+            let mut next = self.state[(i + M) % N] ^ (y >> 1);
+            if y & 1 != 0 {
+                next ^= 0x9908_b0df;
+            }
+            self.state[i] = next;
+        }
+        self.index = 0;
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        if self.index >= N {
+            self.twist();
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^= y >> 18;
+        y
+    }
+
+    /// `random64()` in torch: two draws, the first one is the high word.
+    pub fn next_u64(&mut self) -> u64 {
+        let hi = self.next_u32() as u64;
+        let lo = self.next_u32() as u64;
+        (hi << 32) | lo
+    }
+}
+
+/// A seeded generator with torch's CPU `randn` semantics.
+#[derive(Clone)]
+pub struct TorchRng {
+    mt: Mt19937,
+    /// torch caches the second Box-Muller value of the scalar (double) path.
+    cached_normal: Option<f64>,
+}
+
+impl TorchRng {
+    pub fn new(seed: u64) -> Self {
+        Self { mt: Mt19937::new(seed), cached_normal: None }
+    }
+
+    /// `uniform_real_distribution<float>(0, 1)`: 24 random bits scaled by 2^-24.
+    fn uniform_f32(&mut self) -> f32 {
+        ((self.mt.next_u32() & 0x00ff_ffff) as f64 * (1.0 / (1u64 << 24) as f64)) as f32
+    }
+
+    /// `uniform_real_distribution<double>(0, 1)`: 53 random bits scaled by 2^-53.
+    fn uniform_f64(&mut self) -> f64 {
+        (self.mt.next_u64() & ((1u64 << 53) - 1)) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// `at::normal_distribution<double>` used by torch for tensors with fewer than 16 elements.
+    fn normal_f64(&mut self) -> f64 {
+        if let Some(v) = self.cached_normal.take() {
+            return v;
+        }
+        let u1 = self.uniform_f64();
+        let u2 = self.uniform_f64();
+        let r = (-2.0 * (1.0 - u2).ln()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * u1;
+        self.cached_normal = Some(r * theta.sin());
+        r * theta.cos()
+    }
+
+    /// `torch.randn(n, dtype=float32)` on the CPU.
+    pub fn randn(&mut self, n: usize) -> Vec<f32> {
+        if n < 16 {
+            return (0..n).map(|_| self.normal_f64() as f32).collect();
+        }
+        let mut data: Vec<f32> = (0..n).map(|_| self.uniform_f32()).collect();
+        let mut i = 0;
+        while i + 16 <= n {
+            box_muller_16(&mut data[i..i + 16]);
+            i += 16;
+        }
+        if n % 16 != 0 {
+            let tail = n - 16;
+            for v in &mut data[tail..] {
+                *v = self.uniform_f32();
+            }
+            box_muller_16(&mut data[tail..]);
+        }
+        data
+    }
+}
+
+/// torch's vectorised `normal_fill_16_AVX2`, all in f32 (`theta = f32(2*pi) * u2`).
+///
+/// torch evaluates log/sin/cos with SLEEF's u10 vector functions; libm's correctly rounded
+/// ones differ from those by 1-2 ulp on about one value in six (see the noise test).
+fn box_muller_16(block: &mut [f32]) {
+    const TWO_PI: f32 = 2.0 * std::f32::consts::PI;
+    for j in 0..8 {
+        let u1 = 1.0f32 - block[j];
+        let u2 = block[j + 8];
+        let radius = (-2.0f32 * u1.ln()).sqrt();
+        let theta = TWO_PI * u2;
+        block[j] = radius * theta.cos();
+        block[j + 8] = radius * theta.sin();
+    }
+}
