@@ -1,0 +1,198 @@
+//! The discrete SDXL noise schedule (ComfyUI `ModelSamplingDiscrete`, EPS) and the sigma
+//! schedulers Fooocus offers. Arithmetic follows ComfyUI's tensor dtypes (tables built in f64 and
+//! stored as f32, schedules computed in f32) so results agree to ~1 ulp.
+
+use crate::error::{EngineError, Result};
+
+/// Number of training timesteps of SDXL.
+pub const TIMESTEPS: usize = 1000;
+
+/// Sigma table of a discrete-time EPS model with the scaled-linear beta schedule.
+#[derive(Debug, Clone)]
+pub struct ModelSampling {
+    pub sigmas: Vec<f32>,
+    pub log_sigmas: Vec<f32>,
+}
+
+impl ModelSampling {
+    /// SDXL: betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2.
+    pub fn sdxl() -> Self {
+        Self::scaled_linear(0.00085, 0.012, TIMESTEPS)
+    }
+
+    pub fn scaled_linear(beta_start: f64, beta_end: f64, n: usize) -> Self {
+        let (a, b) = (beta_start.sqrt(), beta_end.sqrt());
+        let mut alpha_cumprod = 1.0f64;
+        let mut sigmas = Vec::with_capacity(n);
+        let mut log_sigmas = Vec::with_capacity(n);
+        for i in 0..n {
+            let beta = (a + (b - a) * i as f64 / (n - 1) as f64).powi(2);
+            alpha_cumprod *= 1.0 - beta;
+            let sigma = ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt();
+            sigmas.push(sigma as f32);
+            log_sigmas.push(sigma.ln() as f32);
+        }
+        Self { sigmas, log_sigmas }
+    }
+
+    pub fn sigma_min(&self) -> f32 {
+        self.sigmas[0]
+    }
+
+    pub fn sigma_max(&self) -> f32 {
+        self.sigmas[self.sigmas.len() - 1]
+    }
+
+    /// Nearest integer timestep in log-sigma (ComfyUI quantises; k-diffusion would interpolate).
+    pub fn timestep(&self, sigma: f32) -> usize {
+        let ls = sigma.ln();
+        let mut best = 0;
+        let mut best_d = f32::INFINITY;
+        for (i, l) in self.log_sigmas.iter().enumerate() {
+            let d = (ls - l).abs();
+            if d < best_d {
+                best_d = d;
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// Sigma at a (fractional) timestep, interpolating log-sigma linearly.
+    pub fn sigma(&self, t: f32) -> f32 {
+        let t = t.clamp(0.0, (self.sigmas.len() - 1) as f32);
+        let (lo, hi) = (t.floor() as usize, t.ceil() as usize);
+        let w = t - t.floor();
+        ((1.0 - w) * self.log_sigmas[lo] + w * self.log_sigmas[hi]).exp()
+    }
+}
+
+/// `torch.linspace(start, end, n)` in f32 (torch fills the two halves from opposite ends).
+pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| if i < half { start + step * i as f32 } else { end - step * (n - i - 1) as f32 })
+        .collect()
+}
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn name(self) -> &'static str { match self { $($name::$variant => $text),+ } }
+            pub fn names() -> Vec<&'static str> { Self::ALL.iter().map(|v| v.name()).collect() }
+        }
+        impl std::str::FromStr for $name {
+            type Err = EngineError;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| EngineError::InvalidRequest {
+                    field: stringify!($name).to_string(),
+                    message: format!("unknown {} '{}'; valid: {}", stringify!($name).to_lowercase(), s, Self::names().join(", ")),
+                })
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.name()) }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+named_enum!(
+    /// Sigma schedulers by their Fooocus/ComfyUI names.
+    Scheduler {
+        Normal = "normal",
+        Karras = "karras",
+        Exponential = "exponential",
+        SgmUniform = "sgm_uniform",
+        Simple = "simple",
+        DdimUniform = "ddim_uniform",
+    }
+);
+
+impl Scheduler {
+    /// `steps` sigmas from high to low followed by a trailing 0.
+    pub fn sigmas(self, ms: &ModelSampling, steps: usize) -> Vec<f32> {
+        let mut s = match self {
+            Scheduler::Karras => karras(steps, ms.sigma_min(), ms.sigma_max(), 7.0),
+            Scheduler::Exponential => {
+                let (hi, lo) = ((ms.sigma_max() as f64).ln() as f32, (ms.sigma_min() as f64).ln() as f32);
+                linspace_f32(hi, lo, steps).into_iter().map(f32::exp).collect()
+            }
+            Scheduler::Normal => normal(ms, steps, false),
+            Scheduler::SgmUniform => normal(ms, steps, true),
+            Scheduler::Simple => {
+                let stride = ms.sigmas.len() as f64 / steps as f64;
+                (0..steps).map(|i| ms.sigmas[ms.sigmas.len() - 1 - (i as f64 * stride) as usize]).collect()
+            }
+            Scheduler::DdimUniform => {
+                let stride = (ms.sigmas.len() / steps).max(1);
+                let mut v: Vec<f32> = (1..ms.sigmas.len()).step_by(stride).map(|i| ms.sigmas[i]).collect();
+                v.reverse();
+                v
+            }
+        };
+        s.push(0.0);
+        s
+    }
+}
+
+/// k-diffusion `get_sigmas_karras` without the trailing zero.
+pub fn karras(n: usize, sigma_min: f32, sigma_max: f32, rho: f64) -> Vec<f32> {
+    let min_inv = (sigma_min as f64).powf(1.0 / rho);
+    let max_inv = (sigma_max as f64).powf(1.0 / rho);
+    let span = (min_inv - max_inv) as f32;
+    linspace_f32(0.0, 1.0, n)
+        .into_iter()
+        .map(|r| (max_inv as f32 + r * span).powf(rho as f32))
+        .collect()
+}
+
+/// ComfyUI `normal_scheduler`: uniform in timestep, sigma by log-linear interpolation.
+fn normal(ms: &ModelSampling, steps: usize, sgm: bool) -> Vec<f32> {
+    let start = ms.timestep(ms.sigma_max()) as f32;
+    let end = ms.timestep(ms.sigma_min()) as f32;
+    let ts = if sgm {
+        let mut t = linspace_f32(start, end, steps + 1);
+        t.pop();
+        t
+    } else {
+        linspace_f32(start, end, steps)
+    };
+    ts.into_iter().map(|t| ms.sigma(t)).collect()
+}
+
+/// The sigmas a sampling run uses: `denoise < 1` computes `int(steps/denoise)` and keeps the
+/// tail; samplers that need it (dpm_2, uni_pc) get one extra step with the penultimate dropped.
+pub fn sampling_sigmas(
+    ms: &ModelSampling,
+    scheduler: Scheduler,
+    steps: usize,
+    denoise: f32,
+    discard_penultimate: bool,
+) -> Vec<f32> {
+    let compute = |n: usize| {
+        if discard_penultimate {
+            let mut s = scheduler.sigmas(ms, n + 1);
+            let last = s.pop().unwrap();
+            s.pop();
+            s.push(last);
+            s
+        } else {
+            scheduler.sigmas(ms, n)
+        }
+    };
+    if denoise > 0.9999 {
+        compute(steps)
+    } else {
+        let full = compute((steps as f64 / denoise as f64) as usize);
+        full[full.len() - (steps + 1)..].to_vec()
+    }
+}
