@@ -103,6 +103,7 @@ macro_rules! named_enum {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use named_enum;
 
 named_enum!(

@@ -1,0 +1,425 @@
+//! Opening SDXL checkpoints as they are found in a models folder: single-file LDM safetensors
+//! (`models/checkpoints/*.safetensors`, the Fooocus/Civitai layout) and diffusers folders.
+//!
+//! Both are memory-mapped and exposed under one canonical naming, so the model code has a single
+//! set of `VarBuilder` paths:
+//! * `unet.*`   — LDM `openaimodel` names (`input_blocks.N…`), as ComfyUI uses them;
+//! * `vae.*`    — LDM autoencoder names (`encoder.down.N.block.M…`);
+//! * `clip_l.*`, `clip_g.*` — transformers CLIP names (`text_model.encoder.layers.N…`).
+//!
+//! Renames happen in an index built at open time; fused or transposed tensors (OpenCLIP's
+//! `in_proj_weight`, `text_projection`) are split/transposed when a tensor is read. Each tensor
+//! is copied once, from the mapping into the compute dtype.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{EngineError, Result};
+
+/// Where a canonical tensor comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Plain { file: usize, key: String },
+    /// One third (q, k or v) of a fused `[3C, …]` tensor.
+    Third { file: usize, key: String, index: usize },
+    Transposed { file: usize, key: String },
+}
+
+impl Source {
+    fn file_and_key(&self) -> (usize, &str) {
+        match self {
+            Source::Plain { file, key } | Source::Third { file, key, .. } | Source::Transposed { file, key } => {
+                (*file, key)
+            }
+        }
+    }
+}
+
+/// An opened checkpoint: memory maps plus the canonical-name index.
+pub struct Checkpoint {
+    path: PathBuf,
+    files: Vec<MmapedSafetensors>,
+    entries: HashMap<String, Source>,
+    /// Activation of each text encoder when the format says it (diffusers `config.json`).
+    pub clip_l_act: Option<String>,
+    pub clip_g_act: Option<String>,
+}
+
+impl Checkpoint {
+    /// Open a single-file checkpoint or a diffusers folder.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(EngineError::checkpoint(path, "no such file or folder"));
+        }
+        let ckpt = if path.is_dir() { Self::open_diffusers(path)? } else { Self::open_single_file(path)? };
+        ckpt.require_sdxl()?;
+        Ok(ckpt)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn mmap(path: &Path) -> Result<MmapedSafetensors> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => {}
+            Some("ckpt" | "pt" | "pth" | "bin") => {
+                return Err(EngineError::checkpoint(
+                    path,
+                    "pickle checkpoints are not loaded (they can run code); convert it to .safetensors",
+                ))
+            }
+            _ => return Err(EngineError::checkpoint(path, "expected a .safetensors file or a diffusers folder")),
+        }
+        // SAFETY: the file is mapped read-only; focal never writes model files while serving.
+        unsafe { MmapedSafetensors::new(path) }
+            .map_err(|e| EngineError::checkpoint(path, format!("not a readable safetensors file ({e})")))
+    }
+
+    fn open_single_file(path: &Path) -> Result<Self> {
+        let file = Self::mmap(path)?;
+        let names: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+        reject_other_formats(path, &names)?;
+        let mut entries = HashMap::new();
+        for name in &names {
+            if let Some(rest) = name.strip_prefix("model.diffusion_model.") {
+                entries.insert(format!("unet.{rest}"), Source::Plain { file: 0, key: name.clone() });
+            } else if let Some(rest) = name.strip_prefix("first_stage_model.") {
+                entries.insert(format!("vae.{rest}"), Source::Plain { file: 0, key: name.clone() });
+            } else if let Some(rest) = name.strip_prefix("conditioner.embedders.0.transformer.") {
+                entries.insert(format!("clip_l.{}", with_text_model_prefix(rest)), Source::Plain { file: 0, key: name.clone() });
+            } else if let Some(rest) = name.strip_prefix("conditioner.embedders.1.model.") {
+                for (canonical, source) in open_clip_to_hf(0, name, rest) {
+                    entries.insert(format!("clip_g.{canonical}"), source);
+                }
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None })
+    }
+
+    fn open_diffusers(dir: &Path) -> Result<Self> {
+        if !dir.join("model_index.json").exists() {
+            return Err(EngineError::checkpoint(dir, "a folder must be a diffusers pipeline (no model_index.json)"));
+        }
+        let find = |sub: &str, stem: &str| -> Result<PathBuf> {
+            for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
+                let p = dir.join(sub).join(name);
+                if p.exists() {
+                    return Ok(p);
+                }
+            }
+            Err(EngineError::checkpoint(dir, format!("missing {sub}/{stem}.safetensors")))
+        };
+        let parts = [
+            ("unet", find("unet", "diffusion_pytorch_model")?),
+            ("vae", find("vae", "diffusion_pytorch_model")?),
+            ("clip_l", find("text_encoder", "model")?),
+            ("clip_g", find("text_encoder_2", "model")?),
+        ];
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (index, (component, path)) in parts.iter().enumerate() {
+            let file = Self::mmap(path)?;
+            let names: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+            match *component {
+                "unet" => {
+                    let map = UnetKeyMap::from_diffusers_names(&names);
+                    for n in &names {
+                        entries.insert(format!("unet.{}", map.to_ldm(n)), Source::Plain { file: index, key: n.clone() });
+                    }
+                }
+                "vae" => {
+                    let levels = count_indices(&names, "decoder.up_blocks.");
+                    for n in &names {
+                        entries.insert(format!("vae.{}", diffusers_vae_to_ldm(n, levels)), Source::Plain { file: index, key: n.clone() });
+                    }
+                }
+                clip => {
+                    for n in &names {
+                        let canonical = if n.starts_with("text_projection") { n.clone() } else { with_text_model_prefix(n) };
+                        entries.insert(format!("{clip}.{canonical}"), Source::Plain { file: index, key: n.clone() });
+                    }
+                }
+            }
+            files.push(file);
+        }
+        let act = |sub: &str| -> Option<String> {
+            let text = std::fs::read_to_string(dir.join(sub).join("config.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v["hidden_act"].as_str().map(str::to_string)
+        };
+        Ok(Self {
+            path: dir.to_path_buf(),
+            files,
+            entries,
+            clip_l_act: act("text_encoder"),
+            clip_g_act: act("text_encoder_2"),
+        })
+    }
+
+    fn require_sdxl(&self) -> Result<()> {
+        let needed = [
+            ("unet.input_blocks.0.0.weight", "an SDXL UNet"),
+            ("unet.label_emb.0.0.weight", "the SDXL UNet's size/pooled-text embedding (label_emb)"),
+            ("vae.decoder.conv_in.weight", "a VAE"),
+            ("clip_l.text_model.embeddings.token_embedding.weight", "the CLIP-L text encoder"),
+            ("clip_g.text_model.embeddings.token_embedding.weight", "the OpenCLIP bigG text encoder"),
+            ("clip_g.text_projection.weight", "bigG's text_projection"),
+        ];
+        for (key, what) in needed {
+            if !self.entries.contains_key(key) {
+                return Err(EngineError::checkpoint(&self.path, format!("not an SDXL base checkpoint: {what} is missing")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Shape of a canonical tensor as the model will see it.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let source = self.entries.get(name)?;
+        let (file, key) = source.file_and_key();
+        let mut shape = self.files[file].get(key).ok()?.shape().to_vec();
+        match source {
+            Source::Plain { .. } => {}
+            Source::Third { .. } => shape[0] /= 3,
+            Source::Transposed { .. } => shape.reverse(),
+        }
+        Some(shape)
+    }
+
+    /// Number of consecutive `prefix{i}{suffix}` tensors present, for i = 0, 1, ….
+    pub fn count(&self, prefix: &str, suffix: &str) -> usize {
+        (0..).take_while(|i| self.contains(&format!("{prefix}{i}{suffix}"))).count()
+    }
+
+    fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let source = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: tensor {name} is missing", self.path.display())))?;
+        let (file, key) = source.file_and_key();
+        let t = self.files[file].load(key, device)?;
+        let t = match source {
+            Source::Plain { .. } => t,
+            Source::Third { index, .. } => {
+                let third = t.dim(0)? / 3;
+                t.narrow(0, index * third, third)?
+            }
+            Source::Transposed { .. } => t.t()?,
+        };
+        t.to_dtype(dtype)
+    }
+
+    /// A `VarBuilder` over the canonical names, converting to `dtype` on `device`.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Backend(self.clone())), dtype, device.clone())
+    }
+}
+
+struct Backend(Arc<Checkpoint>);
+
+impl candle_nn::var_builder::SimpleBackend for Backend {
+    fn get(&self, shape: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.0.read(name, dtype, dev)?;
+        if t.shape() == &shape {
+            return Ok(t);
+        }
+        // `[C, C, 1, 1]` 1x1-conv weights serve as `[C, C]` linear weights and vice versa.
+        let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        if squeeze(t.dims()) == squeeze(shape.dims()) && t.elem_count() == shape.elem_count() {
+            return t.reshape(shape);
+        }
+        Err(candle_core::Error::Msg(format!(
+            "{}: tensor {name} has shape {:?}, the model expects {:?}",
+            self.0.path.display(),
+            t.dims(),
+            shape.dims()
+        )))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.read(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}
+
+/// Names that identify checkpoints focal cannot use as an SDXL base, with what to say.
+fn reject_other_formats(path: &Path, names: &[String]) -> Result<()> {
+    let any = |f: &dyn Fn(&str) -> bool| names.iter().any(|n| f(n));
+    let reason = if any(&|n| n.starts_with("lora_") || n.contains("lora_down") || n.contains("lora_A") || n.contains(".lora.")) {
+        Some("this is a LoRA, not a checkpoint; put it in models/loras and reference it as a LoRA")
+    } else if any(&|n| n.contains("joint_blocks.")) {
+        Some("this is a Stable Diffusion 3 checkpoint; focal runs SDXL checkpoints")
+    } else if any(&|n| n.contains("double_blocks.")) {
+        Some("this is a FLUX checkpoint; focal runs SDXL checkpoints")
+    } else if any(&|n| n.starts_with("cond_stage_model.")) {
+        Some("this is a Stable Diffusion 1.x/2.x checkpoint; focal runs SDXL checkpoints")
+    } else if any(&|n| n.starts_with("conditioner.embedders.0.model.")) && !any(&|n| n.starts_with("conditioner.embedders.1.")) {
+        Some("this is an SDXL refiner checkpoint; it cannot be used as the base model")
+    } else if names.is_empty() {
+        Some("the file holds no tensors")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(EngineError::checkpoint(path, r)),
+        None => Ok(()),
+    }
+}
+
+fn with_text_model_prefix(name: &str) -> String {
+    if name.starts_with("text_model.") { name.to_string() } else { format!("text_model.{name}") }
+}
+
+/// OpenCLIP bigG names → transformers CLIP names (one fused qkv tensor gives three entries).
+fn open_clip_to_hf(file: usize, key: &str, rest: &str) -> Vec<(String, Source)> {
+    let plain = |c: String| vec![(c, Source::Plain { file, key: key.to_string() })];
+    match rest {
+        "token_embedding.weight" => return plain("text_model.embeddings.token_embedding.weight".into()),
+        "positional_embedding" => return plain("text_model.embeddings.position_embedding.weight".into()),
+        "text_projection" => return vec![("text_projection.weight".into(), Source::Transposed { file, key: key.to_string() })],
+        _ => {}
+    }
+    if let Some(p) = rest.strip_prefix("ln_final.") {
+        return plain(format!("text_model.final_layer_norm.{p}"));
+    }
+    let Some(layer_rest) = rest.strip_prefix("transformer.resblocks.") else { return vec![] };
+    let (layer, inner) = layer_rest.split_once('.').unwrap_or((layer_rest, ""));
+    let base = format!("text_model.encoder.layers.{layer}");
+    if let Some(kind) = inner.strip_prefix("attn.in_proj_") {
+        return ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .enumerate()
+            .map(|(index, proj)| (format!("{base}.self_attn.{proj}.{kind}"), Source::Third { file, key: key.to_string(), index }))
+            .collect();
+    }
+    let renamed = [("attn.out_proj.", "self_attn.out_proj."), ("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
+        .iter()
+        .find_map(|(from, to)| inner.strip_prefix(from).map(|p| format!("{to}{p}")));
+    renamed.map(|r| plain(format!("{base}.{r}"))).unwrap_or_default()
+}
+
+fn count_indices(names: &[String], prefix: &str) -> usize {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+/// diffusers UNet names → LDM names, for any number of levels and res blocks per level.
+struct UnetKeyMap {
+    layers_per_block: usize,
+    up_levels_with_attention: Vec<bool>,
+}
+
+impl UnetKeyMap {
+    fn from_diffusers_names(names: &[String]) -> Self {
+        let layers_per_block = count_indices(names, "down_blocks.0.resnets.");
+        let levels = count_indices(names, "up_blocks.");
+        let up_levels_with_attention =
+            (0..levels).map(|i| names.iter().any(|n| n.starts_with(&format!("up_blocks.{i}.attentions.")))).collect();
+        Self { layers_per_block, up_levels_with_attention }
+    }
+
+    fn to_ldm(&self, name: &str) -> String {
+        let l = self.layers_per_block;
+        let fixed = [
+            ("time_embedding.linear_1.", "time_embed.0."),
+            ("time_embedding.linear_2.", "time_embed.2."),
+            ("add_embedding.linear_1.", "label_emb.0.0."),
+            ("add_embedding.linear_2.", "label_emb.0.2."),
+            ("conv_in.", "input_blocks.0.0."),
+            ("conv_norm_out.", "out.0."),
+            ("conv_out.", "out.2."),
+        ];
+        for (from, to) in fixed {
+            if let Some(rest) = name.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        }
+        let parts: Vec<&str> = name.splitn(5, '.').collect();
+        let idx = |k: usize| parts.get(k).and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+        let tail = |k: usize| parts[k..].join(".");
+        match (parts.first().copied(), parts.get(2).copied()) {
+            (Some("down_blocks"), Some("resnets")) => format!("input_blocks.{}.0.{}", (l + 1) * idx(1) + idx(3) + 1, resnet_to_ldm(&tail(4))),
+            (Some("down_blocks"), Some("attentions")) => format!("input_blocks.{}.1.{}", (l + 1) * idx(1) + idx(3) + 1, tail(4)),
+            (Some("down_blocks"), Some("downsamplers")) => {
+                format!("input_blocks.{}.0.op.{}", (l + 1) * (idx(1) + 1), tail(4).trim_start_matches("conv."))
+            }
+            (Some("up_blocks"), Some("resnets")) => format!("output_blocks.{}.0.{}", (l + 2) * idx(1) + idx(3), resnet_to_ldm(&tail(4))),
+            (Some("up_blocks"), Some("attentions")) => format!("output_blocks.{}.1.{}", (l + 2) * idx(1) + idx(3), tail(4)),
+            (Some("up_blocks"), Some("upsamplers")) => {
+                let slot = if self.up_levels_with_attention[idx(1)] { 2 } else { 1 };
+                format!("output_blocks.{}.{slot}.{}", (l + 2) * idx(1) + l, tail(4))
+            }
+            (Some("mid_block"), _) => {
+                let (kind, i, rest) = (parts[1], idx(2), parts[3..].join("."));
+                if kind == "attentions" {
+                    format!("middle_block.1.{rest}")
+                } else {
+                    format!("middle_block.{}.{}", 2 * i, resnet_to_ldm(&rest))
+                }
+            }
+            _ => name.to_string(),
+        }
+    }
+}
+
+fn resnet_to_ldm(rest: &str) -> String {
+    let renames = [
+        ("norm1.", "in_layers.0."),
+        ("conv1.", "in_layers.2."),
+        ("norm2.", "out_layers.0."),
+        ("conv2.", "out_layers.3."),
+        ("time_emb_proj.", "emb_layers.1."),
+        ("conv_shortcut.", "skip_connection."),
+    ];
+    renames
+        .iter()
+        .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
+        .unwrap_or_else(|| rest.to_string())
+}
+
+/// diffusers VAE names → LDM names (`levels` = number of decoder up blocks).
+fn diffusers_vae_to_ldm(name: &str, levels: usize) -> String {
+    let (half, rest) = name.split_once('.').unwrap_or((name, ""));
+    let parts: Vec<&str> = rest.split('.').collect();
+    let idx = |k: usize| parts.get(k).and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+    let tail = |k: usize| parts.get(k..).map(|p| p.join(".")).unwrap_or_default();
+    let inner = match (parts.first().copied(), parts.get(2).copied()) {
+        (Some("down_blocks"), Some("resnets")) => format!("down.{}.block.{}.{}", idx(1), idx(3), vae_resnet(&tail(4))),
+        (Some("down_blocks"), Some("downsamplers")) => format!("down.{}.downsample.{}", idx(1), tail(4)),
+        (Some("up_blocks"), Some("resnets")) => format!("up.{}.block.{}.{}", levels - 1 - idx(1), idx(3), vae_resnet(&tail(4))),
+        (Some("up_blocks"), Some("upsamplers")) => format!("up.{}.upsample.{}", levels - 1 - idx(1), tail(4)),
+        (Some("mid_block"), _) if parts.get(1) == Some(&"resnets") => format!("mid.block_{}.{}", idx(2) + 1, vae_resnet(&tail(3))),
+        (Some("mid_block"), _) => {
+            let t = tail(3);
+            let renames = [
+                ("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out."),
+                ("query.", "q."), ("key.", "k."), ("value.", "v."), ("proj_attn.", "proj_out."),
+            ];
+            let r = renames.iter().find_map(|(f, to)| t.strip_prefix(f).map(|x| format!("{to}{x}"))).unwrap_or(t);
+            format!("mid.attn_1.{r}")
+        }
+        (Some("conv_norm_out"), _) => format!("norm_out.{}", tail(1)),
+        _ => rest.to_string(),
+    };
+    if half == "encoder" || half == "decoder" { format!("{half}.{inner}") } else { name.to_string() }
+}
+
+fn vae_resnet(rest: &str) -> String {
+    rest.strip_prefix("conv_shortcut.").map(|r| format!("nin_shortcut.{r}")).unwrap_or_else(|| rest.to_string())
+}

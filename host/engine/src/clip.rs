@@ -1,0 +1,163 @@
+//! CLIP text transformer (transformers naming), used for CLIP-L and OpenCLIP bigG.
+
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::nn::{attention, layer_norm, linear};
+
+/// Both SDXL encoders use 64-dimensional heads (CLIP-L 768/12, bigG 1280/20).
+const HEAD_DIM: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+impl Activation {
+    pub fn from_config(name: Option<&str>, default: Activation) -> Activation {
+        match name {
+            Some("quick_gelu") => Activation::QuickGelu,
+            Some("gelu") => Activation::Gelu,
+            _ => default,
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
+struct EncoderLayer {
+    ln1: LayerNorm,
+    ln2: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+    act: Activation,
+}
+
+impl EncoderLayer {
+    fn new(vb: VarBuilder, act: Activation) -> Result<Self> {
+        let attn = vb.pp("self_attn");
+        let q = linear(&attn.pp("q_proj"))?;
+        let width = q.weight().dim(0)?;
+        Ok(Self {
+            ln1: layer_norm(&vb.pp("layer_norm1"), 1e-5)?,
+            ln2: layer_norm(&vb.pp("layer_norm2"), 1e-5)?,
+            k: linear(&attn.pp("k_proj"))?,
+            v: linear(&attn.pp("v_proj"))?,
+            out: linear(&attn.pp("out_proj"))?,
+            fc1: linear(&vb.pp("mlp.fc1"))?,
+            fc2: linear(&vb.pp("mlp.fc2"))?,
+            heads: (width / HEAD_DIM).max(1),
+            q,
+            act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let h = self.ln1.forward(x)?;
+        let a = attention(&self.q.forward(&h)?, &self.k.forward(&h)?, &self.v.forward(&h)?, self.heads, Some(mask))?;
+        let x = (x + self.out.forward(&a)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?;
+        x + self.fc2.forward(&self.act.apply(&h)?)?
+    }
+}
+
+pub struct ClipTextModel {
+    token_embedding: Embedding,
+    position_embedding: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_ln: LayerNorm,
+    projection: Option<Linear>,
+    pub width: usize,
+}
+
+/// Output of one 77-token chunk.
+pub struct ClipOutput {
+    /// Hidden state of the selected layer, `[B, 77, width]`, without the final layer norm.
+    pub hidden: Tensor,
+    /// `text_projection(final_ln(last)[eos])`, `[B, proj]`, when the model has a projection.
+    pub pooled: Option<Tensor>,
+}
+
+impl ClipTextModel {
+    /// `vb` points at the component (`clip_l` / `clip_g`); layers are counted in the checkpoint.
+    pub fn new(vb: VarBuilder, act: Activation) -> Result<Self> {
+        let tm = vb.pp("text_model");
+        let tokens = tm.get_unchecked("embeddings.token_embedding.weight")?;
+        let width = tokens.dim(1)?;
+        let position_embedding = tm.get_unchecked("embeddings.position_embedding.weight")?;
+        let n_layers = (0..).take_while(|i| tm.contains_tensor(&format!("encoder.layers.{i}.layer_norm1.weight"))).count();
+        let layers = (0..n_layers)
+            .map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act))
+            .collect::<Result<Vec<_>>>()?;
+        let projection = if vb.contains_tensor("text_projection.weight") {
+            Some(Linear::new(vb.get_unchecked("text_projection.weight")?, None))
+        } else {
+            None
+        };
+        Ok(Self {
+            token_embedding: Embedding::new(tokens, width),
+            position_embedding,
+            layers,
+            final_ln: layer_norm(&tm.pp("final_layer_norm"), 1e-5)?,
+            projection,
+            width,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Encode token ids `[B, T]`. `skip` = 1 returns the last layer's hidden state, 2 the
+    /// penultimate (SDXL), … The pooled output is computed only when `pooled` is set.
+    pub fn encode(&self, ids: &[Vec<u32>], skip: usize, pooled: bool, device: &Device) -> Result<ClipOutput> {
+        let (b, t) = (ids.len(), ids[0].len());
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let ids_t = Tensor::from_vec(flat, (b, t), device)?;
+        let pos = self.position_embedding.narrow(0, 0, t)?;
+        let mut x = self.token_embedding.forward(&ids_t)?.broadcast_add(&pos)?;
+        let mask = causal_mask(t, device)?;
+        let keep = self.layers.len().saturating_sub(skip.max(1) - 1);
+        let run = if pooled { self.layers.len() } else { keep };
+        let mut hidden = None;
+        for (i, layer) in self.layers[..run].iter().enumerate() {
+            x = layer.forward(&x, &mask)?;
+            if i + 1 == keep {
+                hidden = Some(x.clone());
+            }
+        }
+        let hidden = hidden.unwrap_or_else(|| x.clone());
+        let pooled = match (&self.projection, pooled) {
+            (Some(proj), true) => {
+                let normed = self.final_ln.forward(&x)?;
+                let rows = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, seq)| {
+                        let eos = seq.iter().position(|&id| id == crate::tokenizer::EOS).unwrap_or(t - 1);
+                        normed.get(i)?.get(eos)?.unsqueeze(0)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(proj.forward(&Tensor::cat(&rows, 0)?)?)
+            }
+            _ => None,
+        };
+        Ok(ClipOutput { hidden, pooled })
+    }
+}
+
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Tensor::from_vec(data, (t, t), device)
+}

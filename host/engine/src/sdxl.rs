@@ -1,0 +1,121 @@
+//! An SDXL base model: both text encoders, the UNet and the VAE from one checkpoint, plus the
+//! conditioning SDXL expects (penultimate hidden states, pooled bigG output, size embeddings).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::clip::{Activation, ClipTextModel};
+use crate::error::{EngineError, Result};
+use crate::nn::timestep_embedding;
+use crate::tokenizer::{ClipTokenizer, EOS};
+use crate::unet::UNet;
+use crate::vae::AutoEncoder;
+
+/// Text conditioning for one prompt.
+#[derive(Clone, Debug)]
+pub struct Conditioning {
+    /// `[1, 77·chunks, clip_l + clip_g]`.
+    pub context: Tensor,
+    /// bigG pooled output of the first chunk, `[1, proj]`.
+    pub pooled: Tensor,
+}
+
+/// The size ids SDXL's ADM vector embeds: `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`.
+#[derive(Clone, Copy, Debug)]
+pub struct SizeIds {
+    pub height: u32,
+    pub width: u32,
+    pub crop_top: u32,
+    pub crop_left: u32,
+    pub target_height: u32,
+    pub target_width: u32,
+}
+
+impl SizeIds {
+    pub fn plain(width: u32, height: u32) -> Self {
+        Self { height, width, crop_top: 0, crop_left: 0, target_height: height, target_width: width }
+    }
+}
+
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, device: Device::Cpu }
+    }
+}
+
+pub struct SdxlModel {
+    pub clip_l: ClipTextModel,
+    pub clip_g: ClipTextModel,
+    pub unet: UNet,
+    pub vae: AutoEncoder,
+    pub tokenizer: ClipTokenizer,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl SdxlModel {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let ckpt = Arc::new(Checkpoint::open(path)?);
+        let vb = ckpt.var_builder(opts.dtype, &opts.device);
+        let fail = |part: &str, e: candle_core::Error| EngineError::checkpoint(path, format!("cannot build the {part}: {e}"));
+        let act_l = Activation::from_config(ckpt.clip_l_act.as_deref(), Activation::QuickGelu);
+        let act_g = Activation::from_config(ckpt.clip_g_act.as_deref(), Activation::Gelu);
+        // Text encoders stay in f32 (as in ComfyUI/Fooocus): they are small and precision-sensitive.
+        let vb32 = ckpt.var_builder(DType::F32, &opts.device);
+        let clip_l = ClipTextModel::new(vb32.pp("clip_l"), act_l).map_err(|e| fail("CLIP-L text encoder", e))?;
+        let clip_g = ClipTextModel::new(vb32.pp("clip_g"), act_g).map_err(|e| fail("bigG text encoder", e))?;
+        let unet = UNet::new(vb.pp("unet")).map_err(|e| fail("UNet", e))?;
+        let vae = AutoEncoder::new(vb.pp("vae")).map_err(|e| fail("VAE", e))?;
+        if let Some(ctx) = unet.context_dim {
+            if ctx != clip_l.width + clip_g.width {
+                return Err(EngineError::checkpoint(
+                    path,
+                    format!("UNet context width {ctx} does not match the text encoders ({} + {})", clip_l.width, clip_g.width),
+                ));
+            }
+        }
+        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone() })
+    }
+
+    /// Encode a prompt (`clip_skip` 2 = penultimate layer, SDXL's default). Prompts longer than
+    /// 75 tokens are encoded chunk by chunk and concatenated.
+    pub fn encode_prompt(&self, prompt: &str, clip_skip: usize) -> Result<Conditioning> {
+        let ids = self.tokenizer.encode(prompt);
+        self.encode_tokens(&ids, clip_skip)
+    }
+
+    pub fn encode_tokens(&self, ids: &[u32], clip_skip: usize) -> Result<Conditioning> {
+        let chunks_l = crate::tokenizer::chunk_ids(ids, EOS);
+        let chunks_g = crate::tokenizer::chunk_ids(ids, 0);
+        let mut contexts = Vec::new();
+        let mut pooled = None;
+        for (l, g) in chunks_l.iter().zip(&chunks_g) {
+            let hl = self.clip_l.encode(std::slice::from_ref(l), clip_skip, false, &self.device)?;
+            let hg = self.clip_g.encode(std::slice::from_ref(g), clip_skip, pooled.is_none(), &self.device)?;
+            contexts.push(Tensor::cat(&[hl.hidden, hg.hidden], 2)?);
+            if pooled.is_none() {
+                pooled = hg.pooled;
+            }
+        }
+        let pooled = pooled.ok_or_else(|| EngineError::invalid("checkpoint", "bigG has no text_projection"))?;
+        Ok(Conditioning { context: Tensor::cat(&contexts, 1)?, pooled })
+    }
+
+    /// The ADM vector `y = [pooled, e(h), e(w), e(crop_top), e(crop_left), e(target_h), e(target_w)]`.
+    pub fn adm(&self, pooled: &Tensor, size: SizeIds) -> Result<Tensor> {
+        let pooled_dim = pooled.dim(1)?;
+        let per_id = (self.unet.adm_in_channels - pooled_dim) / 6;
+        let values = [size.height, size.width, size.crop_top, size.crop_left, size.target_height, size.target_width]
+            .map(|v| v as f32);
+        let emb = timestep_embedding(&values, per_id, &self.device)?.flatten_all()?.unsqueeze(0)?;
+        Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &emb], 1)?)
+    }
+}

@@ -1,0 +1,340 @@
+//! The SDXL UNet (LDM `openaimodel` layout, ComfyUI's naming), built by walking the
+//! checkpoint: levels, res blocks, transformer depths, channels and context width are all read
+//! from the tensors, as ComfyUI's model detection does.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::nn::{attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Mlp2};
+
+/// SDXL uses 64-dimensional attention heads at every level.
+const HEAD_DIM: usize = 64;
+
+struct ResBlock {
+    norm_in: GroupNorm,
+    conv_in: Conv2d,
+    emb_proj: Linear,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm_in: group_norm(&vb.pp("in_layers.0"), 32, 1e-5)?,
+            conv_in: conv2d(&vb.pp("in_layers.2"), 1, 1)?,
+            emb_proj: linear(&vb.pp("emb_layers.1"))?,
+            norm_out: group_norm(&vb.pp("out_layers.0"), 32, 1e-5)?,
+            conv_out: conv2d(&vb.pp("out_layers.3"), 1, 1)?,
+            skip: if vb.contains_tensor("skip_connection.weight") { Some(conv2d(&vb.pp("skip_connection"), 1, 0)?) } else { None },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let h = self.conv_in.forward(&silu(&self.norm_in.forward(x)?)?)?;
+        let e = self.emb_proj.forward(&silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = h.broadcast_add(&e)?;
+        let h = self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)?;
+        match &self.skip {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+struct CrossAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl CrossAttention {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        let q = linear(&vb.pp("to_q"))?;
+        let inner = q.weight().dim(0)?;
+        Ok(Self {
+            k: linear(&vb.pp("to_k"))?,
+            v: linear(&vb.pp("to_v"))?,
+            out: linear(&vb.pp("to_out.0"))?,
+            heads: (inner / HEAD_DIM).max(1),
+            q,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let a = attention(&self.q.forward(x)?, &self.k.forward(context)?, &self.v.forward(context)?, self.heads, None)?;
+        self.out.forward(&a)
+    }
+}
+
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: CrossAttention,
+    norm2: LayerNorm,
+    attn2: CrossAttention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: layer_norm(&vb.pp("norm1"), 1e-5)?,
+            attn1: CrossAttention::new(vb.pp("attn1"))?,
+            norm2: layer_norm(&vb.pp("norm2"), 1e-5)?,
+            attn2: CrossAttention::new(vb.pp("attn2"))?,
+            norm3: layer_norm(&vb.pp("norm3"), 1e-5)?,
+            ff_in: linear(&vb.pp("ff.net.0.proj"))?,
+            ff_out: linear(&vb.pp("ff.net.2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let h = self.norm1.forward(x)?;
+        let x = (x + self.attn1.forward(&h, &h)?)?;
+        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
+        // GEGLU: the projection holds [value | gate].
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(2)? / 2;
+        let gated = (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?;
+        x + self.ff_out.forward(&gated)?
+    }
+}
+
+enum Proj {
+    Linear(Linear),
+    Conv(Conv2d),
+}
+
+struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Proj,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Proj,
+}
+
+impl SpatialTransformer {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        let linear_proj = vb.get_unchecked("proj_in.weight")?.rank() == 2;
+        let proj = |name: &str| -> Result<Proj> {
+            if linear_proj { Ok(Proj::Linear(linear(&vb.pp(name))?)) } else { Ok(Proj::Conv(conv2d(&vb.pp(name), 1, 0)?)) }
+        };
+        let depth = (0..).take_while(|k| vb.contains_tensor(&format!("transformer_blocks.{k}.norm1.weight"))).count();
+        Ok(Self {
+            norm: group_norm(&vb.pp("norm"), 32, 1e-6)?,
+            proj_in: proj("proj_in")?,
+            blocks: (0..depth).map(|k| TransformerBlock::new(vb.pp(format!("transformer_blocks.{k}")))).collect::<Result<_>>()?,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = x.dims4()?;
+        let normed = self.norm.forward(x)?;
+        let to_tokens = |t: &Tensor| -> Result<Tensor> {
+            let c = t.dim(1)?;
+            t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))
+        };
+        let mut t = match &self.proj_in {
+            Proj::Linear(l) => l.forward(&to_tokens(&normed)?)?,
+            Proj::Conv(c) => to_tokens(&c.forward(&normed)?)?,
+        };
+        for block in &self.blocks {
+            t = block.forward(&t, context)?;
+        }
+        let out = match &self.proj_out {
+            Proj::Linear(l) => {
+                let t = l.forward(&t)?;
+                let c = t.dim(2)?;
+                t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?
+            }
+            Proj::Conv(conv) => {
+                let c = t.dim(2)?;
+                conv.forward(&t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()?)?
+            }
+        };
+        out + x
+    }
+}
+
+enum Layer {
+    Conv(Conv2d),
+    Res(ResBlock),
+    Attn(SpatialTransformer),
+    Down(Conv2d),
+    Up(Conv2d),
+}
+
+/// One `input_blocks.N` / `middle_block` / `output_blocks.N` entry: a sequence of layers.
+struct Block(Vec<Layer>);
+
+impl Block {
+    /// Reads `prefix.0`, `prefix.1`, … until no sub-module is found.
+    fn new(vb: VarBuilder) -> Result<Self> {
+        let mut layers = Vec::new();
+        for i in 0.. {
+            let l = vb.pp(i);
+            let layer = if l.contains_tensor("in_layers.0.weight") {
+                Layer::Res(ResBlock::new(l)?)
+            } else if l.contains_tensor("proj_in.weight") {
+                Layer::Attn(SpatialTransformer::new(l)?)
+            } else if l.contains_tensor("op.weight") {
+                Layer::Down(conv2d(&l.pp("op"), 2, 1)?)
+            } else if l.contains_tensor("conv.weight") {
+                Layer::Up(conv2d(&l.pp("conv"), 1, 1)?)
+            } else if l.contains_tensor("weight") {
+                Layer::Conv(conv2d(&l, 1, 1)?)
+            } else {
+                break;
+            };
+            layers.push(layer);
+        }
+        Ok(Self(layers))
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor, up_to: Option<(usize, usize)>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.0 {
+            x = match layer {
+                Layer::Conv(c) | Layer::Down(c) => c.forward(&x)?,
+                Layer::Res(r) => r.forward(&x, emb)?,
+                Layer::Attn(a) => a.forward(&x, context)?,
+                Layer::Up(c) => {
+                    let (_, _, h, w) = x.dims4()?;
+                    let (th, tw) = up_to.unwrap_or((h * 2, w * 2));
+                    c.forward(&x.upsample_nearest2d(th, tw)?)?
+                }
+            };
+        }
+        Ok(x)
+    }
+}
+
+/// Intermediate activations, for parity tests against the reference UNet.
+#[derive(Default)]
+pub struct UNetTrace {
+    pub emb: Option<Tensor>,
+    /// Hidden state after each level's last input block (including its downsampler).
+    pub down: Vec<Tensor>,
+    pub mid: Option<Tensor>,
+    /// Hidden state after each level's last output block (including its upsampler).
+    pub up: Vec<Tensor>,
+}
+
+pub struct UNet {
+    time_embed: Mlp2,
+    label_emb: Mlp2,
+    input_blocks: Vec<Block>,
+    middle_block: Block,
+    output_blocks: Vec<Block>,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    model_channels: usize,
+    /// Width of the ADM vector `y` (pooled text + 6 size embeddings).
+    pub adm_in_channels: usize,
+    /// Width of the cross-attention context (CLIP-L + bigG hidden sizes).
+    pub context_dim: Option<usize>,
+    /// `input_blocks` indices after which a level ends (for traces).
+    level_ends_in: Vec<usize>,
+    level_ends_out: Vec<usize>,
+}
+
+impl UNet {
+    /// `vb` points at the `unet` component.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let count = |prefix: &str| (0..).take_while(|i| has_block(&vb.pp(prefix).pp(i))).count();
+        let n_in = count("input_blocks");
+        let n_out = count("output_blocks");
+        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i))).collect::<Result<Vec<_>>>()?;
+        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i))).collect::<Result<Vec<_>>>()?;
+        let model_channels = out_dim(&vb.pp("input_blocks.0.0"))?;
+        let adm_in_channels = vb.get_unchecked("label_emb.0.0.weight")?.dim(1)?;
+        let context_dim = (0..n_in).find_map(|i| {
+            vb.pp("input_blocks").pp(i).pp("1.transformer_blocks.0.attn2.to_k").get_unchecked("weight").ok().and_then(|w| w.dim(1).ok())
+        });
+        let level_ends_in = (0..n_in)
+            .filter(|&i| ends_level_in(&input_blocks, i))
+            .collect();
+        let level_ends_out = (0..n_out).filter(|&i| i + 1 == n_out || output_blocks[i].0.iter().any(|l| matches!(l, Layer::Up(_)))).collect();
+        Ok(Self {
+            time_embed: Mlp2::new(&vb.pp("time_embed.0"), &vb.pp("time_embed.2"))?,
+            label_emb: Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?,
+            input_blocks,
+            middle_block: Block::new(vb.pp("middle_block"))?,
+            output_blocks,
+            out_norm: group_norm(&vb.pp("out.0"), 32, 1e-5)?,
+            out_conv: conv2d(&vb.pp("out.2"), 1, 1)?,
+            model_channels,
+            adm_in_channels,
+            context_dim,
+            level_ends_in,
+            level_ends_out,
+        })
+    }
+
+    /// Predict the noise `eps` for `x` `[B, 4, h, w]` at integer `timesteps` (one per batch row).
+    pub fn forward(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor) -> Result<Tensor> {
+        self.forward_traced(x, timesteps, context, y, None)
+    }
+
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        timesteps: &[f32],
+        context: &Tensor,
+        y: &Tensor,
+        mut trace: Option<&mut UNetTrace>,
+    ) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let t_emb = timestep_embedding(timesteps, self.model_channels, x.device())?.to_dtype(dtype)?;
+        let emb = (self.time_embed.forward(&t_emb)? + self.label_emb.forward(&y.to_dtype(dtype)?)?)?;
+        let context = context.to_dtype(dtype)?;
+        let mut skips = Vec::with_capacity(self.input_blocks.len());
+        let mut h = x.clone();
+        for (i, block) in self.input_blocks.iter().enumerate() {
+            h = block.forward(&h, &emb, &context, None)?;
+            skips.push(h.clone());
+            if let Some(t) = trace.as_deref_mut() {
+                if self.level_ends_in.contains(&i) {
+                    t.down.push(h.clone());
+                }
+            }
+        }
+        h = self.middle_block.forward(&h, &emb, &context, None)?;
+        if let Some(t) = trace.as_deref_mut() {
+            t.emb = Some(emb.clone());
+            t.mid = Some(h.clone());
+        }
+        for (i, block) in self.output_blocks.iter().enumerate() {
+            let skip = skips.pop().expect("as many output as input blocks");
+            h = Tensor::cat(&[&h, &skip], 1)?;
+            // Upsample to the size of the next skip connection (handles odd latent sizes).
+            let target = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));
+            h = block.forward(&h, &emb, &context, target)?;
+            if let Some(t) = trace.as_deref_mut() {
+                if self.level_ends_out.contains(&i) {
+                    t.up.push(h.clone());
+                }
+            }
+        }
+        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+    }
+}
+
+fn has_block(vb: &VarBuilder) -> bool {
+    let l = vb.pp(0);
+    ["weight", "in_layers.0.weight", "op.weight"].iter().any(|n| l.contains_tensor(n))
+}
+
+/// An input block ends a level when the next one is a downsampler (or it is the last block).
+fn ends_level_in(blocks: &[Block], i: usize) -> bool {
+    let is_down = |b: &Block| b.0.iter().any(|l| matches!(l, Layer::Down(_)));
+    if is_down(&blocks[i]) {
+        return true;
+    }
+    i + 1 == blocks.len()
+}

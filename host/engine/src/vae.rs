@@ -1,0 +1,222 @@
+//! The SDXL autoencoder (LDM naming), with the number of levels, res blocks and channels read
+//! from the checkpoint.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+
+use crate::nn::{attention, conv2d, group_norm, linear, silu};
+
+/// SDXL's latent scaling factor (SD1.5 uses 0.18215; using that here gives hazy images).
+pub const SDXL_SCALING_FACTOR: f64 = 0.13025;
+
+struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: group_norm(&vb.pp("norm1"), 32, 1e-6)?,
+            conv1: conv2d(&vb.pp("conv1"), 1, 1)?,
+            norm2: group_norm(&vb.pp("norm2"), 32, 1e-6)?,
+            conv2: conv2d(&vb.pp("conv2"), 1, 1)?,
+            shortcut: if vb.contains_tensor("nin_shortcut.weight") { Some(conv2d(&vb.pp("nin_shortcut"), 1, 0)?) } else { None },
+        })
+    }
+}
+
+impl Module for ResnetBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
+        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        match &self.shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// Single-head self-attention over all pixels.
+struct AttnBlock {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    proj_out: Linear,
+}
+
+impl AttnBlock {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: group_norm(&vb.pp("norm"), 32, 1e-6)?,
+            q: linear(&vb.pp("q"))?,
+            k: linear(&vb.pp("k"))?,
+            v: linear(&vb.pp("v"))?,
+            proj_out: linear(&vb.pp("proj_out"))?,
+        })
+    }
+}
+
+impl Module for AttnBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let t = self.norm.forward(x)?.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let a = attention(&self.q.forward(&t)?, &self.k.forward(&t)?, &self.v.forward(&t)?, 1, None)?;
+        let out = self.proj_out.forward(&a)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+        x + out
+    }
+}
+
+struct Mid {
+    block_1: ResnetBlock,
+    attn_1: AttnBlock,
+    block_2: ResnetBlock,
+}
+
+impl Mid {
+    fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            block_1: ResnetBlock::new(vb.pp("block_1"))?,
+            attn_1: AttnBlock::new(vb.pp("attn_1"))?,
+            block_2: ResnetBlock::new(vb.pp("block_2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.block_2.forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
+    }
+}
+
+struct Level {
+    blocks: Vec<ResnetBlock>,
+    resample: Option<Conv2d>,
+}
+
+impl Level {
+    fn new(vb: VarBuilder, resample: &str, stride: usize, padding: usize) -> Result<Self> {
+        let n = (0..).take_while(|j| vb.contains_tensor(&format!("block.{j}.norm1.weight"))).count();
+        Ok(Self {
+            blocks: (0..n).map(|j| ResnetBlock::new(vb.pp(format!("block.{j}")))).collect::<Result<_>>()?,
+            resample: if vb.contains_tensor(&format!("{resample}.conv.weight")) {
+                Some(conv2d(&vb.pp(resample).pp("conv"), stride, padding)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+fn count_levels(vb: &VarBuilder, prefix: &str) -> usize {
+    (0..).take_while(|i| vb.contains_tensor(&format!("{prefix}.{i}.block.0.norm1.weight"))).count()
+}
+
+pub struct Encoder {
+    conv_in: Conv2d,
+    down: Vec<Level>,
+    mid: Mid,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+}
+
+pub struct Decoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid: Mid,
+    /// Index 0 is the full-resolution level, as in the checkpoint (`up.0`).
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+pub struct AutoEncoder {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub scaling_factor: f64,
+    /// Image pixels per latent pixel.
+    pub downscale: usize,
+}
+
+impl AutoEncoder {
+    /// `vb` points at the `vae` component.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let quant = |name: &str| -> Result<Option<Conv2d>> {
+            if vb.contains_tensor(&format!("{name}.weight")) { Ok(Some(conv2d(&vb.pp(name), 1, 0)?)) } else { Ok(None) }
+        };
+        let e = vb.pp("encoder");
+        let d = vb.pp("decoder");
+        let n_down = count_levels(&e, "down");
+        let n_up = count_levels(&d, "up");
+        let encoder = Encoder {
+            conv_in: conv2d(&e.pp("conv_in"), 1, 1)?,
+            down: (0..n_down).map(|i| Level::new(e.pp(format!("down.{i}")), "downsample", 2, 0)).collect::<Result<_>>()?,
+            mid: Mid::new(e.pp("mid"))?,
+            norm_out: group_norm(&e.pp("norm_out"), 32, 1e-6)?,
+            conv_out: conv2d(&e.pp("conv_out"), 1, 1)?,
+            quant_conv: quant("quant_conv")?,
+        };
+        let decoder = Decoder {
+            post_quant_conv: quant("post_quant_conv")?,
+            conv_in: conv2d(&d.pp("conv_in"), 1, 1)?,
+            mid: Mid::new(d.pp("mid"))?,
+            up: (0..n_up).map(|i| Level::new(d.pp(format!("up.{i}")), "upsample", 1, 1)).collect::<Result<_>>()?,
+            norm_out: group_norm(&d.pp("norm_out"), 32, 1e-6)?,
+            conv_out: conv2d(&d.pp("conv_out"), 1, 1)?,
+        };
+        let downscale = 1 << encoder.down.iter().filter(|l| l.resample.is_some()).count();
+        Ok(Self { encoder, decoder, scaling_factor: SDXL_SCALING_FACTOR, downscale })
+    }
+
+    /// Decode scaled latents `[B, 4, h, w]` to images in [-1, 1] (not clamped) `[B, 3, 8h, 8w]`.
+    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        let z = (latent / self.scaling_factor)?;
+        let d = &self.decoder;
+        let z = match &d.post_quant_conv {
+            Some(c) => c.forward(&z)?,
+            None => z,
+        };
+        let mut h = d.mid.forward(&d.conv_in.forward(&z)?)?;
+        for level in d.up.iter().rev() {
+            for block in &level.blocks {
+                h = block.forward(&h)?;
+            }
+            if let Some(up) = &level.resample {
+                let (_, _, hh, ww) = h.dims4()?;
+                h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
+            }
+        }
+        d.conv_out.forward(&silu(&d.norm_out.forward(&h)?)?)
+    }
+
+    /// Posterior mean of images in [-1, 1] `[B, 3, H, W]`, unscaled.
+    pub fn encode_mean(&self, image: &Tensor) -> Result<Tensor> {
+        let e = &self.encoder;
+        let mut h = e.conv_in.forward(image)?;
+        for level in &e.down {
+            for block in &level.blocks {
+                h = block.forward(&h)?;
+            }
+            if let Some(down) = &level.resample {
+                // LDM pads right and bottom by one, then convolves with stride 2 and no padding.
+                h = down.forward(&h.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)?;
+            }
+        }
+        let h = e.mid.forward(&h)?;
+        let h = e.conv_out.forward(&silu(&e.norm_out.forward(&h)?)?)?;
+        let moments = match &e.quant_conv {
+            Some(c) => c.forward(&h)?,
+            None => h,
+        };
+        let z = moments.dim(1)? / 2;
+        moments.narrow(1, 0, z)
+    }
+
+    /// Scaled latent of images in [-1, 1]: `encode_mean · scaling_factor`.
+    pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
+        self.encode_mean(image)? * self.scaling_factor
+    }
+}
