@@ -201,7 +201,15 @@ impl Checkpoint {
         (0..).take_while(|i| self.contains(&format!("{prefix}{i}{suffix}"))).count()
     }
 
-    fn read(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    /// Canonical tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Read a canonical tensor (split/transposed as needed) in `dtype`.
+    pub fn tensor(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let source = self
             .entries
             .get(name)
@@ -229,7 +237,7 @@ struct Backend(Arc<Checkpoint>);
 
 impl candle_nn::var_builder::SimpleBackend for Backend {
     fn get(&self, shape: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.0.read(name, dtype, dev)?;
+        let t = self.0.tensor(name, dtype, dev)?;
         if t.shape() == &shape {
             return Ok(t);
         }
@@ -247,7 +255,7 @@ impl candle_nn::var_builder::SimpleBackend for Backend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.read(name, dtype, dev)
+        self.0.tensor(name, dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -359,11 +367,11 @@ impl UnetKeyMap {
             (Some("down_blocks"), Some("downsamplers")) => {
                 format!("input_blocks.{}.0.op.{}", (l + 1) * (idx(1) + 1), tail(4).trim_start_matches("conv."))
             }
-            (Some("up_blocks"), Some("resnets")) => format!("output_blocks.{}.0.{}", (l + 2) * idx(1) + idx(3), resnet_to_ldm(&tail(4))),
-            (Some("up_blocks"), Some("attentions")) => format!("output_blocks.{}.1.{}", (l + 2) * idx(1) + idx(3), tail(4)),
+            (Some("up_blocks"), Some("resnets")) => format!("output_blocks.{}.0.{}", (l + 1) * idx(1) + idx(3), resnet_to_ldm(&tail(4))),
+            (Some("up_blocks"), Some("attentions")) => format!("output_blocks.{}.1.{}", (l + 1) * idx(1) + idx(3), tail(4)),
             (Some("up_blocks"), Some("upsamplers")) => {
                 let slot = if self.up_levels_with_attention[idx(1)] { 2 } else { 1 };
-                format!("output_blocks.{}.{slot}.{}", (l + 2) * idx(1) + l, tail(4))
+                format!("output_blocks.{}.{slot}.{}", (l + 1) * idx(1) + l, tail(4))
             }
             (Some("mid_block"), _) => {
                 let (kind, i, rest) = (parts[1], idx(2), parts[3..].join("."));

@@ -1,9 +1,13 @@
-//! focal's SDXL engine on candle.
+//! focal's SDXL engine on candle: checkpoint loading, CLIP text encoders, UNet, VAE and
+//! k-diffusion samplers with ComfyUI/Fooocus semantics. A plain library: no HTTP, WASM or jobs.
 pub mod checkpoint;
 pub mod clip;
 pub mod error;
+pub mod image;
 pub mod nn;
+pub mod pipeline;
 pub mod rng;
+pub mod sampler;
 pub mod schedule;
 pub mod sdxl;
 pub mod tokenizer;
@@ -11,3 +15,7 @@ pub mod unet;
 pub mod vae;
 
 pub use error::{EngineError, Result};
+pub use pipeline::{GenerationParams, Generated, Progress};
+pub use sampler::Sampler;
+pub use schedule::Scheduler;
+pub use sdxl::{LoadOptions, SdxlModel};

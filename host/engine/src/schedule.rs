@@ -2,7 +2,6 @@
 //! schedulers Fooocus offers. Arithmetic follows ComfyUI's tensor dtypes (tables built in f64 and
 //! stored as f32, schedules computed in f32) so results agree to ~1 ulp.
 
-use crate::error::{EngineError, Result};
 
 /// Number of training timesteps of SDXL.
 pub const TIMESTEPS: usize = 1000;
@@ -90,9 +89,9 @@ macro_rules! named_enum {
             pub fn names() -> Vec<&'static str> { Self::ALL.iter().map(|v| v.name()).collect() }
         }
         impl std::str::FromStr for $name {
-            type Err = EngineError;
-            fn from_str(s: &str) -> Result<Self> {
-                Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| EngineError::InvalidRequest {
+            type Err = $crate::error::EngineError;
+            fn from_str(s: &str) -> $crate::error::Result<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| $crate::error::EngineError::InvalidRequest {
                     field: stringify!($name).to_string(),
                     message: format!("unknown {} '{}'; valid: {}", stringify!($name).to_lowercase(), s, Self::names().join(", ")),
                 })

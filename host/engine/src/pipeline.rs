@@ -1,0 +1,214 @@
+//! One generation: text conditioning, initial latent, sampling with CFG, decoding.
+//! The same API serves the CLI, the server's worker and the benchmarks.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{EngineError, Result};
+use crate::image::{latent_preview, RgbImage};
+use crate::rng::TorchRng;
+use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
+use crate::schedule::{sampling_sigmas, ModelSampling, Scheduler};
+use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
+
+#[derive(Clone, Debug)]
+pub struct GenerationParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: usize,
+    pub cfg: f32,
+    pub sampler: Sampler,
+    pub scheduler: Scheduler,
+    pub seed: u64,
+    /// 1.0 for txt2img; below 1 with `init_image` for img2img.
+    pub denoise: f32,
+    pub init_image: Option<RgbImage>,
+    /// 1 = last CLIP layer, 2 = penultimate (SDXL default).
+    pub clip_skip: usize,
+}
+
+impl GenerationParams {
+    pub fn txt2img(prompt: &str, width: u32, height: u32, steps: usize, seed: u64) -> Self {
+        Self {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            width,
+            height,
+            steps,
+            cfg: 7.0,
+            sampler: Sampler::Euler,
+            scheduler: Scheduler::Karras,
+            seed,
+            denoise: 1.0,
+            init_image: None,
+            clip_skip: 2,
+        }
+    }
+
+    pub fn validate(&self, downscale: usize) -> Result<()> {
+        let multiple = downscale as u32;
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 || v % multiple != 0 || v > 8192 {
+                return Err(EngineError::invalid(field, format!("{v} must be a positive multiple of {multiple} up to 8192")));
+            }
+        }
+        if self.steps == 0 || self.steps > 1000 {
+            return Err(EngineError::invalid("steps", format!("{} must be between 1 and 1000", self.steps)));
+        }
+        if !(self.denoise > 0.0 && self.denoise <= 1.0) {
+            return Err(EngineError::invalid("denoise", format!("{} must be in (0, 1]", self.denoise)));
+        }
+        if self.denoise < 1.0 && self.init_image.is_none() {
+            return Err(EngineError::invalid("denoise", "denoise below 1 needs an input image"));
+        }
+        if !self.cfg.is_finite() {
+            return Err(EngineError::invalid("cfg", "must be a finite number"));
+        }
+        Ok(())
+    }
+}
+
+/// Reported after every sampling step.
+pub struct Progress {
+    pub step: usize,
+    pub total: usize,
+    /// A cheap preview from the current denoised latent, when previews are requested.
+    pub preview: Option<RgbImage>,
+}
+
+pub struct Generated {
+    pub image: RgbImage,
+    /// Final latent `[1, 4, h, w]` (scaled latent units).
+    pub latent: Tensor,
+    pub seed: u64,
+}
+
+/// CFG around the UNet: `D = D_u + cfg·(D_c − D_u)`, cond and uncond in one batch when their
+/// contexts have the same length.
+pub struct CfgDenoiser<'a> {
+    model: &'a SdxlModel,
+    sampling: &'a ModelSampling,
+    cond: (Tensor, Tensor),
+    uncond: (Tensor, Tensor),
+    cfg: f64,
+}
+
+impl<'a> CfgDenoiser<'a> {
+    pub fn new(model: &'a SdxlModel, sampling: &'a ModelSampling, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, cfg: f32) -> Result<Self> {
+        let dt = model.dtype;
+        Ok(Self {
+            model,
+            sampling,
+            cond: (cond.context.to_dtype(dt)?, model.adm(&cond.pooled, size)?.to_dtype(dt)?),
+            uncond: (uncond.context.to_dtype(dt)?, model.adm(&uncond.pooled, size)?.to_dtype(dt)?),
+            cfg: cfg as f64,
+        })
+    }
+
+    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
+        Ok(self.model.unet.forward(x_in, &vec![t; x_in.dim(0)?], ctx, y)?)
+    }
+}
+
+impl Denoiser for CfgDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor> {
+        let t = self.sampling.timestep(sigma) as f32;
+        let s = sigma as f64;
+        let x_in = (x / (s * s + 1.0).sqrt())?.to_dtype(self.model.dtype)?;
+        let to_denoised = |eps: Tensor| -> Result<Tensor> { Ok((x - (eps.to_dtype(DType::F32)? * s)?)?) };
+        if (self.cfg - 1.0).abs() < 1e-6 {
+            return to_denoised(self.eps(&x_in, t, &self.cond.0, &self.cond.1)?);
+        }
+        let (ec, eu) = if self.cond.0.dims() == self.uncond.0.dims() {
+            let both = Tensor::cat(&[&x_in, &x_in], 0)?;
+            let ctx = Tensor::cat(&[&self.cond.0, &self.uncond.0], 0)?;
+            let y = Tensor::cat(&[&self.cond.1, &self.uncond.1], 0)?;
+            let eps = self.eps(&both, t, &ctx, &y)?;
+            (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
+        } else {
+            (self.eps(&x_in, t, &self.cond.0, &self.cond.1)?, self.eps(&x_in, t, &self.uncond.0, &self.uncond.1)?)
+        };
+        let (dc, du) = (to_denoised(ec)?, to_denoised(eu)?);
+        Ok((&du + ((dc - &du)? * self.cfg)?)?)
+    }
+}
+
+/// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
+pub fn initial_noise(seed: u64, shape: (usize, usize, usize, usize)) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    Ok(Tensor::from_vec(TorchRng::new(seed).randn(n), shape, &candle_core::Device::Cpu)?)
+}
+
+impl SdxlModel {
+    /// Run one generation. `on_progress` is called after each step; returning `false` cancels.
+    pub fn generate(
+        &self,
+        params: &GenerationParams,
+        want_previews: bool,
+        on_progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Generated> {
+        params.validate(self.vae.downscale)?;
+        let cond = self.encode_prompt(&params.prompt, params.clip_skip)?;
+        let uncond = self.encode_prompt(&params.negative_prompt, params.clip_skip)?;
+        self.generate_with(params, &cond, &uncond, want_previews, on_progress)
+    }
+
+    /// Like [`generate`](Self::generate) with conditioning computed by the caller.
+    pub fn generate_with(
+        &self,
+        params: &GenerationParams,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        want_previews: bool,
+        on_progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Generated> {
+        params.validate(self.vae.downscale)?;
+        let sampling = ModelSampling::sdxl();
+        let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
+        let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
+        let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
+        let x = match &params.init_image {
+            Some(img) if params.denoise < 1.0 => {
+                let latent = self.encode_image(img, params.width, params.height)?;
+                (latent + (noise * sigmas[0] as f64)?)?
+            }
+            _ => {
+                // ComfyUI "max_denoise": the first sigma is the model's largest.
+                let s0 = sigmas[0] as f64;
+                let scale = if (s0 - sampling.sigma_max() as f64).abs() <= 1e-5 * s0 { (1.0 + s0 * s0).sqrt() } else { s0 };
+                (noise * scale)?
+            }
+        };
+        let size = SizeIds::plain(params.width, params.height);
+        let mut denoiser = CfgDenoiser::new(self, &sampling, cond, uncond, size, params.cfg)?;
+        let mut noise_source = NoiseSource::new(params.seed.wrapping_add(1));
+        let mut on_step = |i: usize, n: usize, _x: &Tensor, denoised: &Tensor| -> Result<()> {
+            let preview = if want_previews { Some(latent_preview(denoised)?) } else { None };
+            if on_progress(Progress { step: i + 1, total: n, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
+        };
+        let latent = sample(params.sampler, &mut denoiser, x, &sigmas, &mut noise_source, &mut on_step)?;
+        let image = self.decode_latent(&latent)?;
+        Ok(Generated { image, latent, seed: params.seed })
+    }
+
+    /// VAE-decode a latent into an RGB image.
+    pub fn decode_latent(&self, latent: &Tensor) -> Result<RgbImage> {
+        let decoded = self.vae.decode(&latent.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
+        let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+        RgbImage::from_tensor(&img.get(0)?)
+    }
+
+    /// VAE-encode an image (posterior mean) into a scaled latent at the requested size.
+    pub fn encode_image(&self, img: &RgbImage, width: u32, height: u32) -> Result<Tensor> {
+        if img.width != width || img.height != height {
+            return Err(EngineError::invalid(
+                "input_image",
+                format!("is {}x{}, expected {width}x{height}", img.width, img.height),
+            ));
+        }
+        let pixels = img.to_tensor(&self.device)?.to_dtype(self.dtype)?;
+        let x = ((pixels * 2.0)? - 1.0)?;
+        Ok(self.vae.encode(&x)?.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,70 @@
+//! Full txt2img / img2img runs against the PyTorch (ComfyUI-semantics) reference cases.
+mod common;
+use std::path::Path;
+
+use focal_engine::image::RgbImage;
+use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
+
+fn run_cases(checkpoint: &Path) {
+    let model = SdxlModel::load(checkpoint, &LoadOptions::default()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixtures().join("reference/cases.json")).unwrap()).unwrap();
+    let mut ran = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let mut p = GenerationParams::txt2img(
+            case["prompt"].as_str().unwrap(),
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+            case["steps"].as_u64().unwrap() as usize,
+            case["seed"].as_u64().unwrap(),
+        );
+        p.negative_prompt = case["negative_prompt"].as_str().unwrap().to_string();
+        p.cfg = case["cfg"].as_f64().unwrap() as f32;
+        p.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
+        p.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
+        p.denoise = case["denoise"].as_f64().unwrap() as f32;
+        if p.denoise < 1.0 {
+            let png = std::fs::read(common::fixtures().join("reference/i2i_input.png")).unwrap();
+            p.init_image = Some(RgbImage::decode_png(&png).unwrap());
+        }
+        let mut steps_seen = 0;
+        let out = model.generate(&p, true, &mut |pr| {
+            steps_seen = pr.step;
+            assert!(pr.preview.is_some());
+            true
+        }).unwrap();
+        assert_eq!(steps_seen, p.steps, "{name}: progress reported every step");
+        let refs = common::reference(&format!("{name}.safetensors"));
+        let r = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs["latent"]));
+        assert!(r <= 1e-3, "{name}: final latent relative L2 {r:e}");
+        let expected = RgbImage::decode_png(&std::fs::read(common::fixtures().join(format!("reference/{name}.png"))).unwrap()).unwrap();
+        assert_eq!((out.image.width, out.image.height), (expected.width, expected.height), "{name}: size");
+        let worst = out.image.data.iter().zip(&expected.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= 3, "{name}: a pixel differs by {worst}/255");
+        // The PNG we write decodes to the same pixels.
+        assert_eq!(RgbImage::decode_png(&out.image.encode_png().unwrap()).unwrap(), out.image);
+        ran += 1;
+    }
+    assert_eq!(ran, 5);
+}
+
+#[test]
+fn every_reference_case_from_the_single_file_checkpoint() {
+    run_cases(&common::fixtures().join("tiny-sdxl-a.safetensors"));
+}
+
+#[test]
+fn every_reference_case_from_the_diffusers_folder() {
+    run_cases(&common::fixtures().join("diffusers"));
+}
+
+#[test]
+fn cancelling_stops_between_steps() {
+    let model = SdxlModel::load(&common::fixtures().join("tiny-sdxl-a.safetensors"), &LoadOptions::default()).unwrap();
+    let p = GenerationParams::txt2img("a cat", 64, 64, 6, 1);
+    let mut calls = 0;
+    let err = model.generate(&p, false, &mut |_| { calls += 1; calls < 2 }).err().unwrap();
+    assert!(matches!(err, focal_engine::EngineError::Cancelled));
+    assert_eq!(calls, 2);
+}
