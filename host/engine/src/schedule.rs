@@ -92,8 +92,8 @@ macro_rules! named_enum {
             type Err = $crate::error::EngineError;
             fn from_str(s: &str) -> $crate::error::Result<Self> {
                 Self::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| $crate::error::EngineError::InvalidRequest {
-                    field: stringify!($name).to_string(),
-                    message: format!("unknown {} '{}'; valid: {}", stringify!($name).to_lowercase(), s, Self::names().join(", ")),
+                    field: stringify!($name).to_lowercase(),
+                    message: format!("unknown name '{}'; valid: {}", s, Self::names().join(", ")),
                 })
             }
         }

@@ -1,0 +1,149 @@
+//! The subset of a Fooocus-API v1 text-to-image body that the engine runs directly, with
+//! Fooocus-API's defaults. (The full API, styles and Fooocus's patches live elsewhere.)
+
+use anyhow::{bail, Context, Result};
+use focal_engine::{GenerationParams, Sampler, Scheduler};
+use serde::Deserialize;
+
+/// Fooocus's largest seed (`2**63 - 1`); image `i` of a request uses `(seed + i) mod 2^63`.
+pub const MAX_SEED: u64 = (1 << 63) - 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct TextToImageRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub style_selections: Vec<String>,
+    pub performance_selection: String,
+    pub aspect_ratios_selection: String,
+    pub image_number: u32,
+    pub image_seed: i64,
+    pub sharpness: f32,
+    pub guidance_scale: f32,
+    pub advanced_params: AdvancedParams,
+}
+
+impl Default for TextToImageRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            style_selections: Vec::new(),
+            performance_selection: "Speed".into(),
+            aspect_ratios_selection: "1152*896".into(),
+            image_number: 1,
+            image_seed: -1,
+            sharpness: 2.0,
+            guidance_scale: 4.0,
+            advanced_params: AdvancedParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct AdvancedParams {
+    pub sampler_name: String,
+    pub scheduler_name: String,
+    pub overwrite_step: i64,
+    pub overwrite_width: i64,
+    pub overwrite_height: i64,
+    pub adm_scaler_positive: f32,
+    pub adm_scaler_negative: f32,
+}
+
+impl Default for AdvancedParams {
+    fn default() -> Self {
+        Self {
+            sampler_name: "dpmpp_2m_sde_gpu".into(),
+            scheduler_name: "karras".into(),
+            overwrite_step: -1,
+            overwrite_width: -1,
+            overwrite_height: -1,
+            adm_scaler_positive: 1.5,
+            adm_scaler_negative: 0.8,
+        }
+    }
+}
+
+impl TextToImageRequest {
+    pub fn parse(json: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid request: field '{path}': {}", e.into_inner())
+        })
+    }
+
+    /// Parameters for image `index` of the request (seed + index), after validation.
+    pub fn to_params(&self, base_seed: u64, index: u32) -> Result<GenerationParams> {
+        let adv = &self.advanced_params;
+        let sampler: Sampler = adv.sampler_name.parse().context("invalid request: field 'advanced_params.sampler_name'")?;
+        let scheduler: Scheduler =
+            adv.scheduler_name.parse().context("invalid request: field 'advanced_params.scheduler_name'")?;
+        let (mut width, mut height) = parse_aspect_ratio(&self.aspect_ratios_selection)?;
+        if adv.overwrite_width > 0 {
+            width = adv.overwrite_width as u32;
+        }
+        if adv.overwrite_height > 0 {
+            height = adv.overwrite_height as u32;
+        }
+        let steps = if adv.overwrite_step > 0 {
+            adv.overwrite_step as usize
+        } else {
+            match self.performance_selection.as_str() {
+                "Speed" => 30,
+                "Quality" => 60,
+                other => bail!(
+                    "invalid request: field 'performance_selection': '{other}' is not supported yet (Speed, Quality); \
+                     the LoRA-based presets arrive with LoRA support"
+                ),
+            }
+        };
+        if self.image_number == 0 || self.image_number > 32 {
+            bail!("invalid request: field 'image_number': {} must be between 1 and 32", self.image_number);
+        }
+        let mut p = GenerationParams::txt2img(&self.prompt, width, height, steps, (base_seed + index as u64) % (MAX_SEED + 1));
+        p.negative_prompt = self.negative_prompt.clone();
+        p.cfg = self.guidance_scale;
+        p.sampler = sampler;
+        p.scheduler = scheduler;
+        Ok(p)
+    }
+
+    /// The seed of the first image: `image_seed`, or a random one when it is -1 (as Fooocus does).
+    pub fn base_seed(&self) -> Result<u64> {
+        match self.image_seed {
+            -1 => Ok(rand::random::<u64>() & MAX_SEED),
+            s if s >= 0 => Ok(s as u64),
+            s => bail!("invalid request: field 'image_seed': {s} must be -1 (random) or between 0 and {MAX_SEED}"),
+        }
+    }
+
+    /// Fooocus patches that the engine does not apply yet; the CLI names them instead of
+    /// silently producing a different picture.
+    pub fn unapplied_settings(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.style_selections.is_empty() {
+            v.push(format!("style_selections {:?}", self.style_selections));
+        }
+        if self.sharpness != 0.0 {
+            v.push(format!("sharpness {}", self.sharpness));
+        }
+        let adv = &self.advanced_params;
+        if adv.adm_scaler_positive != 1.0 || adv.adm_scaler_negative != 1.0 {
+            v.push(format!("adm_scaler_positive/negative {}/{}", adv.adm_scaler_positive, adv.adm_scaler_negative));
+        }
+        v
+    }
+}
+
+/// "1152*896" (Fooocus-API) or "1152×896 ∣ 9:7" (Fooocus UI) → (width, height).
+pub fn parse_aspect_ratio(s: &str) -> Result<(u32, u32)> {
+    let head = s.split(['∣', '|', ' ']).next().unwrap_or("");
+    let parsed = head.split_once(['*', '×']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => bail!("invalid request: field 'aspect_ratios_selection': '{s}' is not of the form WIDTH*HEIGHT, e.g. 1152*896"),
+    }
+}

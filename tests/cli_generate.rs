@@ -1,0 +1,83 @@
+//! Black-box tests of `focal generate` on the tiny checkpoint.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
+}
+
+fn focal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_focal")).args(args).output().unwrap()
+}
+
+fn generate(dir: &Path, request: &str, base_model: &str) -> Output {
+    let req = dir.join("request.json");
+    std::fs::write(&req, request).unwrap();
+    let models = dir.join("models");
+    std::fs::create_dir_all(models.join("checkpoints")).unwrap();
+    focal(&[
+        "generate", "--models-dir", models.to_str().unwrap(), "--base-model", base_model,
+        "--request", req.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap(),
+    ])
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn generates_the_reference_image_from_a_models_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
+    let request = r#"{"prompt": "a photograph of an astronaut riding a horse",
+        "negative_prompt": "blurry, low quality, watermark", "image_seed": 42, "image_number": 2,
+        "guidance_scale": 7.0, "aspect_ratios_selection": "128*128", "sharpness": 0, "style_selections": [],
+        "advanced_params": {"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 8,
+                            "adm_scaler_positive": 1, "adm_scaler_negative": 1}}"#;
+    let out = generate(dir.path(), request, "tiny.safetensors");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["seed"], 42);
+    assert_eq!(lines[1]["seed"], 43);
+    assert_eq!(lines[0]["finish_reason"], "SUCCESS");
+    // Image 0 is the t2i_euler_karras reference case (same prompt, seed, size, steps, cfg, sampler).
+    let ours = std::fs::read(lines[0]["path"].as_str().unwrap()).unwrap();
+    let reference = std::fs::read(fixtures().join("reference/t2i_euler_karras.png")).unwrap();
+    let (a, b) = (decode(&ours), decode(&reference));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.abs_diff(*y) <= 3));
+}
+
+fn decode(png_bytes: &[u8]) -> Vec<u8> {
+    focal_engine::image::RgbImage::decode_png(png_bytes).unwrap().data
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = stderr(out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
+
+#[test]
+fn bad_requests_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = fixtures().join("tiny-sdxl-a.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    assert_one_line_error(&generate(dir.path(), r#"{"advanced_params": {"sampler_name": "bogus"}}"#, ckpt), "sampler_name");
+    assert_one_line_error(&generate(dir.path(), r#"{"aspect_ratios_selection": "abc"}"#, ckpt), "aspect_ratios_selection");
+    assert_one_line_error(&generate(dir.path(), r#"{"guidance_scale": "high"}"#, ckpt), "guidance_scale");
+    assert_one_line_error(&generate(dir.path(), r#"{"prompt": "#, ckpt), "invalid request");
+    assert_one_line_error(&generate(dir.path(), "{}", "missing.safetensors"), "not found");
+    let corrupt = dir.path().join("corrupt.safetensors");
+    let bytes = std::fs::read(fixtures().join("tiny-sdxl-a.safetensors")).unwrap();
+    std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(&generate(dir.path(), "{}", corrupt.to_str().unwrap()), "corrupt.safetensors");
+    std::fs::write(&corrupt, &bytes[..1000]).unwrap();
+    assert_one_line_error(&generate(dir.path(), "{}", corrupt.to_str().unwrap()), "corrupt.safetensors");
+}
