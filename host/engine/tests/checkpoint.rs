@@ -20,3 +20,33 @@ fn single_file_and_diffusers_layouts_give_the_same_tensors() {
         assert_eq!(x.to_vec1::<f32>().unwrap(), y.to_vec1::<f32>().unwrap(), "{name}");
     }
 }
+
+fn write_checkpoint(dir: &std::path::Path, name: &str, keys: &[&str]) -> std::path::PathBuf {
+    let t = candle_core::Tensor::zeros((2, 2), DType::F16, &Device::Cpu).unwrap();
+    let map: std::collections::HashMap<String, candle_core::Tensor> = keys.iter().map(|k| (k.to_string(), t.clone())).collect();
+    let path = dir.join(name);
+    candle_core::safetensors::save(&map, &path).unwrap();
+    path
+}
+
+#[test]
+fn other_model_kinds_are_refused_with_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("lora.safetensors", vec!["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
+        ("sd15.safetensors", vec!["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"], "1.x/2.x"),
+        ("sd3.safetensors", vec!["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"], "Stable Diffusion 3"),
+        ("refiner.safetensors", vec!["conditioner.embedders.0.model.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"], "refiner"),
+        ("unet_only.safetensors", vec!["model.diffusion_model.input_blocks.0.0.weight"], "missing"),
+    ];
+    for (file, keys, needle) in cases {
+        let path = write_checkpoint(dir.path(), file, &keys);
+        let err = Checkpoint::open(&path).err().unwrap_or_else(|| panic!("{file} was accepted")).to_string();
+        assert!(err.contains(needle) && err.contains(file), "{file}: {err}");
+    }
+    let err = Checkpoint::open(&dir.path().join("model.ckpt")).err().unwrap().to_string();
+    assert!(err.contains("no such file"), "{err}");
+    std::fs::write(dir.path().join("model.ckpt"), b"pickle").unwrap();
+    let err = Checkpoint::open(&dir.path().join("model.ckpt")).err().unwrap().to_string();
+    assert!(err.contains("pickle"), "{err}");
+}
