@@ -4,13 +4,33 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 
+/// Model A: the fixture the code was developed against.
+pub const MODEL_A: &str = "tiny-sdxl";
+/// Model B: other widths, depths and layer counts, added after the code passed on model A, to
+/// show the architecture is read from the checkpoint rather than tuned to one model.
+pub const MODEL_B: &str = "tiny-sdxl-b";
+
+pub fn fixture_dir(model: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(model)
+}
+
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-sdxl")
+    fixture_dir(MODEL_A)
+}
+
+/// The single-file checkpoint of a fixture model.
+pub fn checkpoint(model: &str) -> PathBuf {
+    let name = if model == MODEL_A { "tiny-sdxl-a.safetensors".to_string() } else { format!("{model}.safetensors") };
+    fixture_dir(model).join(name)
 }
 
 pub fn reference(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("reference").join(name), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("loading reference {name}: {e}"))
+    model_reference(MODEL_A, name)
+}
+
+pub fn model_reference(model: &str, name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture_dir(model).join("reference").join(name), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("loading reference {model}/{name}: {e}"))
 }
 
 pub fn to_vec(t: &Tensor) -> Vec<f32> {

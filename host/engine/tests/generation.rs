@@ -5,10 +5,11 @@ use std::path::Path;
 use focal_engine::image::RgbImage;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 
-fn run_cases(checkpoint: &Path) {
+fn run_cases(fixture: &str, checkpoint: &Path) {
     let model = SdxlModel::load(checkpoint, &LoadOptions::default()).unwrap();
+    let dir = common::fixture_dir(fixture);
     let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixtures().join("reference/cases.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap()).unwrap();
     let mut ran = 0;
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -25,7 +26,7 @@ fn run_cases(checkpoint: &Path) {
         p.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
         p.denoise = case["denoise"].as_f64().unwrap() as f32;
         if p.denoise < 1.0 {
-            let png = std::fs::read(common::fixtures().join("reference/i2i_input.png")).unwrap();
+            let png = std::fs::read(dir.join("reference/i2i_input.png")).unwrap();
             p.init_image = Some(RgbImage::decode_png(&png).unwrap());
         }
         let mut steps_seen = 0;
@@ -35,10 +36,10 @@ fn run_cases(checkpoint: &Path) {
             true
         }).unwrap();
         assert_eq!(steps_seen, p.steps, "{name}: progress reported every step");
-        let refs = common::reference(&format!("{name}.safetensors"));
+        let refs = common::model_reference(fixture, &format!("{name}.safetensors"));
         let r = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs["latent"]));
         assert!(r <= 1e-3, "{name}: final latent relative L2 {r:e}");
-        let expected = RgbImage::decode_png(&std::fs::read(common::fixtures().join(format!("reference/{name}.png"))).unwrap()).unwrap();
+        let expected = RgbImage::decode_png(&std::fs::read(dir.join(format!("reference/{name}.png"))).unwrap()).unwrap();
         assert_eq!((out.image.width, out.image.height), (expected.width, expected.height), "{name}: size");
         let worst = out.image.data.iter().zip(&expected.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         assert!(worst <= 3, "{name}: a pixel differs by {worst}/255");
@@ -51,12 +52,17 @@ fn run_cases(checkpoint: &Path) {
 
 #[test]
 fn every_reference_case_from_the_single_file_checkpoint() {
-    run_cases(&common::fixtures().join("tiny-sdxl-a.safetensors"));
+    run_cases(common::MODEL_A, &common::checkpoint(common::MODEL_A));
+}
+
+#[test]
+fn every_reference_case_of_the_second_model() {
+    run_cases(common::MODEL_B, &common::checkpoint(common::MODEL_B));
 }
 
 #[test]
 fn every_reference_case_from_the_diffusers_folder() {
-    run_cases(&common::fixtures().join("diffusers"));
+    run_cases(common::MODEL_A, &common::fixtures().join("diffusers"));
 }
 
 #[test]

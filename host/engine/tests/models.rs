@@ -6,9 +6,23 @@ use candle_core::{Device, Tensor};
 use focal_engine::sdxl::{LoadOptions, SdxlModel, SizeIds};
 use focal_engine::unet::UNetTrace;
 
-fn model() -> &'static SdxlModel {
-    static M: OnceLock<SdxlModel> = OnceLock::new();
-    M.get_or_init(|| SdxlModel::load(&common::fixtures().join("tiny-sdxl-a.safetensors"), &LoadOptions::default()).unwrap())
+fn model(name: &str) -> &'static SdxlModel {
+    static A: OnceLock<SdxlModel> = OnceLock::new();
+    static B: OnceLock<SdxlModel> = OnceLock::new();
+    let cell = if name == common::MODEL_A { &A } else { &B };
+    cell.get_or_init(|| SdxlModel::load(&common::checkpoint(name), &LoadOptions::default()).unwrap())
+}
+
+/// Each check runs on both fixture models.
+macro_rules! on_both_models {
+    ($check:ident) => {
+        mod $check {
+            #[test]
+            fn model_a() { super::$check(crate::common::MODEL_A) }
+            #[test]
+            fn model_b() { super::$check(crate::common::MODEL_B) }
+        }
+    };
 }
 
 fn assert_rel(name: &str, got: &Tensor, expected: &Tensor, tol: f64) {
@@ -21,10 +35,10 @@ fn ids(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|v| v as u32).collect()
 }
 
-#[test]
-fn text_conditioning_and_pooled_match() {
-    let refs = common::reference("text_conditioning.safetensors");
-    let m = model();
+on_both_models!(text_conditioning_and_pooled_match);
+fn text_conditioning_and_pooled_match(name: &str) {
+    let refs = common::model_reference(name, "text_conditioning.safetensors");
+    let m = model(name);
     for p in ["prompt0", "prompt1", "prompt2"] {
         let l = ids(&refs[&format!("{p}.clip_l_ids")]);
         let g = ids(&refs[&format!("{p}.clip_g_ids")]);
@@ -39,21 +53,21 @@ fn text_conditioning_and_pooled_match() {
     }
 }
 
-#[test]
-fn prompt_text_gives_the_reference_context() {
+on_both_models!(prompt_text_gives_the_reference_context);
+fn prompt_text_gives_the_reference_context(name: &str) {
     let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixtures().join("reference/cases.json")).unwrap()).unwrap();
-    let m = model();
+        serde_json::from_str(&std::fs::read_to_string(common::fixture_dir(name).join("reference/cases.json")).unwrap()).unwrap();
+    let m = model(name);
     let c = m.encode_prompt(cases["cases"][0]["prompt"].as_str().unwrap(), 2).unwrap();
-    let t2i = common::reference("t2i_euler_karras.safetensors");
+    let t2i = common::model_reference(name, "t2i_euler_karras.safetensors");
     assert_rel("context", &c.context, &t2i["cond.context"], 1e-4);
     assert_rel("pooled", &c.pooled, &t2i["cond.pooled"], 1e-4);
 }
 
-#[test]
-fn unet_eps_and_intermediates_match() {
-    let r = common::reference("unet_eps.safetensors");
-    let m = model();
+on_both_models!(unet_eps_and_intermediates_match);
+fn unet_eps_and_intermediates_match(name: &str) {
+    let r = common::model_reference(name, "unet_eps.safetensors");
+    let m = model(name);
     let t = r["timestep"].to_vec1::<i64>().unwrap()[0] as f32;
     let mut trace = UNetTrace::default();
     let eps = m.unet.forward_traced(&r["x_in"], &[t], &r["context"], &r["y"], Some(&mut trace)).unwrap();
@@ -70,9 +84,9 @@ fn unet_eps_and_intermediates_match() {
     assert_rel("eps", &eps, &r["eps"], 1e-3);
 }
 
-#[test]
-fn vae_decode_matches() {
-    let r = common::reference("vae_decode.safetensors");
-    let decoded = model().vae.decode(&r["latent"]).unwrap();
+on_both_models!(vae_decode_matches);
+fn vae_decode_matches(name: &str) {
+    let r = common::model_reference(name, "vae_decode.safetensors");
+    let decoded = model(name).vae.decode(&r["latent"]).unwrap();
     assert_rel("decoded_raw", &decoded, &r["decoded_raw"], 1e-3);
 }
