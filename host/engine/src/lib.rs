@@ -10,6 +10,7 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod sdxl;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
