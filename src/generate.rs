@@ -43,7 +43,7 @@ pub fn resolve_checkpoint(models_dir: &Path, name: &str) -> Result<PathBuf> {
     )
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
+pub fn parse_dtype(s: &str) -> Result<DType> {
     Ok(match s {
         "f32" => DType::F32,
         "f16" => DType::F16,

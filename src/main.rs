@@ -1,4 +1,5 @@
 //! The `focal` command line.
+mod bench;
 mod generate;
 mod request;
 
@@ -17,12 +18,15 @@ struct Cli {
 enum Command {
     /// Run one Fooocus-API text-to-image request through the engine and write PNGs.
     Generate(generate::GenerateArgs),
+    /// Time the engine on full-size SDXL shapes (random weights), optionally beside PyTorch.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

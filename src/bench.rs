@@ -1,0 +1,163 @@
+//! `focal bench`: engine timings on full-size SDXL shapes with random weights, printed beside
+//! the same work done by PyTorch/diffusers on the same machine (bench/pytorch_sdxl.py).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use focal_engine::synthetic::SdxlArchitecture;
+use focal_engine::{LoadOptions, SdxlModel};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Image sizes (square) to time the UNet step and VAE decode at.
+    #[arg(long, default_value = "512,1024", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// A checkpoint to time instead of the random full-size one.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Where the random full-size checkpoint is written (once, 6.9 GB) and reused.
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// Python interpreter with torch + diffusers: runs bench/pytorch_sdxl.py first, for the ratios.
+    #[arg(long)]
+    pytorch: Option<PathBuf>,
+    /// Path of the PyTorch script.
+    #[arg(long, default_value = "bench/pytorch_sdxl.py")]
+    pytorch_script: PathBuf,
+    /// Timed runs per measurement; the best is reported (the first also pays for allocations).
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
+    #[arg(long)]
+    skip_vae: bool,
+    /// Compute precision: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+/// Peak resident memory of this process so far (VmHWM), in GiB.
+fn peak_rss_gib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / (1024.0 * 1024.0)
+}
+
+fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f64>> {
+    let sizes = args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let mut cmd = Command::new(python);
+    cmd.arg(&args.pytorch_script).args(["--sizes", &sizes, "--repeat", &args.repeat.to_string()]);
+    if args.skip_vae {
+        cmd.arg("--skip-vae");
+    }
+    eprintln!("running PyTorch: {cmd:?}");
+    let out = cmd.output().with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        bail!("the PyTorch benchmark failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("{}");
+    let v: serde_json::Value = serde_json::from_str(last).context("PyTorch benchmark output")?;
+    Ok(v.as_object().into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let dtype = crate::generate::parse_dtype(&args.dtype)?;
+    // PyTorch first, in its own process, so the two never hold a model in memory at once.
+    let reference = match &args.pytorch {
+        Some(python) => Some(run_pytorch(&args, python)?),
+        None => None,
+    };
+    let checkpoint = match &args.checkpoint {
+        Some(p) => p.clone(),
+        None => {
+            let path = args.work_dir.join("sdxl-base-random-f16.safetensors");
+            if !path.exists() {
+                std::fs::create_dir_all(&args.work_dir)?;
+                eprintln!("writing a random-weight full-size SDXL checkpoint to {} (once)", path.display());
+                let tmp = path.with_extension("partial");
+                SdxlArchitecture::sdxl_base().write_random_checkpoint(&tmp, 0)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            path
+        }
+    };
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut record = |name: String, secs: f64| {
+        eprintln!("focal {name}: {secs:.2} s");
+        rows.push((name, secs, peak_rss_gib()));
+    };
+
+    let t0 = Instant::now();
+    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, device: Device::Cpu })?;
+    record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
+
+    let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
+    let secs = best_of(args.repeat, || {
+        model.encode_prompt(prompt, 2)?;
+        Ok(model.encode_prompt("blurry, low quality", 2)?)
+    })?;
+    record("text_encode_pair".into(), secs);
+    let cond = model.encode_prompt(prompt, 2)?;
+
+    for &size in &args.sizes {
+        let l = size / 8;
+        let x = Tensor::randn(0f32, 1f32, (2, 4, l, l), &Device::Cpu)?.to_dtype(dtype)?;
+        let ctx = Tensor::cat(&[&cond.context, &cond.context], 0)?.to_dtype(dtype)?;
+        let y1 = model.adm(&cond.pooled, focal_engine::sdxl::SizeIds::plain(size as u32, size as u32))?;
+        let y = Tensor::cat(&[&y1, &y1], 0)?.to_dtype(dtype)?;
+        let secs = best_of(args.repeat, || Ok(model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?))?;
+        record(format!("unet_step_{size}"), secs);
+    }
+    if !args.skip_vae {
+        for &size in &args.sizes {
+            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &Device::Cpu)?.to_dtype(dtype)?;
+            let secs = best_of(args.repeat, || Ok(model.vae.decode(&z)?))?;
+            record(format!("vae_decode_{size}"), secs);
+        }
+    }
+
+    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads", args.dtype, num_threads());
+    println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
+    match &reference {
+        Some(_) => println!(
+            "{:<18} {:>10} {:>12} {:>10} {:>14}",
+            "measurement", "focal s", "pytorch s", "ratio", "peak RSS GiB"
+        ),
+        None => println!("{:<18} {:>10} {:>14}", "measurement", "focal s", "peak RSS GiB"),
+    }
+    for (name, secs, rss) in &rows {
+        match reference.as_ref().and_then(|r| r.get(name)) {
+            Some(p) => println!("{name:<18} {secs:>10.2} {p:>12.2} {:>10.2} {rss:>14.1}", secs / p),
+            None if reference.is_some() => println!("{name:<18} {secs:>10.2} {:>12} {:>10} {rss:>14.1}", "-", "-"),
+            None => println!("{name:<18} {secs:>10.2} {rss:>14.1}"),
+        }
+    }
+    if let Some(r) = &reference {
+        if let Some(v) = r.get("torch") {
+            println!("pytorch: torch {v}");
+        }
+    }
+    Ok(())
+}
+
+fn num_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
