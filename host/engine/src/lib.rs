@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod sdxl;
 pub mod synthetic;
 pub mod tokenizer;
+mod torch_math;
 pub mod unet;
 pub mod vae;
 

@@ -9,6 +9,11 @@ use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
 use crate::schedule::{sampling_sigmas, ModelSampling, Scheduler};
 use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
+use crate::vae::Tiling;
+
+/// Latents larger than this (in latent pixels; 128² is a 1024² image) go through the VAE in
+/// tiles: its mid-block attention grows with the square of the pixel count.
+const LARGEST_UNTILED_LATENT: usize = 128 * 128;
 
 #[derive(Clone, Debug)]
 pub struct GenerationParams {
@@ -194,7 +199,14 @@ impl SdxlModel {
 
     /// VAE-decode a latent into an RGB image.
     pub fn decode_latent(&self, latent: &Tensor) -> Result<RgbImage> {
-        let decoded = self.vae.decode(&latent.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
+        let (_, _, h, w) = latent.dims4()?;
+        let latent = latent.to_dtype(self.dtype)?;
+        let decoded = if h * w > LARGEST_UNTILED_LATENT {
+            self.vae.decode_tiled(&latent, Tiling::default())?
+        } else {
+            self.vae.decode(&latent)?
+        }
+        .to_dtype(DType::F32)?;
         let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
         RgbImage::from_tensor(&img.get(0)?)
     }
@@ -209,6 +221,12 @@ impl SdxlModel {
         }
         let pixels = img.to_tensor(&self.device)?.to_dtype(self.dtype)?;
         let x = ((pixels * 2.0)? - 1.0)?;
-        Ok(self.vae.encode(&x)?.to_dtype(DType::F32)?)
+        let latent_area = (width as usize / self.vae.downscale) * (height as usize / self.vae.downscale);
+        let latent = if latent_area > LARGEST_UNTILED_LATENT {
+            self.vae.encode_tiled(&x, Tiling::default())?
+        } else {
+            self.vae.encode(&x)?
+        };
+        Ok(latent.to_dtype(DType::F32)?)
     }
 }

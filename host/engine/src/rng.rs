@@ -6,6 +6,8 @@
 //! Box-Muller over blocks of 16 (first 8 values are the `u1`s, last 8 the `u2`s), and, when the
 //! size is not a multiple of 16, a fresh block of 16 uniforms for the last 16 values.
 
+use crate::torch_math;
+
 const N: usize = 624;
 const M: usize = 397;
 
@@ -121,18 +123,16 @@ impl TorchRng {
     }
 }
 
-/// torch's vectorised `normal_fill_16_AVX2`, all in f32 (`theta = f32(2*pi) * u2`).
-///
-/// torch evaluates log/sin/cos with SLEEF's u10 vector functions; libm's correctly rounded
-/// ones differ from those by 1-2 ulp on about one value in six (see the noise test).
+/// torch's vectorised `normal_fill_16_AVX2`: f32 arithmetic, `theta = f32(2π)·u2`, and the
+/// Cephes log/sincos it vectorises (see `torch_math`).
 fn box_muller_16(block: &mut [f32]) {
     const TWO_PI: f32 = 2.0 * std::f32::consts::PI;
     for j in 0..8 {
         let u1 = 1.0f32 - block[j];
         let u2 = block[j + 8];
-        let radius = (-2.0f32 * u1.ln()).sqrt();
-        let theta = TWO_PI * u2;
-        block[j] = radius * theta.cos();
-        block[j + 8] = radius * theta.sin();
+        let radius = (-2.0f32 * torch_math::log(u1)).sqrt();
+        let (sin, cos) = torch_math::sincos(TWO_PI * u2);
+        block[j] = radius * cos;
+        block[j + 8] = radius * sin;
     }
 }

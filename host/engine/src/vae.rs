@@ -220,3 +220,99 @@ impl AutoEncoder {
         self.encode_mean(image)? * self.scaling_factor
     }
 }
+
+/// Tiling for images too large to run through the VAE at once (the mid-block attention is
+/// quadratic in pixels). Tiles overlap and are blended with linear ramps, as ComfyUI does.
+#[derive(Clone, Copy, Debug)]
+pub struct Tiling {
+    /// Tile edge in latent pixels.
+    pub tile: usize,
+    /// Overlap between neighbouring tiles in latent pixels.
+    pub overlap: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Self { tile: 64, overlap: 16 }
+    }
+}
+
+/// Start offsets of tiles of `tile` with `overlap` covering `len`.
+fn tile_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
+    if len <= tile {
+        return vec![0];
+    }
+    let stride = (tile - overlap).max(1);
+    let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|&s| s + tile < len).collect();
+    starts.push(len - tile);
+    starts
+}
+
+/// Blend weights for a tile: a ramp over `feather` pixels at every edge that touches a
+/// neighbour, 1 elsewhere.
+fn feather_mask(h: usize, w: usize, feather: usize, edges: [bool; 4], device: &candle_core::Device) -> Result<Tensor> {
+    let ramp = |i: usize, n: usize, lo: bool, hi: bool| -> f32 {
+        let mut v = 1.0f32;
+        if lo && i < feather {
+            v = v.min((i + 1) as f32 / (feather + 1) as f32);
+        }
+        if hi && n - 1 - i < feather {
+            v = v.min((n - i) as f32 / (feather + 1) as f32);
+        }
+        v
+    };
+    let [top, bottom, left, right] = edges;
+    let data: Vec<f32> = (0..h).flat_map(|y| (0..w).map(move |x| ramp(y, h, top, bottom) * ramp(x, w, left, right))).collect();
+    Tensor::from_vec(data, (1, 1, h, w), device)
+}
+
+impl AutoEncoder {
+    /// Run `f` over overlapping `tile`×`tile` crops of `input` (`[B, C, H, W]`, sizes in input
+    /// pixels) and blend the outputs, whose spatial size is the input's times `num/den`.
+    fn tiled(&self, input: &Tensor, tile: usize, overlap: usize, (num, den): (usize, usize), f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let (_, _, h, w) = input.dims4()?;
+        let ys = tile_starts(h, tile, overlap);
+        let xs = tile_starts(w, tile, overlap);
+        let (full_h, full_w) = (h * num / den, w * num / den);
+        let mut acc: Option<Tensor> = None;
+        let mut weight: Option<Tensor> = None;
+        for (iy, &y0) in ys.iter().enumerate() {
+            for (ix, &x0) in xs.iter().enumerate() {
+                let crop = input.narrow(2, y0, tile.min(h))?.narrow(3, x0, tile.min(w))?;
+                let out = f(&crop)?.to_dtype(candle_core::DType::F32)?;
+                let (b, c, oh, ow) = out.dims4()?;
+                let edges = [iy > 0, iy + 1 < ys.len(), ix > 0, ix + 1 < xs.len()];
+                let mask = feather_mask(oh, ow, overlap * num / den, edges, out.device())?;
+                let (oy, ox) = (y0 * num / den, x0 * num / den);
+                let place = |t: &Tensor| -> Result<Tensor> {
+                    t.pad_with_zeros(2, oy, full_h - oy - oh)?.pad_with_zeros(3, ox, full_w - ox - ow)
+                };
+                let contrib = place(&out.broadcast_mul(&mask)?)?;
+                let m = place(&mask.broadcast_as((b, c, oh, ow))?.contiguous()?)?;
+                acc = Some(match acc { Some(a) => (a + contrib)?, None => contrib });
+                weight = Some(match weight { Some(wt) => (wt + m)?, None => m });
+            }
+        }
+        acc.expect("at least one tile") / weight.expect("at least one tile")
+    }
+
+    /// Decode in overlapping tiles; identical to [`decode`](Self::decode) when one tile covers it.
+    pub fn decode_tiled(&self, latent: &Tensor, tiling: Tiling) -> Result<Tensor> {
+        let (_, _, h, w) = latent.dims4()?;
+        if h <= tiling.tile && w <= tiling.tile {
+            return self.decode(latent);
+        }
+        self.tiled(latent, tiling.tile, tiling.overlap, (self.downscale, 1), |t| self.decode(t))
+    }
+
+    /// Encode in overlapping tiles (tile sizes in latent pixels).
+    pub fn encode_tiled(&self, image: &Tensor, tiling: Tiling) -> Result<Tensor> {
+        let (_, _, h, w) = image.dims4()?;
+        let tile_px = tiling.tile * self.downscale;
+        if h <= tile_px && w <= tile_px {
+            return self.encode(image);
+        }
+        let d = self.downscale;
+        self.tiled(image, tiling.tile * d, tiling.overlap * d, (1, d), |t| self.encode(t))
+    }
+}

@@ -90,3 +90,27 @@ fn vae_decode_matches(name: &str) {
     let decoded = model(name).vae.decode(&r["latent"]).unwrap();
     assert_rel("decoded_raw", &decoded, &r["decoded_raw"], 1e-3);
 }
+
+#[test]
+fn tiled_vae_blends_overlapping_tiles() {
+    use focal_engine::vae::Tiling;
+    let m = model(common::MODEL_A);
+    let r = common::reference("vae_decode.safetensors");
+    let latent = &r["latent"]; // 16x24 latent
+    // One tile covering everything is exactly the plain decode.
+    let whole = m.vae.decode_tiled(latent, Tiling { tile: 32, overlap: 8 }).unwrap();
+    assert_rel("single tile", &whole, &r["decoded_raw"], 1e-3);
+    // Real tiling: the right size, finite, and close to the plain decode away from the seams.
+    let tiled = m.vae.decode_tiled(latent, Tiling { tile: 12, overlap: 4 }).unwrap();
+    assert_eq!(tiled.dims(), r["decoded_raw"].dims());
+    let v = common::to_vec(&tiled);
+    assert!(v.iter().all(|x| x.is_finite()));
+    // Top-left corner: covered by one tile only, but that tile sees less context than the full
+    // image, so it matches only approximately (GroupNorm statistics and attention are global).
+    let corner = |t: &Tensor| t.narrow(2, 0, 32).unwrap().narrow(3, 0, 32).unwrap();
+    let rel = common::rel_l2(&common::to_vec(&corner(&tiled)), &common::to_vec(&corner(&r["decoded_raw"])));
+    assert!(rel < 0.5, "corner relative L2 {rel}");
+    let img = (r["decoded_raw"].clone() * 0.5).unwrap().clamp(-1f32, 1f32).unwrap();
+    let enc = m.vae.encode_tiled(&img, Tiling { tile: 8, overlap: 2 }).unwrap();
+    assert_eq!(enc.dims(), &[1, 4, 16, 24]);
+}
