@@ -22,7 +22,26 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Keep freed tensor buffers in the heap instead of returning them to the kernel. candle
+/// allocates a fresh buffer for every op; with glibc's defaults each one of a few MB is a new
+/// `mmap`, whose pages the kernel must fault in and zero: that was ~30% of a UNet step
+/// (measured with perf: `clear_page_erms`), and reusing the heap makes a 512² SDXL step
+/// ~1.4× faster.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator thresholds; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),

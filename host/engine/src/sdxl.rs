@@ -63,6 +63,10 @@ pub struct SdxlModel {
 
 impl SdxlModel {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        if opts.device.is_cpu() && opts.dtype == DType::BF16 {
+            // candle's CPU matmul has no bf16 kernel.
+            return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
+        }
         let ckpt = Arc::new(Checkpoint::open(path)?);
         let vb = ckpt.var_builder(opts.dtype, &opts.device);
         let fail = |part: &str, e: candle_core::Error| EngineError::checkpoint(path, format!("cannot build the {part}: {e}"));

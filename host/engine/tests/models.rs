@@ -114,3 +114,34 @@ fn tiled_vae_blends_overlapping_tiles() {
     let enc = m.vae.encode_tiled(&img, Tiling { tile: 8, overlap: 2 }).unwrap();
     assert_eq!(enc.dims(), &[1, 4, 16, 24]);
 }
+
+#[test]
+fn long_prompts_are_encoded_in_77_token_chunks() {
+    let m = model(common::MODEL_A);
+    let long = "a very detailed painting of a lighthouse on a cliff above a stormy sea ".repeat(8);
+    let c = m.encode_prompt(&long, 2).unwrap();
+    assert_eq!(c.context.dims(), &[1, 77 * 2, 128]);
+    // The first chunk is the first 75 tokens encoded on their own.
+    let ids = m.tokenizer.encode(&long);
+    let first = m.encode_tokens(&ids[..75], 2).unwrap();
+    assert_rel("first chunk", &c.context.narrow(1, 0, 77).unwrap(), &first.context, 1e-6);
+    assert_rel("pooled from the first chunk", &c.pooled, &first.pooled, 1e-6);
+}
+
+#[test]
+fn half_precision_compute_stays_close_to_f32() {
+    let r = common::reference("unet_eps.safetensors");
+    let bf16 = LoadOptions { dtype: candle_core::DType::BF16, device: Device::Cpu };
+    let err = SdxlModel::load(&common::checkpoint(common::MODEL_A), &bf16).err().unwrap().to_string();
+    assert!(err.contains("bf16"), "{err}");
+    for dtype in [candle_core::DType::F16] {
+        let m = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions { dtype, device: Device::Cpu }).unwrap();
+        let t = r["timestep"].to_vec1::<i64>().unwrap()[0] as f32;
+        let x = r["x_in"].to_dtype(dtype).unwrap();
+        let eps = m.unet.forward(&x, &[t], &r["context"], &r["y"]).unwrap();
+        assert_eq!(eps.dtype(), dtype);
+        let err = common::rel_l2(&common::to_vec(&eps), &common::to_vec(&r["eps"]));
+        // f16 keeps 11 mantissa bits: errors of a few per mille.
+        assert!(err < 0.02, "{dtype:?}: relative L2 {err}");
+    }
+}
