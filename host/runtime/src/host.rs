@@ -1,0 +1,404 @@
+//! The plugin host: engine, linker, compile cache, and one fresh store per request.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::focal::plugin::{config, engine, log, types};
+use crate::bindings::{Endpoint, EndpointPre};
+use crate::manifest::{Capability, PluginManifest};
+use crate::services::{EngineService, GenerationRequest, ImageRef, JobState, TaskRef};
+use crate::{Request, Response};
+
+/// How often the epoch advances; wall-time budgets are checked at this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Panic messages and other guest stderr kept for the log, per request.
+const STDERR_CAPTURE: usize = 64 << 10;
+
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Where compiled components are cached (`None`: compile on every load).
+    pub cache_dir: Option<PathBuf>,
+    /// Instances alive at once across all plugins (parked requests included); more get 503.
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may be granted, in MiB.
+    pub max_memory_mb: u64,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512 }
+    }
+}
+
+/// A loaded plugin: its manifest and the pre-linked component.
+pub struct Plugin {
+    pub manifest: PluginManifest,
+    /// sha256 of the component bytes.
+    pub digest: String,
+    pre: EndpointPre<State>,
+}
+
+/// Why a plugin did not produce a response. The request fails; nothing else does.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFailure {
+    #[error("plugin '{plugin}' exceeded its time limit of {limit_ms} ms")]
+    Timeout { plugin: String, limit_ms: u64 },
+    #[error("plugin '{plugin}' exceeded its memory limit of {limit_mb} MiB")]
+    OutOfMemory { plugin: String, limit_mb: u64 },
+    #[error("plugin '{plugin}' crashed: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin '{plugin}' returned an invalid response: {message}")]
+    BadResponse { plugin: String, message: String },
+    #[error("too many plugin requests in flight; try again")]
+    Busy,
+}
+
+impl PluginFailure {
+    /// The HTTP status the failure maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            PluginFailure::Timeout { .. } => 504,
+            PluginFailure::Busy => 503,
+            _ => 500,
+        }
+    }
+}
+
+/// Per-request store data.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: Arc<str>,
+    config: Arc<BTreeMap<String, String>>,
+    engine_service: Option<Arc<dyn EngineService>>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<State>,
+    options: HostOptions,
+    engine_service: Option<Arc<dyn EngineService>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    pub fn new(options: HostOptions, engine_service: Option<Arc<dyn EngineService>>) -> anyhow::Result<Self> {
+        let max_memory = (options.max_memory_mb as usize) << 20;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(options.max_instances)
+            .total_core_instances(options.max_instances * 8)
+            .max_core_instances_per_component(16)
+            .total_memories(options.max_instances * 2)
+            .total_tables(options.max_instances * 4)
+            .total_stacks(options.max_instances)
+            .max_memory_size(max_memory)
+            // Reset the first pages with memset instead of madvise: avoids VM-lock contention
+            // between workers (see wasmtime#5243).
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(4 << 20)
+            .async_stack_keep_resident(4 << 20);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(max_memory as u64)
+            .memory_guard_size(32 << 20)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 << 10)
+            .async_stack_size(2 << 20);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Endpoint::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new().name("focal-plugin-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { engine, linker, options, engine_service, stop_ticker })
+    }
+
+    /// Compile (or load from the cache) and link a component. Fails if the component is not a
+    /// valid endpoint plugin or imports something the host does not provide.
+    pub fn load(&self, manifest: PluginManifest, wasm: &[u8]) -> anyhow::Result<Plugin> {
+        let digest = hex(&Sha256::digest(wasm));
+        let component = self.compile(&digest, wasm).with_context(|| format!("plugin '{}'", manifest.name))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(EndpointPre::new)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin '{}' is not a focal:plugin/endpoint@0.1.0 component", manifest.name))?;
+        if manifest.limits.memory_mb > self.options.max_memory_mb {
+            anyhow::bail!(
+                "plugin '{}' asks for {} MiB of memory; the host allows at most {} MiB",
+                manifest.name,
+                manifest.limits.memory_mb,
+                self.options.max_memory_mb
+            );
+        }
+        Ok(Plugin { manifest, digest, pre })
+    }
+
+    fn compile(&self, digest: &str, wasm: &[u8]) -> anyhow::Result<Component> {
+        let Some(dir) = &self.options.cache_dir else { return Ok(Component::new(&self.engine, wasm)?) };
+        // Key by content and by everything in the engine config that changes generated code.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
+        if path.exists() {
+            // SAFETY: the cache directory is owned by the host and written only below, from
+            // this engine's own output; plugins have no access to it.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &path) } {
+                return Ok(c);
+            }
+        }
+        let bytes = self.engine.precompile_component(wasm)?;
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        // SAFETY: as above; these are the bytes this engine just produced.
+        Ok(unsafe { Component::deserialize(&self.engine, &bytes) }?)
+    }
+
+    /// Serve one request on a fresh instance of `plugin`.
+    pub async fn handle(&self, plugin: &Plugin, req: Request) -> Result<Response, PluginFailure> {
+        let m = &plugin.manifest;
+        let name: Arc<str> = Arc::from(m.name.as_str());
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let limit = Duration::from_millis(m.limits.timeout_ms);
+        let now = Instant::now();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size((m.limits.memory_mb as usize) << 20)
+                .instances(32)
+                .tables(64)
+                .memories(8)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: name.clone(),
+            config: Arc::new(m.config.clone()),
+            engine_service: if m.grants(Capability::Engine) { self.engine_service.clone() } else { None },
+            started: now,
+            deadline: now + limit,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        // Yield to the async runtime at every tick (so busy plugins never starve other
+        // requests) and stop the plugin once its wall budget is spent.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        let failure = |e: wasmtime::Error, store: &Store<State>| -> PluginFailure {
+            let elapsed = store.data().started.elapsed();
+            let trap = e.downcast_ref::<Trap>().copied();
+            let text = format!("{e:#}");
+            let out = stderr.contents();
+            let guest_said = String::from_utf8_lossy(&out);
+            tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %guest_said.trim(), "plugin failed: {text}");
+            if trap == Some(Trap::Interrupt) {
+                PluginFailure::Timeout { plugin: name.to_string(), limit_ms: m.limits.timeout_ms }
+            } else if text.contains("forcing trap when growing memory") {
+                PluginFailure::OutOfMemory { plugin: name.to_string(), limit_mb: m.limits.memory_mb }
+            } else if text.contains("concurrent limit") {
+                PluginFailure::Busy
+            } else {
+                let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
+                PluginFailure::Trap { plugin: name.to_string(), message: detail.unwrap_or_else(|| first_line(&text)) }
+            }
+        };
+        let instance = match plugin.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(failure(e, &store)),
+        };
+        let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
+        // Backstop for time spent in host awaits (the epoch only fires while wasm runs).
+        let result = match tokio::time::timeout(limit + EPOCH_TICK * 10, call).await {
+            Ok(r) => r,
+            Err(_) => return Err(PluginFailure::Timeout { plugin: name.to_string(), limit_ms: m.limits.timeout_ms }),
+        };
+        let response = result.map_err(|e| failure(e, &store))?;
+        validate(&response).map_err(|message| PluginFailure::BadResponse { plugin: name.to_string(), message })?;
+        Ok(response)
+    }
+}
+
+fn validate(r: &Response) -> Result<(), String> {
+    if !(100..=599).contains(&r.status) {
+        return Err(format!("status {} is not an HTTP status", r.status));
+    }
+    for (k, v) in &r.headers {
+        let bad_name = k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if bad_name || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("invalid header {k:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- host side of the WIT imports -------------------------------------------------------
+
+impl types::Host for State {}
+
+impl log::Host for State {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(match key.as_str() {
+            "host.version" => Some(env!("CARGO_PKG_VERSION").to_string()),
+            _ => self.config.get(&key).cloned(),
+        })
+    }
+}
+
+fn to_wit_progress(p: crate::services::JobProgress) -> engine::Progress {
+    let (state, error) = match p.state {
+        JobState::Queued => (engine::TaskState::Queued, None),
+        JobState::Running => (engine::TaskState::Running, None),
+        JobState::Finished => (engine::TaskState::Finished, None),
+        JobState::Failed(e) => (engine::TaskState::Failed, Some(e)),
+        JobState::Cancelled => (engine::TaskState::Cancelled, None),
+    };
+    engine::Progress { state, step: p.step, total_steps: p.total_steps, error }
+}
+
+impl engine::Host for State {
+    async fn submit(&mut self, p: engine::GenerationParams) -> wasmtime::Result<Result<Resource<TaskRef>, String>> {
+        let Some(service) = &self.engine_service else {
+            return Ok(Err(format!("plugin '{}' has no 'engine' capability in its manifest", self.plugin)));
+        };
+        let request = GenerationRequest {
+            prompt: p.prompt,
+            negative_prompt: p.negative_prompt,
+            width: p.width,
+            height: p.height,
+            steps: p.steps,
+            guidance_scale: p.guidance_scale,
+            sampler: p.sampler,
+            scheduler: p.scheduler,
+            seed: p.seed,
+            image_number: p.image_number,
+        };
+        match service.submit(request) {
+            Ok(job) => Ok(Ok(self.table.push(job)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl engine::HostTask for State {
+    async fn id(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&t)?.id())
+    }
+
+    async fn progress(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<engine::Progress> {
+        Ok(to_wit_progress(self.table.get(&t)?.progress()))
+    }
+
+    async fn wait(&mut self, t: Resource<TaskRef>, timeout_ms: u32) -> wasmtime::Result<engine::Progress> {
+        let job = self.table.get(&t)?.clone();
+        // Never wait past the plugin's own budget.
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = Duration::from_millis(timeout_ms as u64).min(remaining);
+        Ok(to_wit_progress(job.wait(timeout).await))
+    }
+
+    async fn cancel(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<()> {
+        self.table.get(&t)?.cancel();
+        Ok(())
+    }
+
+    async fn images(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<Result<Vec<Resource<ImageRef>>, String>> {
+        let images = match self.table.get(&t)?.images() {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut handles = Vec::with_capacity(images.len());
+        for img in images {
+            handles.push(self.table.push(img)?);
+        }
+        Ok(Ok(handles))
+    }
+
+    async fn drop(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}
+
+impl engine::HostImage for State {
+    async fn width(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&i)?.width)
+    }
+
+    async fn height(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&i)?.height)
+    }
+
+    async fn seed(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&i)?.seed)
+    }
+
+    async fn png(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&i)?.png.clone())
+    }
+
+    async fn drop(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<()> {
+        self.table.delete(i)?;
+        Ok(())
+    }
+}

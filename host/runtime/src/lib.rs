@@ -1,0 +1,16 @@
+//! focal's plugin host: one wasmtime `Engine` and `Linker`, components compiled once (cached on
+//! disk), a fresh isolated instance per request from a pooling allocator, per-plugin limits
+//! (memory, wall time through epoch interruption) and capabilities, and the host side of the
+//! `focal:plugin@0.1.0` WIT package.
+pub mod manifest;
+pub mod services;
+
+mod bindings;
+mod host;
+
+pub use bindings::exports::focal::plugin::handler::{Request, Response};
+pub use host::{HostOptions, Plugin, PluginFailure, PluginHost};
+pub use manifest::{Capability, Limits, PluginManifest};
+
+/// Where this build put the guest components of `plugins/` (`<name>.wasm`).
+pub const BUILT_PLUGINS_DIR: &str = env!("FOCAL_PLUGINS_OUT");

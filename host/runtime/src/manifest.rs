@@ -1,0 +1,81 @@
+//! Plugin manifests (`<name>.toml` beside `<name>.wasm`): routes, limits, capabilities, config.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginManifest {
+    /// Unique plugin name (also the default route prefix `/{name}`).
+    pub name: String,
+    /// Path prefixes this plugin serves, e.g. `["/v1/generation", "/ping"]`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Host capabilities the plugin may use; anything else is refused at call time.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Values the plugin reads with `config.get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory ceiling per request, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Wall-clock budget per request, in milliseconds (includes time spent waiting on the host).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_memory_mb() -> u64 {
+    64
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_mb: default_memory_mb(), timeout_ms: default_timeout_ms() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Submit, query and cancel generation jobs (`focal:plugin/engine`).
+    Engine,
+}
+
+impl PluginManifest {
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
+        let m: PluginManifest =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: invalid plugin manifest: {e}", origin.display()))?;
+        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            anyhow::bail!("{}: plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'", origin.display(), m.name);
+        }
+        for r in &m.routes {
+            if !r.starts_with('/') {
+                anyhow::bail!("{}: route '{r}' must start with '/'", origin.display());
+            }
+        }
+        Ok(m)
+    }
+
+    /// A manifest with defaults for a component that has none: served under `/{name}`.
+    pub fn default_for(name: &str) -> Self {
+        Self { name: name.to_string(), routes: vec![format!("/{name}")], limits: Limits::default(), capabilities: vec![], config: BTreeMap::new() }
+    }
+
+    pub fn grants(&self, c: Capability) -> bool {
+        self.capabilities.contains(&c)
+    }
+}

@@ -1,0 +1,142 @@
+//! Misbehaving plugins fail only their own request, quickly and with a clear error, while
+//! normal requests keep being served.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use focal_runtime::services::{EngineService, GenerationRequest, Job, JobImage, JobProgress, JobState};
+use focal_runtime::{Capability, HostOptions, Plugin, PluginFailure, PluginHost, PluginManifest, Request};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn get(path: &str) -> Request {
+    Request { method: "GET".into(), path: path.into(), query: String::new(), headers: vec![], body: vec![] }
+}
+
+fn hostile(host: &PluginHost, timeout_ms: u64, memory_mb: u64, caps: Vec<Capability>) -> Plugin {
+    let mut m = PluginManifest::default_for("hostile");
+    m.limits.timeout_ms = timeout_ms;
+    m.limits.memory_mb = memory_mb;
+    m.capabilities = caps;
+    host.load(m, &wasm("hostile")).unwrap()
+}
+
+fn body(r: &focal_runtime::Response) -> String {
+    String::from_utf8_lossy(&r.body).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hostile_action_fails_only_its_own_request() {
+    let host = PluginHost::new(HostOptions::default(), None).unwrap();
+    let plugin = hostile(&host, 1000, 64, vec![]);
+
+    let t = Instant::now();
+    let err = host.handle(&plugin, get("/hostile/loop")).await.unwrap_err();
+    assert!(matches!(err, PluginFailure::Timeout { .. }), "{err}");
+    assert_eq!(err.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(3), "loop stopped after {:?}", t.elapsed());
+
+    let err = host.handle(&plugin, get("/hostile/alloc")).await.unwrap_err();
+    assert!(matches!(err, PluginFailure::OutOfMemory { limit_mb: 64, .. }), "{err}");
+
+    let err = host.handle(&plugin, get("/hostile/stack")).await.unwrap_err();
+    assert!(matches!(err, PluginFailure::Trap { .. }), "{err}");
+
+    let err = host.handle(&plugin, get("/hostile/trap")).await.unwrap_err();
+    assert!(err.to_string().contains("panicked on purpose"), "{err}");
+
+    let err = host.handle(&plugin, get("/hostile/garbage")).await.unwrap_err();
+    assert!(matches!(err, PluginFailure::BadResponse { .. }), "{err}");
+
+    let r = host.handle(&plugin, get("/hostile/escape")).await.unwrap();
+    assert_eq!(body(&r).matches("denied").count(), 3, "{}", body(&r));
+
+    let r = host.handle(&plugin, get("/hostile/capability")).await.unwrap();
+    assert_eq!(r.status, 403);
+    assert!(body(&r).contains("no 'engine' capability"), "{}", body(&r));
+
+    // After all of that, the same plugin still serves normally.
+    let r = host.handle(&plugin, get("/hostile/ok")).await.unwrap();
+    assert_eq!((r.status, body(&r).as_str()), (200, "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_requests_are_served_while_plugins_spin() {
+    let host = Arc::new(PluginHost::new(HostOptions::default(), None).unwrap());
+    let plugin = Arc::new(hostile(&host, 1500, 64, vec![]));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, plugin) = (host.clone(), plugin.clone());
+            tokio::spawn(async move { host.handle(&plugin, get("/hostile/loop")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let t = Instant::now();
+        let r = host.handle(&plugin, get("/hostile/ok")).await.unwrap();
+        assert_eq!(r.status, 200);
+        worst = worst.max(t.elapsed());
+    }
+    assert!(worst < Duration::from_millis(500), "an ok request took {worst:?} while plugins spun");
+    for s in spinners {
+        assert!(matches!(s.await.unwrap(), Err(PluginFailure::Timeout { .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_plugin_reads_its_config_and_the_cache_is_reused() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostOptions { cache_dir: Some(cache.path().into()), ..Default::default() }, None).unwrap();
+    let mut m = PluginManifest::default_for("hello");
+    m.config.insert("greeting".into(), "Bonjour".into());
+    let plugin = host.load(m.clone(), &wasm("hello")).unwrap();
+    let r = host.handle(&plugin, get("/hello/Ada")).await.unwrap();
+    assert_eq!(body(&r), r#"{"greeting": "Bonjour, Ada!"}"#);
+    let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(cached.len(), 1);
+    let again = host.load(m, &wasm("hello")).unwrap();
+    assert_eq!(again.digest, plugin.digest);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    let err = host.load(PluginManifest::default_for("junk"), b"not wasm").err().unwrap();
+    assert!(format!("{err:#}").contains("junk"), "{err:#}");
+}
+
+/// A stand-in engine for the capability test (the real engine is exercised by the server tests).
+struct InstantEngine;
+struct DoneJob;
+
+impl Job for DoneJob {
+    fn id(&self) -> String {
+        "job-1".into()
+    }
+    fn progress(&self) -> JobProgress {
+        JobProgress { state: JobState::Finished, step: 1, total_steps: 1 }
+    }
+    fn wait(&self, _: Duration) -> focal_runtime::services::BoxFuture<'_, JobProgress> {
+        Box::pin(async { self.progress() })
+    }
+    fn cancel(&self) {}
+    fn images(&self) -> Result<Vec<Arc<JobImage>>, String> {
+        Ok(vec![Arc::new(JobImage { width: 1, height: 1, seed: 0, png: vec![1, 2, 3] })])
+    }
+}
+
+impl EngineService for InstantEngine {
+    fn submit(&self, r: GenerationRequest) -> Result<Arc<dyn Job>, String> {
+        assert_eq!(r.prompt, "x");
+        Ok(Arc::new(DoneJob))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_capability_reaches_the_engine_service() {
+    let host = PluginHost::new(HostOptions::default(), Some(Arc::new(InstantEngine))).unwrap();
+    let granted = hostile(&host, 1000, 64, vec![Capability::Engine]);
+    let r = host.handle(&granted, get("/hostile/capability")).await.unwrap();
+    assert_eq!((r.status, body(&r).as_str()), (200, "submitted job-1"));
+    let denied = hostile(&host, 1000, 64, vec![]);
+    assert_eq!(host.handle(&denied, get("/hostile/capability")).await.unwrap().status, 403);
+}
