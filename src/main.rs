@@ -2,6 +2,7 @@
 mod bench;
 mod generate;
 mod request;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,11 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Time the engine on full-size SDXL shapes (random weights), optionally beside PyTorch.
     Bench(bench::BenchArgs),
+    /// Run the HTTP server: every route is served by a plugin from the plugins directory.
+    Serve(serve::ServeArgs),
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugins(serve::PluginsCommand),
 }
 
 /// Keep freed tensor buffers in the heap instead of returning them to the kernel. candle
@@ -42,10 +48,18 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Plugins(cmd) => serve::plugins(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
