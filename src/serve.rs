@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use focal_runtime::services::EngineService;
 use focal_runtime::{HostOptions, PluginHost};
+use focal_server::engine_service::EngineWorker;
 use focal_server::Registry;
 
 #[derive(clap::Args)]
@@ -14,6 +16,15 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8888)]
     port: u16,
+    /// Fooocus-style models folder (checkpoints in DIR/checkpoints).
+    #[arg(long, default_value = "models")]
+    models_dir: PathBuf,
+    /// The SDXL checkpoint jobs run on (a file in DIR/checkpoints or a path).
+    #[arg(long, default_value = "juggernautXL_v8Rundiffusion.safetensors")]
+    base_model: String,
+    /// Jobs waiting or running at once; more get QUEUE_IS_FULL.
+    #[arg(long, default_value_t = 100)]
+    queue_size: usize,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -33,9 +44,9 @@ impl Dirs {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    fn plugin_host(&self) -> Result<PluginHost> {
+    fn plugin_host(&self, engine: Option<Arc<dyn EngineService>>) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
-        PluginHost::new(HostOptions { cache_dir, ..Default::default() }, None)
+        PluginHost::new(HostOptions { cache_dir, ..Default::default() }, engine)
     }
 }
 
@@ -51,10 +62,19 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("--host {} --port {}: not a socket address", args.host, args.port))?;
+    let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &args.base_model) {
+        Ok(p) => p,
+        Err(e) => {
+            // Start anyway (routes that need no model keep working); jobs fail with this message.
+            tracing::warn!("{e:#}");
+            args.models_dir.join("checkpoints").join(&args.base_model)
+        }
+    };
+    let engine: Arc<dyn EngineService> = EngineWorker::start(checkpoint, args.queue_size);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let host = Arc::new(args.dirs.plugin_host()?);
-        let registry = Registry::load(&host, &plugins_dir);
+        let host = Arc::new(args.dirs.plugin_host(Some(engine))?);
+        let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
         focal_server::serve(addr, host, registry, |bound| {
             println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         })
@@ -65,8 +85,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 pub fn plugins(cmd: PluginsCommand) -> Result<()> {
     match cmd {
         PluginsCommand::List(dirs) => {
-            let host = dirs.plugin_host()?;
-            let registry = Registry::load(&host, &dirs.plugins_dir());
+            let host = dirs.plugin_host(None)?;
+            let registry = Registry::with_builtins(&host, &dirs.plugins_dir(), focal_runtime::builtin::PLUGINS);
             println!("{:<16} {:<28} {:<12} {:>8} {:>10}  digest", "name", "routes", "capabilities", "mem MiB", "timeout ms");
             for p in registry.plugins() {
                 let m = &p.manifest;

@@ -14,3 +14,12 @@ pub use manifest::{Capability, Limits, PluginManifest};
 
 /// Where this build put the guest components of `plugins/` (`<name>.wasm`).
 pub const BUILT_PLUGINS_DIR: &str = env!("FOCAL_PLUGINS_OUT");
+
+/// Plugins compiled into the focal binary, so a fresh build serves the Fooocus-API.
+pub mod builtin {
+    /// `(manifest TOML, component bytes)` of each built-in plugin.
+    pub const PLUGINS: &[(&str, &[u8])] = &[(
+        include_str!("../../../plugins/fooocus-api/plugin.toml"),
+        include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_api.wasm")),
+    )];
+}

@@ -12,15 +12,24 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub struct Registry {
     dir: PathBuf,
+    /// Plugins compiled into the binary; a directory plugin of the same name replaces one.
+    builtins: BTreeMap<String, Arc<Plugin>>,
     state: RwLock<Loaded>,
 }
 
 #[derive(Default)]
 struct Loaded {
+    // (directory plugins only; built-ins live in `Registry::builtins`)
     /// Plugin name → (files' fingerprint, plugin).
     plugins: BTreeMap<String, (Fingerprint, Arc<Plugin>)>,
     /// Route prefix → plugin, longest prefix first.
     routes: Vec<(String, Arc<Plugin>)>,
+}
+
+impl Loaded {
+    fn routes_by_name(&self) -> BTreeMap<String, Arc<Plugin>> {
+        self.routes.iter().map(|(_, p)| (p.manifest.name.clone(), p.clone())).collect()
+    }
 }
 
 /// Modification times and sizes of a plugin's `.wasm` and `.toml`.
@@ -38,14 +47,32 @@ impl Registry {
     /// Load every plugin in `dir` (errors are logged and the plugin skipped, so one bad file
     /// never keeps the server from starting).
     pub fn load(host: &PluginHost, dir: &Path) -> Arc<Self> {
-        let registry = Arc::new(Self { dir: dir.to_path_buf(), state: RwLock::new(Loaded::default()) });
+        Self::with_builtins(host, dir, &[])
+    }
+
+    /// Like [`load`](Self::load), plus built-in plugins given as `(manifest TOML, component)`.
+    pub fn with_builtins(host: &PluginHost, dir: &Path, builtins: &[(&str, &[u8])]) -> Arc<Self> {
+        let mut loaded = BTreeMap::new();
+        for (toml, wasm) in builtins {
+            let plugin = PluginManifest::parse(toml, Path::new("<built-in>")).and_then(|m| host.load(m, wasm));
+            match plugin {
+                Ok(p) => {
+                    loaded.insert(p.manifest.name.clone(), Arc::new(p));
+                }
+                Err(e) => tracing::error!("built-in plugin: {e:#}"),
+            }
+        }
+        let registry = Arc::new(Self { dir: dir.to_path_buf(), builtins: loaded, state: RwLock::new(Loaded::default()) });
         registry.rescan(host);
+        // Publish even when the directory is empty, so the built-ins are routed.
+        let current = registry.state.read().unwrap().plugins.clone();
+        registry.publish(current, true);
         registry
     }
 
-    /// Plugins as `(name, plugin)`, sorted by name.
+    /// The plugins being served (built-ins not overridden, then directory plugins), by name.
     pub fn plugins(&self) -> Vec<Arc<Plugin>> {
-        self.state.read().unwrap().plugins.values().map(|(_, p)| p.clone()).collect()
+        self.state.read().unwrap().routes_by_name().into_values().collect()
     }
 
     /// The plugin serving `path` (longest matching route prefix on a segment boundary).
@@ -104,15 +131,23 @@ impl Registry {
         if next.len() != current.len() {
             changed = true;
         }
+        self.publish(next, changed);
+    }
+
+    /// Install `plugins` (directory plugins) with the built-ins and rebuild the route table.
+    fn publish(&self, plugins: BTreeMap<String, (Fingerprint, Arc<Plugin>)>, changed: bool) {
         if !changed {
             return;
         }
-        let mut routes: Vec<(String, Arc<Plugin>)> = next
-            .values()
-            .flat_map(|(_, p)| p.manifest.routes.iter().map(move |r| (r.clone(), p.clone())))
-            .collect();
+        let mut state = self.state.write().unwrap();
+        let mut served: BTreeMap<String, Arc<Plugin>> = self.builtins.clone();
+        for (_, p) in plugins.values() {
+            served.insert(p.manifest.name.clone(), p.clone());
+        }
+        let mut routes: Vec<(String, Arc<Plugin>)> =
+            served.values().flat_map(|p| p.manifest.routes.iter().map(move |r| (r.clone(), p.clone()))).collect();
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        *self.state.write().unwrap() = Loaded { plugins: next, routes };
+        *state = Loaded { plugins, routes };
     }
 
     /// Poll the directory in the background and reload changed plugins (compiling off the
