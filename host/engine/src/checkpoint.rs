@@ -183,24 +183,6 @@ impl Checkpoint {
         self.entries.contains_key(name)
     }
 
-    /// Shape of a canonical tensor as the model will see it.
-    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let source = self.entries.get(name)?;
-        let (file, key) = source.file_and_key();
-        let mut shape = self.files[file].get(key).ok()?.shape().to_vec();
-        match source {
-            Source::Plain { .. } => {}
-            Source::Third { .. } => shape[0] /= 3,
-            Source::Transposed { .. } => shape.reverse(),
-        }
-        Some(shape)
-    }
-
-    /// Number of consecutive `prefix{i}{suffix}` tensors present, for i = 0, 1, ….
-    pub fn count(&self, prefix: &str, suffix: &str) -> usize {
-        (0..).take_while(|i| self.contains(&format!("{prefix}{i}{suffix}"))).count()
-    }
-
     /// Canonical tensor names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.entries.keys().map(String::as_str).collect();

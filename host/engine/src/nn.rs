@@ -1,7 +1,7 @@
 //! Layers built straight from checkpoint tensors: every dimension comes from a weight's shape,
 //! so one code path serves full-size SDXL and any smaller model of the same topology.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 
 pub fn conv2d(vb: &VarBuilder, stride: usize, padding: usize) -> Result<Conv2d> {
@@ -86,9 +86,4 @@ impl Module for Mlp2 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.second.forward(&silu(&self.first.forward(x)?)?)
     }
-}
-
-/// Channel-wise mean over the last dim helper used by tests and previews.
-pub fn mean_last(x: &Tensor) -> Result<Tensor> {
-    x.mean_keepdim(D::Minus1)
 }
