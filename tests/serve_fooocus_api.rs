@@ -1,19 +1,10 @@
 //! Black-box: `focal serve` with the tiny checkpoint answers the Fooocus-API through its
 //! built-in plugin, and a text-to-image request reproduces the engine's reference image.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{request, Server};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
@@ -22,49 +13,15 @@ fn fixtures() -> PathBuf {
 fn start(dir: &Path) -> Server {
     std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
     std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), dir.join("models/checkpoints/tiny.safetensors")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(["serve", "--port", "0", "--base-model", "tiny.safetensors"])
-        .arg("--models-dir")
-        .arg(dir.join("models"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().to_string();
-    Server(child, addr)
-}
-
-fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line_end + 2..line_end + 2 + n]);
-        b = &b[line_end + 2 + n + 2..];
-    }
+    let (models, data) = (dir.join("models"), dir.join("data"));
+    common::serve(&[
+        "--base-model".as_ref(),
+        "tiny.safetensors".as_ref(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ])
 }
 
 fn b64decode(s: &str) -> Vec<u8> {
@@ -95,10 +52,10 @@ const REFERENCE_REQUEST: &str = r#"{"prompt": "a photograph of an astronaut ridi
 fn text_to_image_through_the_builtin_plugin_matches_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let (status, body) = request(&server.1, "GET", "/ping", "", "");
+    let (status, body) = request(&server.addr, "GET", "/ping", "", "");
     assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, "\"pong\""));
 
-    let (status, body) = request(&server.1, "POST", "/v1/generation/text-to-image", "", REFERENCE_REQUEST);
+    let (status, body) = request(&server.addr, "POST", "/v1/generation/text-to-image", "", REFERENCE_REQUEST);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let results: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let item = &results[0];
@@ -110,7 +67,7 @@ fn text_to_image_through_the_builtin_plugin_matches_the_reference() {
     assert!(ours.data.iter().zip(&reference.data).all(|(a, b)| a.abs_diff(*b) <= 3));
 
     // Accept: image/png streams the PNG itself.
-    let (status, png) = request(&server.1, "POST", "/v1/generation/text-to-image", "Accept: image/png\r\n", REFERENCE_REQUEST);
+    let (status, png) = request(&server.addr, "POST", "/v1/generation/text-to-image", "Accept: image/png\r\n", REFERENCE_REQUEST);
     assert_eq!(status, 200);
     assert_eq!(focal_engine::image::RgbImage::decode_png(&png).unwrap(), ours);
 }
@@ -126,15 +83,15 @@ fn invalid_fields_get_fastapi_style_422() {
         (r#"{"image_number": 0}"#, "image_number"),
         (r#"{"advanced_params": {"sampler_name": "bogus"}}"#, "sampler_name"),
     ] {
-        let (status, resp) = request(&server.1, "POST", "/v1/generation/text-to-image", "", body);
+        let (status, resp) = request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
         assert_eq!(status, 422, "{body}: {}", String::from_utf8_lossy(&resp));
         let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
         let locs = v["detail"][0]["loc"].as_array().unwrap();
         assert_eq!(locs[0], "body");
         assert_eq!(locs.last().unwrap(), loc, "{body}: {v}");
     }
-    let (status, _) = request(&server.1, "POST", "/v1/generation/text-to-image", "", "{not json");
+    let (status, _) = request(&server.addr, "POST", "/v1/generation/text-to-image", "", "{not json");
     assert_eq!(status, 422);
-    let (status, _) = request(&server.1, "GET", "/v1/nope", "", "");
+    let (status, _) = request(&server.addr, "GET", "/v1/nope", "", "");
     assert_eq!(status, 404);
 }

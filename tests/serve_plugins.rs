@@ -1,47 +1,12 @@
 //! Black-box: `focal serve` routes requests to plugins from its plugins directory, picks up a
 //! plugin dropped in while it runs (no rebuild, no restart), and survives misbehaving plugins.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(["serve", "--port", "0", "--data-dir", data_dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
-    Server { child, addr }
-}
-
-/// Minimal HTTP/1.1 GET: (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
+use common::get;
 
 fn built(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(focal_runtime::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"))).unwrap()
@@ -62,7 +27,7 @@ fn wait_for(addr: &str, path: &str, status: u16) -> String {
 #[test]
 fn a_plugin_dropped_into_a_running_server_serves_its_route() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(data.path());
+    let server = common::serve(&["--data-dir".as_ref(), data.path().as_os_str()]);
     let plugins = data.path().join("plugins");
 
     let (status, body) = get(&server.addr, "/hello/Ada");
