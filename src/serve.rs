@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Jobs waiting or running at once; more get QUEUE_IS_FULL.
     #[arg(long, default_value_t = 100)]
     queue_size: usize,
+    /// Require this key in the `X-API-KEY` header of every request (403 otherwise).
+    #[arg(long)]
+    apikey: Option<String>,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -75,7 +78,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(async {
         let host = Arc::new(args.dirs.plugin_host(Some(engine))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
-        focal_server::serve(addr, host, registry, |bound| {
+        let options = focal_server::ServerOptions { api_key: args.apikey.clone() };
+        focal_server::serve(addr, host, registry, options, |bound| {
             println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         })
         .await

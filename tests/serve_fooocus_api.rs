@@ -11,17 +11,23 @@ fn fixtures() -> PathBuf {
 }
 
 fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Server {
     std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
     std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), dir.join("models/checkpoints/tiny.safetensors")).unwrap();
     let (models, data) = (dir.join("models"), dir.join("data"));
-    common::serve(&[
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "--base-model".as_ref(),
         "tiny.safetensors".as_ref(),
         "--models-dir".as_ref(),
         models.as_os_str(),
         "--data-dir".as_ref(),
         data.as_os_str(),
-    ])
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    common::serve(&args)
 }
 
 fn b64decode(s: &str) -> Vec<u8> {
@@ -94,4 +100,14 @@ fn invalid_fields_get_fastapi_style_422() {
     assert_eq!(status, 422);
     let (status, _) = request(&server.addr, "GET", "/v1/nope", "", "");
     assert_eq!(status, 404);
+}
+
+#[test]
+fn the_api_key_is_required_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), &["--apikey", "s3cret"]);
+    let (status, body) = request(&server.addr, "GET", "/ping", "", "");
+    assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (403, r#"{"detail":"Forbidden"}"#));
+    assert_eq!(request(&server.addr, "GET", "/ping", "X-API-KEY: wrong\r\n", "").0, 403);
+    assert_eq!(request(&server.addr, "GET", "/ping", "X-API-KEY: s3cret\r\n", "").0, 200);
 }

@@ -110,7 +110,7 @@ fn main() {
                 ([("content-type", "application/json")], format!("{{\"greeting\": \"Hello, {name}!\"}}"))
             }),
         );
-        let app = native.merge(focal_server::router(host, registry));
+        let app = native.merge(focal_server::router(host, registry, &Default::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -24,10 +24,19 @@ const MAX_BODY: usize = 64 << 20;
 struct AppState {
     host: Arc<PluginHost>,
     registry: Arc<Registry>,
+    api_key: Option<Arc<str>>,
 }
 
-pub fn router(host: Arc<PluginHost>, registry: Arc<Registry>) -> Router {
-    Router::new().fallback(dispatch).with_state(AppState { host, registry })
+/// Server-wide settings that are not about plugins.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// When set, every request must carry it in `X-API-KEY` (as Fooocus-API's `--apikey`).
+    pub api_key: Option<String>,
+}
+
+pub fn router(host: Arc<PluginHost>, registry: Arc<Registry>, options: &ServerOptions) -> Router {
+    let api_key = options.api_key.as_deref().map(Arc::from);
+    Router::new().fallback(dispatch).with_state(AppState { host, registry, api_key })
 }
 
 /// FastAPI-style error body (`{"detail": …}`), as Fooocus-API clients expect.
@@ -36,6 +45,12 @@ fn error(status: StatusCode, detail: &str) -> HttpResponse {
 }
 
 async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpResponse {
+    if let Some(key) = &app.api_key {
+        let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        if given != Some(&**key) {
+            return error(StatusCode::FORBIDDEN, "Forbidden");
+        }
+    }
     let path = req.uri().path().to_string();
     let Some(plugin) = app.registry.route(&path) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -70,11 +85,17 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
 }
 
 /// Serve until Ctrl-C; `on_ready` gets the bound address (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, host: Arc<PluginHost>, registry: Arc<Registry>, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    host: Arc<PluginHost>,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     on_ready(listener.local_addr()?);
     registry.clone().watch(host.clone());
-    axum::serve(listener, router(host, registry))
+    axum::serve(listener, router(host, registry, &options))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
