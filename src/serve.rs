@@ -1,13 +1,17 @@
 //! `focal serve` and `focal plugins`: the HTTP server and what it has loaded.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use focal_runtime::services::EngineService;
+use focal_runtime::services::Services;
 use focal_runtime::{HostOptions, PluginHost};
-use focal_server::engine_service::EngineWorker;
+use focal_server::fetch::{FetchPolicy, Fetcher};
+use focal_server::jobs::{JobManager, JobOptions};
+use focal_server::outputs::Outputs;
+use focal_server::webhook::{WebhookPolicy, Webhooks};
 use focal_server::Registry;
 
 #[derive(clap::Args)]
@@ -16,18 +20,41 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8888)]
     port: u16,
-    /// Fooocus-style models folder (checkpoints in DIR/checkpoints).
+    /// Prefix of result URLs (default http://HOST:PORT, 0.0.0.0 shown as 127.0.0.1).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Fooocus-style models folder (checkpoints in DIR/checkpoints, LoRAs in DIR/loras).
     #[arg(long, default_value = "models")]
     models_dir: PathBuf,
-    /// The SDXL checkpoint jobs run on (a file in DIR/checkpoints or a path).
+    /// The default SDXL checkpoint (a file in DIR/checkpoints or a path).
     #[arg(long, default_value = "juggernautXL_v8Rundiffusion.safetensors")]
     base_model: String,
+    /// A Fooocus preset file (`presets/NAME.json` in the data dir, or a path): its
+    /// `default_model` becomes the default checkpoint.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Where result images are written (OUTPUTS/files/<date>/<name>).
+    #[arg(long, default_value = "outputs")]
+    outputs_dir: PathBuf,
     /// Jobs waiting or running at once; more get QUEUE_IS_FULL.
     #[arg(long, default_value_t = 100)]
     queue_size: usize,
-    /// Require this key in the `X-API-KEY` header of every request (403 otherwise).
+    /// Finished jobs kept; older ones are deleted with their files (0 keeps all).
+    #[arg(long, default_value_t = 0)]
+    queue_history: usize,
+    /// Webhook called when a job ends (a request's own webhook_url takes precedence).
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Answer job-history in the seed's --persistent shape (params + task_info, paged).
+    /// Job records are always kept in DATA_DIR/focal.db and survive restarts.
+    #[arg(long)]
+    persistent: bool,
+    /// Require this key in the `X-API-KEY` header (403 otherwise; /files and /docs stay open).
     #[arg(long)]
     apikey: Option<String>,
+    /// Let URL inputs point at loopback/private addresses (refused by default).
+    #[arg(long)]
+    allow_private_fetch: bool,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -47,9 +74,9 @@ impl Dirs {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    fn plugin_host(&self, engine: Option<Arc<dyn EngineService>>) -> Result<PluginHost> {
+    fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
-        PluginHost::new(HostOptions { cache_dir, ..Default::default() }, engine)
+        PluginHost::new(HostOptions { cache_dir, settings, ..Default::default() }, services)
     }
 }
 
@@ -59,37 +86,83 @@ pub enum PluginsCommand {
     List(Dirs),
 }
 
+/// The preset's `default_model`, from `DATA_DIR/presets/NAME.json` or a path.
+fn preset_model(data_dir: &Path, preset: &str) -> Result<String> {
+    let candidates = [data_dir.join("presets").join(format!("{preset}.json")), PathBuf::from(preset)];
+    let path = candidates.iter().find(|p| p.is_file()).with_context(|| {
+        format!("--preset {preset}: no preset file at {} or {}", candidates[0].display(), candidates[1].display())
+    })?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    json.get("default_model")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .with_context(|| format!("{}: no \"default_model\"", path.display()))
+}
+
 pub fn serve(args: ServeArgs) -> Result<()> {
     let plugins_dir = args.dirs.plugins_dir();
     std::fs::create_dir_all(&plugins_dir).with_context(|| format!("cannot create {}", plugins_dir.display()))?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("--host {} --port {}: not a socket address", args.host, args.port))?;
-    let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &args.base_model) {
+    let base_model = match &args.preset {
+        Some(p) => preset_model(&args.dirs.data_dir, p)?,
+        None => args.base_model.clone(),
+    };
+    let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &base_model) {
         Ok(p) => p,
         Err(e) => {
             // Start anyway (routes that need no model keep working); jobs fail with this message.
             tracing::warn!("{e:#}");
-            args.models_dir.join("checkpoints").join(&args.base_model)
+            args.models_dir.join("checkpoints").join(&base_model)
         }
     };
-    let engine: Arc<dyn EngineService> = EngineWorker::start(checkpoint, args.queue_size);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let host = Arc::new(args.dirs.plugin_host(Some(engine))?);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let base_url = args.base_url.clone().unwrap_or_else(|| {
+            let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+            format!("http://{host}:{}", bound.port())
+        });
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let webhooks = Webhooks::start(WebhookPolicy::default())?;
+        let jobs = JobManager::start(
+            JobOptions {
+                models_dir: args.models_dir.clone(),
+                default_checkpoint: checkpoint,
+                max_queue: args.queue_size,
+                max_history: args.queue_history,
+                webhook_url: args.webhook_url.clone(),
+                base_url: base_url.clone(),
+                database: args.dirs.data_dir.join("focal.db"),
+                outputs: Outputs::new(&args.outputs_dir),
+            },
+            Some(webhooks),
+        )?;
+        let fetch = Fetcher::new(FetchPolicy { allow_private: args.allow_private_fetch, ..Default::default() })?;
+        let services = Services {
+            engine: Some(jobs),
+            files: Some(Arc::new(Outputs::new(&args.outputs_dir))),
+            fetch: Some(Arc::new(fetch)),
+        };
+        let settings = BTreeMap::from([
+            ("base-url".to_string(), base_url),
+            ("persistent".to_string(), args.persistent.to_string()),
+        ]);
+        let host = Arc::new(args.dirs.plugin_host(services, settings)?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
         let options = focal_server::ServerOptions { api_key: args.apikey.clone() };
-        focal_server::serve(addr, host, registry, options, |bound| {
-            println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
-        })
-        .await
+        println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
+        focal_server::serve_on(listener, host, registry, options).await
     })
 }
 
 pub fn plugins(cmd: PluginsCommand) -> Result<()> {
     match cmd {
         PluginsCommand::List(dirs) => {
-            let host = dirs.plugin_host(None)?;
+            let host = dirs.plugin_host(Services::default(), BTreeMap::new())?;
             let registry = Registry::with_builtins(&host, &dirs.plugins_dir(), focal_runtime::builtin::PLUGINS);
             println!("{:<16} {:<28} {:<12} {:>8} {:>10}  digest", "name", "routes", "capabilities", "mem MiB", "timeout ms");
             for p in registry.plugins() {

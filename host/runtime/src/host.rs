@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::focal::plugin::{config, engine, log, types};
+use crate::bindings::focal::plugin::{config, engine, fetch, files, log, types};
 use crate::bindings::{Endpoint, EndpointPre};
 use crate::manifest::{Capability, PluginManifest};
-use crate::services::{EngineService, GenerationRequest, ImageRef, JobState, TaskRef};
+use crate::services::{EngineService, FetchService, FileService, Services};
 use crate::{Request, Response};
 
 /// How often the epoch advances; wall-time budgets are checked at this granularity.
@@ -33,11 +33,13 @@ pub struct HostOptions {
     pub max_instances: u32,
     /// Largest linear memory any plugin may be granted, in MiB.
     pub max_memory_mb: u64,
+    /// Host settings every plugin can read with `config.get("host.<key>")`, e.g. `base-url`.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512 }
+        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512, settings: BTreeMap::new() }
     }
 }
 
@@ -82,7 +84,9 @@ pub struct State {
     limits: StoreLimits,
     plugin: Arc<str>,
     config: Arc<BTreeMap<String, String>>,
-    engine_service: Option<Arc<dyn EngineService>>,
+    settings: Arc<BTreeMap<String, String>>,
+    /// Only the services the manifest grants.
+    services: Services,
     started: Instant,
     deadline: Instant,
 }
@@ -97,7 +101,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<State>,
     options: HostOptions,
-    engine_service: Option<Arc<dyn EngineService>>,
+    settings: Arc<BTreeMap<String, String>>,
+    services: Services,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -108,7 +113,7 @@ impl Drop for PluginHost {
 }
 
 impl PluginHost {
-    pub fn new(options: HostOptions, engine_service: Option<Arc<dyn EngineService>>) -> anyhow::Result<Self> {
+    pub fn new(options: HostOptions, services: Services) -> anyhow::Result<Self> {
         let max_memory = (options.max_memory_mb as usize) << 20;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(options.max_instances)
@@ -144,7 +149,8 @@ impl PluginHost {
                 ticker_engine.increment_epoch();
             }
         })?;
-        Ok(Self { engine, linker, options, engine_service, stop_ticker })
+        let settings = Arc::new(options.settings.clone());
+        Ok(Self { engine, linker, options, settings, services, stop_ticker })
     }
 
     /// Compile (or load from the cache) and link a component. Fails if the component is not a
@@ -211,7 +217,12 @@ impl PluginHost {
                 .build(),
             plugin: name.clone(),
             config: Arc::new(m.config.clone()),
-            engine_service: if m.grants(Capability::Engine) { self.engine_service.clone() } else { None },
+            settings: self.settings.clone(),
+            services: Services {
+                engine: self.services.engine.clone().filter(|_| m.grants(Capability::Engine)),
+                files: self.services.files.clone().filter(|_| m.grants(Capability::Files)),
+                fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
+            },
             started: now,
             deadline: now + limit,
         };
@@ -298,107 +309,101 @@ impl log::Host for State {
 
 impl config::Host for State {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(match key.as_str() {
-            "host.version" => Some(env!("CARGO_PKG_VERSION").to_string()),
-            _ => self.config.get(&key).cloned(),
+        Ok(match key.strip_prefix("host.") {
+            Some("version") => Some(env!("CARGO_PKG_VERSION").to_string()),
+            Some(setting) => self.settings.get(setting).cloned(),
+            None => self.config.get(&key).cloned(),
         })
     }
 }
 
-fn to_wit_progress(p: crate::services::JobProgress) -> engine::Progress {
-    let (state, error) = match p.state {
-        JobState::Queued => (engine::TaskState::Queued, None),
-        JobState::Running => (engine::TaskState::Running, None),
-        JobState::Finished => (engine::TaskState::Finished, None),
-        JobState::Failed(e) => (engine::TaskState::Failed, Some(e)),
-        JobState::Cancelled => (engine::TaskState::Cancelled, None),
-    };
-    engine::Progress { state, step: p.step, total_steps: p.total_steps, error }
+impl State {
+    /// The service behind a capability, or a trap that names what the manifest lacks (the
+    /// request fails with that message; nothing else does).
+    fn granted<T: ?Sized>(&self, service: &Option<Arc<T>>, capability: &str) -> wasmtime::Result<Arc<T>> {
+        service.clone().ok_or_else(|| {
+            wasmtime::Error::msg(format!("plugin '{}' has no '{capability}' capability in its manifest", self.plugin))
+        })
+    }
+
+    fn engine(&self) -> wasmtime::Result<Arc<dyn EngineService>> {
+        self.granted(&self.services.engine, "engine")
+    }
+
+    /// What is left of the request's wall budget, capped at `ms`.
+    fn budget(&self, ms: u32) -> Duration {
+        Duration::from_millis(ms as u64).min(self.deadline.saturating_duration_since(Instant::now()))
+    }
 }
 
 impl engine::Host for State {
-    async fn submit(&mut self, p: engine::GenerationParams) -> wasmtime::Result<Result<Resource<TaskRef>, String>> {
-        let Some(service) = &self.engine_service else {
-            return Ok(Err(format!("plugin '{}' has no 'engine' capability in its manifest", self.plugin)));
-        };
-        let request = GenerationRequest {
-            prompt: p.prompt,
-            negative_prompt: p.negative_prompt,
-            width: p.width,
-            height: p.height,
-            steps: p.steps,
-            guidance_scale: p.guidance_scale,
-            sampler: p.sampler,
-            scheduler: p.scheduler,
-            seed: p.seed,
-            image_number: p.image_number,
-        };
-        match service.submit(request) {
-            Ok(job) => Ok(Ok(self.table.push(job)?)),
-            Err(e) => Ok(Err(e)),
-        }
-    }
-}
-
-impl engine::HostTask for State {
-    async fn id(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&t)?.id())
+    async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
+        Ok(self.engine()?.submit(spec))
     }
 
-    async fn progress(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<engine::Progress> {
-        Ok(to_wit_progress(self.table.get(&t)?.progress()))
+    async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
+        Ok(self.engine()?.get(&id))
     }
 
-    async fn wait(&mut self, t: Resource<TaskRef>, timeout_ms: u32) -> wasmtime::Result<engine::Progress> {
-        let job = self.table.get(&t)?.clone();
-        // Never wait past the plugin's own budget.
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let timeout = Duration::from_millis(timeout_ms as u64).min(remaining);
-        Ok(to_wit_progress(job.wait(timeout).await))
+    async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
+        let engine = self.engine()?;
+        Ok(engine.wait(&id, self.budget(timeout_ms)).await)
     }
 
-    async fn cancel(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<()> {
-        self.table.get(&t)?.cancel();
+    async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.preview(&id))
+    }
+
+    async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.image_file(&id, index))
+    }
+
+    async fn stop(&mut self) -> wasmtime::Result<()> {
+        self.engine()?.stop();
         Ok(())
     }
 
-    async fn images(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<Result<Vec<Resource<ImageRef>>, String>> {
-        let images = match self.table.get(&t)?.images() {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut handles = Vec::with_capacity(images.len());
-        for img in images {
-            handles.push(self.table.push(img)?);
-        }
-        Ok(Ok(handles))
+    async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
+        Ok(self.engine()?.queue())
     }
 
-    async fn drop(&mut self, t: Resource<TaskRef>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
+    async fn history(
+        &mut self,
+        job_id: Option<String>,
+        offset: u32,
+        limit: u32,
+    ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
+        Ok(self.engine()?.history(job_id.as_deref(), offset, limit))
+    }
+
+    async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
+        Ok(self.engine()?.delete(&id))
+    }
+
+    async fn models(&mut self) -> wasmtime::Result<engine::ModelFiles> {
+        Ok(self.engine()?.models())
+    }
+
+    async fn release_memory(&mut self) -> wasmtime::Result<()> {
+        self.engine()?.release_memory();
         Ok(())
     }
 }
 
-impl engine::HostImage for State {
-    async fn width(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&i)?.width)
+impl files::Host for State {
+    async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
+        let files: Arc<dyn FileService> = self.granted(&self.services.files, "files")?;
+        Ok(files.read(&path, format.as_deref()))
     }
+}
 
-    async fn height(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&i)?.height)
-    }
-
-    async fn seed(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&i)?.seed)
-    }
-
-    async fn png(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&i)?.png.clone())
-    }
-
-    async fn drop(&mut self, i: Resource<ImageRef>) -> wasmtime::Result<()> {
-        self.table.delete(i)?;
-        Ok(())
+impl fetch::Host for State {
+    async fn get(&mut self, url: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        let fetch: Arc<dyn FetchService> = self.granted(&self.services.fetch, "fetch")?;
+        let budget = self.budget(u32::MAX);
+        Ok(match tokio::time::timeout(budget, fetch.get(url)).await {
+            Ok(r) => r,
+            Err(_) => Err("the fetch did not finish within the plugin's time limit".into()),
+        })
     }
 }

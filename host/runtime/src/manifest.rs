@@ -51,8 +51,12 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
-    /// Submit, query and cancel generation jobs (`focal:plugin/engine`).
+    /// Submit, query and stop generation jobs; list model files (`focal:plugin/engine`).
     Engine,
+    /// Read the host's output files (`focal:plugin/files`).
+    Files,
+    /// Outbound HTTP GET under the host's policy (`focal:plugin/fetch`).
+    Fetch,
 }
 
 impl PluginManifest {

@@ -1,67 +1,49 @@
 //! What the host offers plugins beyond WASI, as traits the server implements (the runtime
-//! knows nothing of queues or candle).
+//! knows nothing of queues, files or candle). The records are the WIT types themselves, so a
+//! job spec is defined once, in `wit/plugin.wit`, and stored as JSON by the server.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// A generation request as a plugin submits it.
-#[derive(Debug, Clone)]
-pub struct GenerationRequest {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub width: u32,
-    pub height: u32,
-    pub steps: u32,
-    pub guidance_scale: f32,
-    pub sampler: String,
-    pub scheduler: String,
-    pub seed: u64,
-    pub image_number: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobState {
-    Queued,
-    Running,
-    Finished,
-    Failed(String),
-    Cancelled,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobProgress {
-    pub state: JobState,
-    pub step: u32,
-    pub total_steps: u32,
-}
-
-/// A finished image kept in the host; plugins get a handle and copy bytes only on request.
-#[derive(Debug)]
-pub struct JobImage {
-    pub width: u32,
-    pub height: u32,
-    pub seed: u64,
-    pub png: Vec<u8>,
-}
+pub use crate::bindings::focal::plugin::engine::{
+    GenerationParams, ImageMetadata, InputImage, JobImage, JobInfo, JobSpec, JobStage, ModelFiles, OutputOptions,
+    QueueInfo, SubmitError,
+};
+pub use crate::bindings::focal::plugin::files::File;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pub trait Job: Send + Sync {
-    fn id(&self) -> String;
-    fn progress(&self) -> JobProgress;
-    /// Resolve when the job ends or `timeout` passes, whichever is first.
-    fn wait(&self, timeout: Duration) -> BoxFuture<'_, JobProgress>;
-    fn cancel(&self);
-    fn images(&self) -> Result<Vec<Arc<JobImage>>, String>;
-}
-
+/// The `engine` capability: jobs on the one engine worker, and the model files it can use.
 pub trait EngineService: Send + Sync {
-    /// Validate and queue; the error names the offending field.
-    fn submit(&self, request: GenerationRequest) -> Result<Arc<dyn Job>, String>;
+    fn submit(&self, spec: JobSpec) -> Result<String, SubmitError>;
+    fn get(&self, id: &str) -> Option<JobInfo>;
+    /// Resolve when the job ends or `timeout` passes, whichever is first.
+    fn wait(&self, id: &str, timeout: Duration) -> BoxFuture<'_, Option<JobInfo>>;
+    fn preview(&self, id: &str) -> Option<Vec<u8>>;
+    fn image_file(&self, id: &str, index: u32) -> Option<Vec<u8>>;
+    fn stop(&self);
+    fn queue(&self) -> QueueInfo;
+    fn history(&self, job_id: Option<&str>, offset: u32, limit: u32) -> (Vec<JobInfo>, Vec<JobInfo>);
+    fn delete(&self, id: &str) -> bool;
+    fn models(&self) -> ModelFiles;
+    fn release_memory(&self);
 }
 
-/// Resource representations behind the WIT `task` and `image` handles.
-pub type TaskRef = Arc<dyn Job>;
-pub type ImageRef = Arc<JobImage>;
+/// The `files` capability: read what the host wrote to its outputs folder.
+pub trait FileService: Send + Sync {
+    fn read(&self, path: &str, format: Option<&str>) -> Option<File>;
+}
+
+/// The `fetch` capability: outbound GET under the host's policy.
+pub trait FetchService: Send + Sync {
+    fn get(&self, url: String) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+}
+
+/// The host services a plugin may be granted; each is `None` when the host has none.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub engine: Option<std::sync::Arc<dyn EngineService>>,
+    pub files: Option<std::sync::Arc<dyn FileService>>,
+    pub fetch: Option<std::sync::Arc<dyn FetchService>>,
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focal_runtime::services::{EngineService, GenerationRequest, Job, JobImage, JobProgress, JobState};
+use focal_runtime::services::{BoxFuture, EngineService, JobInfo, JobSpec, ModelFiles, QueueInfo, Services, SubmitError};
 use focal_runtime::{Capability, HostOptions, Plugin, PluginFailure, PluginHost, PluginManifest, Request};
 
 fn wasm(name: &str) -> Vec<u8> {
@@ -29,7 +29,7 @@ fn body(r: &focal_runtime::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_hostile_action_fails_only_its_own_request() {
-    let host = PluginHost::new(HostOptions::default(), None).unwrap();
+    let host = PluginHost::new(HostOptions::default(), Services::default()).unwrap();
     let plugin = hostile(&host, 1000, 64, vec![]);
 
     let t = Instant::now();
@@ -53,9 +53,8 @@ async fn each_hostile_action_fails_only_its_own_request() {
     let r = host.handle(&plugin, get("/hostile/escape")).await.unwrap();
     assert_eq!(body(&r).matches("denied").count(), 3, "{}", body(&r));
 
-    let r = host.handle(&plugin, get("/hostile/capability")).await.unwrap();
-    assert_eq!(r.status, 403);
-    assert!(body(&r).contains("no 'engine' capability"), "{}", body(&r));
+    let err = host.handle(&plugin, get("/hostile/capability")).await.unwrap_err();
+    assert!(err.to_string().contains("no 'engine' capability"), "{err}");
 
     // After all of that, the same plugin still serves normally.
     let r = host.handle(&plugin, get("/hostile/ok")).await.unwrap();
@@ -64,7 +63,7 @@ async fn each_hostile_action_fails_only_its_own_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn normal_requests_are_served_while_plugins_spin() {
-    let host = Arc::new(PluginHost::new(HostOptions::default(), None).unwrap());
+    let host = Arc::new(PluginHost::new(HostOptions::default(), Services::default()).unwrap());
     let plugin = Arc::new(hostile(&host, 1500, 64, vec![]));
     let spinners: Vec<_> = (0..4)
         .map(|_| {
@@ -89,7 +88,7 @@ async fn normal_requests_are_served_while_plugins_spin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_plugin_reads_its_config_and_the_cache_is_reused() {
     let cache = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(HostOptions { cache_dir: Some(cache.path().into()), ..Default::default() }, None).unwrap();
+    let host = PluginHost::new(HostOptions { cache_dir: Some(cache.path().into()), ..Default::default() }, Services::default()).unwrap();
     let mut m = PluginManifest::default_for("hello");
     m.config.insert("greeting".into(), "Bonjour".into());
     let plugin = host.load(m.clone(), &wasm("hello")).unwrap();
@@ -104,39 +103,50 @@ async fn example_plugin_reads_its_config_and_the_cache_is_reused() {
     assert!(format!("{err:#}").contains("junk"), "{err:#}");
 }
 
-/// A stand-in engine for the capability test (the real engine is exercised by the server tests).
-struct InstantEngine;
-struct DoneJob;
+/// A stand-in engine for the capability test (the real one is exercised by the server tests).
+struct EmptyEngine;
 
-impl Job for DoneJob {
-    fn id(&self) -> String {
-        "job-1".into()
+impl EngineService for EmptyEngine {
+    fn submit(&self, _: JobSpec) -> Result<String, SubmitError> {
+        Err(SubmitError::QueueFull)
     }
-    fn progress(&self) -> JobProgress {
-        JobProgress { state: JobState::Finished, step: 1, total_steps: 1 }
+    fn get(&self, _: &str) -> Option<JobInfo> {
+        None
     }
-    fn wait(&self, _: Duration) -> focal_runtime::services::BoxFuture<'_, JobProgress> {
-        Box::pin(async { self.progress() })
+    fn wait(&self, _: &str, _: Duration) -> BoxFuture<'_, Option<JobInfo>> {
+        Box::pin(async { None })
     }
-    fn cancel(&self) {}
-    fn images(&self) -> Result<Vec<Arc<JobImage>>, String> {
-        Ok(vec![Arc::new(JobImage { width: 1, height: 1, seed: 0, png: vec![1, 2, 3] })])
+    fn preview(&self, _: &str) -> Option<Vec<u8>> {
+        None
     }
-}
-
-impl EngineService for InstantEngine {
-    fn submit(&self, r: GenerationRequest) -> Result<Arc<dyn Job>, String> {
-        assert_eq!(r.prompt, "x");
-        Ok(Arc::new(DoneJob))
+    fn image_file(&self, _: &str, _: u32) -> Option<Vec<u8>> {
+        None
     }
+    fn stop(&self) {}
+    fn queue(&self) -> QueueInfo {
+        QueueInfo { running_size: 7, finished_size: 0, last_job_id: None }
+    }
+    fn history(&self, _: Option<&str>, _: u32, _: u32) -> (Vec<JobInfo>, Vec<JobInfo>) {
+        (vec![], vec![])
+    }
+    fn delete(&self, _: &str) -> bool {
+        false
+    }
+    fn models(&self) -> ModelFiles {
+        ModelFiles { checkpoints: vec![], loras: vec![] }
+    }
+    fn release_memory(&self) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_capability_reaches_the_engine_service() {
-    let host = PluginHost::new(HostOptions::default(), Some(Arc::new(InstantEngine))).unwrap();
+    let services = Services { engine: Some(Arc::new(EmptyEngine)), ..Default::default() };
+    let host = PluginHost::new(HostOptions::default(), services).unwrap();
     let granted = hostile(&host, 1000, 64, vec![Capability::Engine]);
     let r = host.handle(&granted, get("/hostile/capability")).await.unwrap();
-    assert_eq!((r.status, body(&r).as_str()), (200, "submitted job-1"));
+    assert_eq!((r.status, body(&r).as_str()), (200, "queue has 7 jobs"));
     let denied = hostile(&host, 1000, 64, vec![]);
-    assert_eq!(host.handle(&denied, get("/hostile/capability")).await.unwrap().status, 403);
+    let failure = host.handle(&denied, get("/hostile/capability")).await.unwrap_err();
+    assert_eq!(failure.status(), 500);
+    assert!(failure.to_string().contains("no 'engine' capability"), "{failure}");
 }

@@ -100,7 +100,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let wasm = std::fs::read(std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("hello.wasm")).unwrap();
         std::fs::write(dir.path().join("hello.wasm"), wasm).unwrap();
-        let host = Arc::new(PluginHost::new(HostOptions::default(), None).unwrap());
+        let host = Arc::new(PluginHost::new(HostOptions::default(), focal_runtime::services::Services::default()).unwrap());
         let registry = Registry::load(&host, dir.path());
         assert!(registry.route("/hello/x").is_some());
         // The same answer, natively.

@@ -2,10 +2,14 @@
 //! fresh sandboxed instance. Plugins come from the plugins directory (`<name>.wasm` plus an
 //! optional `<name>.toml` manifest) and are reloaded when their files change, so operators add
 //! endpoints to a running server without rebuilding or restarting it.
-pub mod engine_service;
+pub mod fetch;
+pub mod jobs;
+pub mod metadata;
+pub mod outputs;
 pub mod registry;
+pub mod store;
+pub mod webhook;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -45,7 +49,9 @@ fn error(status: StatusCode, detail: &str) -> HttpResponse {
 }
 
 async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpResponse {
-    if let Some(key) = &app.api_key {
+    // As the seed: result files and the API docs are readable without the key.
+    let open_path = |p: &str| p.starts_with("/files/") || matches!(p, "/docs" | "/redoc" | "/openapi.json");
+    if let (Some(key), false) = (&app.api_key, open_path(req.uri().path())) {
         let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
         if given != Some(&**key) {
             return error(StatusCode::FORBIDDEN, "Forbidden");
@@ -84,16 +90,8 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     }
 }
 
-/// Serve until Ctrl-C; `on_ready` gets the bound address (port 0 picks a free one).
-pub async fn serve(
-    addr: SocketAddr,
-    host: Arc<PluginHost>,
-    registry: Arc<Registry>,
-    options: ServerOptions,
-    on_ready: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    on_ready(listener.local_addr()?);
+/// Serve on a bound listener until Ctrl-C.
+pub async fn serve_on(listener: tokio::net::TcpListener, host: Arc<PluginHost>, registry: Arc<Registry>, options: ServerOptions) -> anyhow::Result<()> {
     registry.clone().watch(host.clone());
     axum::serve(listener, router(host, registry, &options))
         .with_graceful_shutdown(async {

@@ -49,22 +49,9 @@ impl Guest for Hostile {
                 text(200, read.join("\n"))
             }
             "/capability" => {
-                let params = engine::GenerationParams {
-                    prompt: "x".into(),
-                    negative_prompt: String::new(),
-                    width: 64,
-                    height: 64,
-                    steps: 1,
-                    guidance_scale: 1.0,
-                    sampler: "euler".into(),
-                    scheduler: "karras".into(),
-                    seed: 0,
-                    image_number: 1,
-                };
-                match engine::submit(&params) {
-                    Ok(task) => text(200, format!("submitted {}", task.id())),
-                    Err(e) => text(403, e),
-                }
+                // Traps (failing this request) unless the manifest grants `engine`.
+                let q = engine::queue();
+                text(200, format!("queue has {} jobs", q.running_size))
             }
             "/garbage" => Response { status: 999, headers: vec![("bad\nname".into(), "v".into())], body: vec![] },
             other => text(404, format!("no hostile route {other}")),

@@ -1,0 +1,527 @@
+//! The job manager behind the `engine` capability: one worker thread owns the SDXL model and
+//! runs jobs in FIFO order; every job is recorded in SQLite when queued, started and finished;
+//! finished images go to the outputs folder; webhooks are delivered off the worker.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
+use focal_runtime::services::{
+    BoxFuture, EngineService, JobImage, JobInfo, JobSpec, JobStage, ModelFiles, QueueInfo, SubmitError,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::metadata::{self, ImageFacts};
+use crate::outputs::{self, Embedded, Format, Outputs};
+use crate::store::Store;
+use crate::webhook::Webhooks;
+
+/// The one job type this engine version runs; the others are accepted by the API and end with
+/// an error that says what is missing.
+pub const TEXT_TO_IMAGE: &str = "Text to Image";
+/// Extensions Fooocus lists as model files.
+const MODEL_EXTENSIONS: &[&str] = &["safetensors", "ckpt", "pt", "pth", "bin"];
+
+pub struct JobOptions {
+    pub models_dir: PathBuf,
+    /// Checkpoint used when a job names none or one that does not exist (as the seed does).
+    pub default_checkpoint: PathBuf,
+    /// Waiting plus running jobs allowed; more get `QUEUE_IS_FULL`.
+    pub max_queue: usize,
+    /// Finished jobs kept (oldest deleted with their files beyond it); 0 keeps all.
+    pub max_history: usize,
+    /// Webhook for jobs that name none.
+    pub webhook_url: Option<String>,
+    /// Prefix of the absolute URLs sent in webhooks, e.g. `http://127.0.0.1:8888`.
+    pub base_url: String,
+    pub database: PathBuf,
+    pub outputs: Outputs,
+}
+
+struct Entry {
+    spec: JobSpec,
+    info: JobInfo,
+    preview: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    entries: HashMap<String, Entry>,
+    waiting: VecDeque<String>,
+    running: Option<String>,
+    /// Oldest first.
+    finished: VecDeque<String>,
+    last_job_id: Option<String>,
+}
+
+pub struct JobManager {
+    jobs: Mutex<Jobs>,
+    /// Wakes the worker: a job was queued or memory should be released.
+    work: Condvar,
+    /// Bumped on every change, so waiters re-check their job.
+    changed: watch::Sender<u64>,
+    store: Mutex<Store>,
+    options: JobOptions,
+    webhooks: Option<Webhooks>,
+    stop_running: AtomicBool,
+    release_model: AtomicBool,
+    hashes: Mutex<HashMap<PathBuf, String>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn ended(stage: JobStage) -> bool {
+    matches!(stage, JobStage::Success | JobStage::Error)
+}
+
+impl JobManager {
+    /// Open the job database, requeue what a previous run left unfinished and start the worker.
+    /// The model is loaded on the first job, as Fooocus does, so the server starts at once.
+    pub fn start(options: JobOptions, webhooks: Option<Webhooks>) -> Result<Arc<Self>> {
+        let store = Store::open(&options.database)?;
+        let mut jobs = Jobs::default();
+        let mut finished: Vec<String> = Vec::new();
+        for (spec, mut info) in store.load()? {
+            let id = info.id.clone();
+            if ended(info.stage) {
+                finished.push(id.clone());
+            } else {
+                // Killed while waiting or running: run it again from the start.
+                info.stage = JobStage::Waiting;
+                info.progress = 0;
+                info.start_ms = 0;
+                info.status = None;
+                info.images.clear();
+                store.put(&spec, &info)?;
+                jobs.waiting.push_back(id.clone());
+            }
+            jobs.last_job_id = Some(id.clone());
+            jobs.entries.insert(id, Entry { spec, info, preview: None });
+        }
+        finished.sort_by_key(|id| jobs.entries[id].info.finish_ms);
+        jobs.finished = finished.into();
+        if !jobs.waiting.is_empty() {
+            tracing::info!(count = jobs.waiting.len(), "requeued jobs left unfinished by the previous run");
+        }
+        let (changed, _) = watch::channel(0);
+        let manager = Arc::new(Self {
+            jobs: Mutex::new(jobs),
+            work: Condvar::new(),
+            changed,
+            store: Mutex::new(store),
+            options,
+            webhooks,
+            stop_running: AtomicBool::new(false),
+            release_model: AtomicBool::new(false),
+            hashes: Mutex::new(HashMap::new()),
+        });
+        manager.trim_history();
+        let worker = manager.clone();
+        std::thread::Builder::new().name("focal-engine".into()).spawn(move || worker.worker_loop())?;
+        Ok(manager)
+    }
+
+    fn persist(&self, entry: &Entry) {
+        if let Err(e) = self.store.lock().unwrap().put(&entry.spec, &entry.info) {
+            tracing::error!(job = %entry.info.id, "cannot record job: {e:#}");
+        }
+    }
+
+    /// Apply `f` to a job's record, persist it when asked, and wake waiters.
+    fn update(&self, id: &str, persist: bool, f: impl FnOnce(&mut Entry)) {
+        let mut jobs = self.jobs.lock().unwrap();
+        if let Some(entry) = jobs.entries.get_mut(id) {
+            f(entry);
+            if persist {
+                self.persist(entry);
+            }
+        }
+        drop(jobs);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A checkpoint from the models folder by name; unknown or empty names fall back to the
+    /// default (the seed's behaviour, logged here).
+    fn checkpoint_for(&self, name: &str) -> PathBuf {
+        if name.is_empty() || name == "None" {
+            return self.options.default_checkpoint.clone();
+        }
+        let dir = self.options.models_dir.join("checkpoints");
+        let candidate = dir.join(name);
+        let inside = !name.contains("..") && !Path::new(name).is_absolute();
+        if inside && candidate.is_file() {
+            candidate
+        } else {
+            tracing::warn!(model = name, "unknown base model; using the default");
+            self.options.default_checkpoint.clone()
+        }
+    }
+
+    /// First 10 hex digits of the file's sha256 (Fooocus's model hash), computed once per file.
+    fn model_hash(&self, path: &Path) -> String {
+        if let Some(h) = self.hashes.lock().unwrap().get(path) {
+            return h.clone();
+        }
+        let hash = (|| -> std::io::Result<String> {
+            let mut file = std::fs::File::open(path)?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher)?;
+            Ok(hasher.finalize().iter().take(5).map(|b| format!("{b:02x}")).collect())
+        })()
+        .unwrap_or_default();
+        self.hashes.lock().unwrap().insert(path.to_path_buf(), hash.clone());
+        hash
+    }
+
+    fn worker_loop(self: Arc<Self>) {
+        let mut loaded: Option<(PathBuf, SdxlModel)> = None;
+        loop {
+            let id = {
+                let mut jobs = self.jobs.lock().unwrap();
+                loop {
+                    if self.release_model.swap(false, Ordering::Relaxed) && loaded.take().is_some() {
+                        tracing::info!("model unloaded");
+                    }
+                    if let Some(id) = jobs.waiting.pop_front() {
+                        jobs.running = Some(id.clone());
+                        break id;
+                    }
+                    jobs = self.work.wait(jobs).unwrap();
+                }
+            };
+            self.stop_running.store(false, Ordering::Relaxed);
+            self.update(&id, true, |e| {
+                e.info.stage = JobStage::Running;
+                e.info.start_ms = now_ms();
+                e.info.progress = 1;
+                e.info.status = Some("Loading models ...".into());
+            });
+            let spec = self.jobs.lock().unwrap().entries[&id].spec.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut loaded)))
+                .unwrap_or_else(|_| Err("the engine panicked while running this job".into()));
+            self.finish(&id, outcome);
+        }
+    }
+
+    /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
+    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(PathBuf, SdxlModel)>) -> Result<(), String> {
+        if spec.job_type != TEXT_TO_IMAGE {
+            return Err(format!(
+                "'{}' jobs need image-conditioned generation (upscale, vary, inpaint, image prompts), \
+                 which this focal engine does not provide yet; only '{TEXT_TO_IMAGE}' runs",
+                spec.job_type
+            ));
+        }
+        let p = &spec.params;
+        let checkpoint = self.checkpoint_for(&p.base_model);
+        if loaded.as_ref().map(|(path, _)| path != &checkpoint).unwrap_or(true) {
+            *loaded = None; // free the old model before loading the next
+            tracing::info!(checkpoint = %checkpoint.display(), "loading model");
+            let model = SdxlModel::load(&checkpoint, &LoadOptions::default()).map_err(|e| format!("{e:#}"))?;
+            *loaded = Some((checkpoint.clone(), model));
+        }
+        let model = &loaded.as_ref().unwrap().1;
+        self.update(id, false, |e| {
+            e.info.progress = 13;
+            e.info.status = Some("Encoding prompts ...".into());
+        });
+        let cond = model.encode_prompt(&p.prompt, 2).map_err(|e| e.to_string())?;
+        let uncond = model.encode_prompt(&p.negative_prompt, 2).map_err(|e| e.to_string())?;
+        let format = Format::from_extension(&spec.output.extension).unwrap_or(Format::Png);
+        let stem = if spec.output.save_name.is_empty() { id.to_string() } else { spec.output.save_name.clone() };
+        let count = p.image_number.max(1);
+        let all_steps = (p.steps * count).max(1);
+        for i in 0..count {
+            let seed = if p.disable_seed_increment { p.seed } else { p.seed.wrapping_add(i as u64) };
+            let params = engine_params(p, seed).map_err(|e| e.to_string())?;
+            let mut on_step = |pr: focal_engine::Progress| {
+                let done = i * p.steps + pr.step as u32;
+                let preview = pr.preview.and_then(|img| img.encode_png().ok());
+                self.update(id, false, |e| {
+                    e.info.progress = (15 + 85 * done / all_steps) as u8;
+                    e.info.status = Some(format!("Step {}/{} in the {}-th Sampling", pr.step, p.steps, i + 1));
+                    if preview.is_some() {
+                        e.preview = preview;
+                    }
+                });
+                !self.stop_running.load(Ordering::Relaxed)
+            };
+            let out = match model.generate_with(&params, &cond, &uncond, p.preview, &mut on_step) {
+                Ok(o) => o,
+                Err(focal_engine::EngineError::Cancelled) => {
+                    self.update(id, false, |e| e.info.stopped = true);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            self.update(id, false, |e| e.info.status = Some(format!("Saving image {}/{count} to system ...", i + 1)));
+            let parameters = spec.output.metadata.as_ref().map(|m| {
+                let base_model = checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let facts = ImageFacts {
+                    seed: out.seed,
+                    base_model: &base_model,
+                    base_model_hash: &self.model_hash(&checkpoint),
+                    width: out.image.width,
+                    height: out.image.height,
+                };
+                (metadata::parameters(&m.scheme, &m.entries, &facts), m.scheme.clone())
+            });
+            let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
+            let bytes = outputs::encode(&out.image, format, embedded.as_ref()).map_err(|e| format!("encoding the image: {e:#}"))?;
+            let name = format!("{stem}-{i}.{}", spec.output.extension.to_ascii_lowercase());
+            let rel = self.options.outputs.save(&name, &bytes).map_err(|e| format!("{e:#}"))?;
+            self.update(id, true, |e| e.info.images.push(JobImage { seed: out.seed, path: format!("/files/{rel}") }));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, id: &str, outcome: Result<(), String>) {
+        if let Err(e) = &outcome {
+            tracing::error!(job = %id, "job failed: {e}");
+        }
+        let mut notice = None;
+        {
+            let mut jobs = self.jobs.lock().unwrap();
+            jobs.running = None;
+            if let Some(entry) = jobs.entries.get_mut(id) {
+                let info = &mut entry.info;
+                info.stage = if outcome.is_ok() { JobStage::Success } else { JobStage::Error };
+                info.error = outcome.err();
+                info.progress = 100;
+                info.status = Some(if info.stopped { "User stopped".into() } else { "Finished".into() });
+                info.finish_ms = now_ms();
+                entry.preview = None;
+                // Input images are only needed to run the job; keep the record small.
+                entry.spec.inputs.clear();
+                self.persist(entry);
+                let url = entry.spec.webhook_url.clone().filter(|u| !u.is_empty()).or_else(|| self.options.webhook_url.clone());
+                notice = url.map(|url| (url, self.webhook_body(&entry.info)));
+            }
+            jobs.finished.push_back(id.to_string());
+        }
+        self.changed.send_modify(|v| *v += 1);
+        self.trim_history();
+        if let (Some((url, body)), Some(hooks)) = (notice, &self.webhooks) {
+            hooks.send(url, body);
+        }
+    }
+
+    /// The seed's payload (`job_id`, `job_result: [{url, seed}]`, `[]` on error) plus the stage.
+    fn webhook_body(&self, info: &JobInfo) -> serde_json::Value {
+        let result: Vec<_> = info
+            .images
+            .iter()
+            .map(|img| json!({"url": format!("{}{}", self.options.base_url, img.path), "seed": img.seed.to_string()}))
+            .collect();
+        let stage = if info.stage == JobStage::Success { "SUCCESS" } else { "ERROR" };
+        json!({"job_id": info.id, "job_result": if info.stage == JobStage::Success { result } else { vec![] }, "job_stage": stage})
+    }
+
+    fn trim_history(&self) {
+        let max = self.options.max_history;
+        if max == 0 {
+            return;
+        }
+        loop {
+            let removed = {
+                let mut jobs = self.jobs.lock().unwrap();
+                if jobs.finished.len() <= max {
+                    break;
+                }
+                let id = jobs.finished.pop_front().unwrap();
+                jobs.entries.remove(&id)
+            };
+            if let Some(entry) = removed {
+                self.forget(&entry);
+            }
+        }
+    }
+
+    /// Delete a finished job's files and record.
+    fn forget(&self, entry: &Entry) {
+        for img in &entry.info.images {
+            self.options.outputs.remove(img.path.trim_start_matches("/files/"));
+        }
+        if let Err(e) = self.store.lock().unwrap().delete(&entry.info.id) {
+            tracing::error!(job = %entry.info.id, "cannot delete job record: {e:#}");
+        }
+    }
+
+    fn list_models(&self, folder: &str) -> Vec<String> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+            let Ok(read) = std::fs::read_dir(dir) else { return };
+            for entry in read.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, &format!("{prefix}{name}/"), out);
+                } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| MODEL_EXTENSIONS.contains(&e)) {
+                    out.push(format!("{prefix}{name}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.options.models_dir.join(folder), "", &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// The engine's parameters for one image of a job.
+fn engine_params(p: &focal_runtime::services::GenerationParams, seed: u64) -> focal_engine::Result<GenerationParams> {
+    let mut params = GenerationParams::txt2img(&p.prompt, p.width, p.height, p.steps as usize, seed);
+    params.negative_prompt = p.negative_prompt.clone();
+    params.cfg = p.guidance_scale;
+    params.sampler = p.sampler.parse()?;
+    params.scheduler = p.scheduler.parse()?;
+    Ok(params)
+}
+
+impl EngineService for JobManager {
+    fn submit(&self, mut spec: JobSpec) -> Result<String, SubmitError> {
+        // Validate before queueing so the plugin can answer 422 naming the field.
+        let invalid = |e: String| SubmitError::Invalid(e);
+        engine_params(&spec.params, 0).map_err(|e| invalid(e.to_string()))?.validate(8).map_err(|e| invalid(e.to_string()))?;
+        if Format::from_extension(&spec.output.extension).is_none() {
+            return Err(invalid(format!("save_extension '{}' is not one of png, jpg, jpeg, webp", spec.output.extension)));
+        }
+        if let Some(m) = &spec.output.metadata {
+            if !metadata::is_known_scheme(&m.scheme) {
+                return Err(invalid(format!("meta_scheme '{}' is not one of fooocus, a1111", m.scheme)));
+            }
+        }
+        let stem = &spec.output.save_name;
+        if stem.contains(['/', '\\', '\0']) || stem.starts_with('.') {
+            return Err(invalid(format!("save_name '{stem}' must be a plain file name")));
+        }
+        for input in &spec.inputs {
+            outputs::decode(&input.data).map_err(|e| invalid(format!("{}: {e}", input.role)))?;
+        }
+        spec.output.extension = spec.output.extension.to_ascii_lowercase();
+        let id = uuid::Uuid::new_v4().to_string();
+        let info = JobInfo {
+            id: id.clone(),
+            job_type: spec.job_type.clone(),
+            stage: JobStage::Waiting,
+            progress: 0,
+            status: None,
+            error: None,
+            stopped: false,
+            in_queue_ms: now_ms(),
+            start_ms: 0,
+            finish_ms: 0,
+            images: vec![],
+            request: spec.request.clone(),
+        };
+        {
+            let mut jobs = self.jobs.lock().unwrap();
+            let active = jobs.waiting.len() + jobs.running.is_some() as usize;
+            if active >= self.options.max_queue {
+                return Err(SubmitError::QueueFull);
+            }
+            let entry = Entry { spec, info, preview: None };
+            self.persist(&entry);
+            jobs.entries.insert(id.clone(), entry);
+            jobs.waiting.push_back(id.clone());
+            jobs.last_job_id = Some(id.clone());
+        }
+        self.work.notify_one();
+        self.changed.send_modify(|v| *v += 1);
+        Ok(id)
+    }
+
+    fn get(&self, id: &str) -> Option<JobInfo> {
+        self.jobs.lock().unwrap().entries.get(id).map(|e| e.info.clone())
+    }
+
+    fn wait(&self, id: &str, timeout: Duration) -> BoxFuture<'_, Option<JobInfo>> {
+        let id = id.to_string();
+        let mut rx = self.changed.subscribe();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                rx.borrow_and_update();
+                let info = self.get(&id)?;
+                if ended(info.stage) || tokio::time::Instant::now() >= deadline {
+                    return Some(info);
+                }
+                if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                    return self.get(&id);
+                }
+            }
+        })
+    }
+
+    fn preview(&self, id: &str) -> Option<Vec<u8>> {
+        self.jobs.lock().unwrap().entries.get(id).and_then(|e| e.preview.clone())
+    }
+
+    fn image_file(&self, id: &str, index: u32) -> Option<Vec<u8>> {
+        let path = self.get(id)?.images.get(index as usize)?.path.clone();
+        std::fs::read(self.options.outputs.resolve(path.trim_start_matches("/files/"))?).ok()
+    }
+
+    fn stop(&self) {
+        // Only a running job is stopped (the seed's flag outlived an idle stop and cancelled
+        // the next job).
+        if self.jobs.lock().unwrap().running.is_some() {
+            self.stop_running.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn queue(&self) -> QueueInfo {
+        let jobs = self.jobs.lock().unwrap();
+        QueueInfo {
+            running_size: (jobs.waiting.len() + jobs.running.is_some() as usize) as u32,
+            finished_size: jobs.finished.len() as u32,
+            last_job_id: jobs.last_job_id.clone(),
+        }
+    }
+
+    fn history(&self, job_id: Option<&str>, offset: u32, limit: u32) -> (Vec<JobInfo>, Vec<JobInfo>) {
+        let jobs = self.jobs.lock().unwrap();
+        let wanted = |id: &String| job_id.is_none_or(|j| j == id);
+        let info = |id: &String| jobs.entries[id].info.clone();
+        let queue = jobs.running.iter().chain(jobs.waiting.iter()).filter(|id| wanted(id)).map(info).collect();
+        let history = jobs
+            .finished
+            .iter()
+            .rev()
+            .filter(|id| wanted(id))
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(info)
+            .collect();
+        (queue, history)
+    }
+
+    fn delete(&self, id: &str) -> bool {
+        let removed = {
+            let mut jobs = self.jobs.lock().unwrap();
+            let Some(pos) = jobs.finished.iter().position(|j| j == id) else { return false };
+            jobs.finished.remove(pos);
+            jobs.entries.remove(id)
+        };
+        if let Some(entry) = removed {
+            self.forget(&entry);
+        }
+        true
+    }
+
+    fn models(&self) -> ModelFiles {
+        ModelFiles { checkpoints: self.list_models("checkpoints"), loras: self.list_models("loras") }
+    }
+
+    fn release_memory(&self) {
+        self.release_model.store(true, Ordering::Relaxed);
+        self.work.notify_one();
+    }
+}

@@ -1,0 +1,159 @@
+//! The `parameters` text Fooocus embeds in images, in its two schemes: `fooocus` (a JSON object
+//! with sorted keys, serialized as Python's `json.dumps` does) and `a1111` (the A1111 web UI's
+//! "prompt / Negative prompt / key: value" text that other tools parse).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Per-image values the host knows and the plugin does not.
+pub struct ImageFacts<'a> {
+    pub seed: u64,
+    pub base_model: &'a str,
+    pub base_model_hash: &'a str,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Build the text for `scheme` from the plugin's entries (key → JSON text) plus `facts`.
+/// Unknown schemes are refused before the job is queued, so this only sees the two.
+pub fn parameters(scheme: &str, entries: &[(String, String)], facts: &ImageFacts) -> String {
+    let mut map: BTreeMap<String, Value> =
+        entries.iter().map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone())))).collect();
+    map.insert("seed".into(), Value::String(facts.seed.to_string()));
+    map.insert("base_model".into(), Value::String(facts.base_model.into()));
+    map.insert("base_model_hash".into(), Value::String(facts.base_model_hash.into()));
+    map.insert("metadata_scheme".into(), Value::String(scheme.into()));
+    if scheme == "a1111" {
+        a1111(&map, facts)
+    } else {
+        python_json(&Value::Object(map.into_iter().collect()))
+    }
+}
+
+pub fn is_known_scheme(scheme: &str) -> bool {
+    matches!(scheme, "fooocus" | "a1111")
+}
+
+fn text(map: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    map.get(key).map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn a1111(map: &BTreeMap<String, Value>, facts: &ImageFacts) -> String {
+    let prompt = text(map, "prompt").unwrap_or_default();
+    let negative = text(map, "negative_prompt").unwrap_or_default();
+    let fields: [(&str, Option<String>); 12] = [
+        ("Steps", text(map, "steps")),
+        ("Sampler", text(map, "sampler")),
+        ("Seed", Some(facts.seed.to_string())),
+        ("Size", Some(format!("{}x{}", facts.width, facts.height))),
+        ("CFG scale", text(map, "guidance_scale")),
+        ("Sharpness", text(map, "sharpness")),
+        ("ADM Guidance", text(map, "adm_guidance")),
+        ("Model", Some(facts.base_model.into())),
+        ("Model hash", Some(facts.base_model_hash.into())),
+        ("Performance", text(map, "performance")),
+        ("Scheduler", text(map, "scheduler")),
+        ("Version", text(map, "version")),
+    ];
+    let pairs: Vec<String> = fields.into_iter().filter_map(|(k, v)| Some(format!("{k}: {}", quote(&v?)))).collect();
+    format!("{prompt}\nNegative prompt: {negative}\n{}", pairs.join(", "))
+}
+
+/// A1111 quoting: values with `,`, `:` or a newline become JSON strings.
+fn quote(v: &str) -> String {
+    if v.contains([',', ':', '\n']) {
+        Value::String(v.into()).to_string()
+    } else {
+        v.into()
+    }
+}
+
+/// `json.dumps(value)` with Python's defaults: `", "` and `": "` separators, non-ASCII escaped.
+pub fn python_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_python_json(v, &mut out);
+    out
+}
+
+fn write_python_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_string(k, out);
+                out.push_str(": ");
+                write_python_json(item, out);
+            }
+            out.push('}');
+        }
+        Value::String(s) => write_python_string(s, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_python_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ImageFacts<'static> {
+        ImageFacts { seed: 42, base_model: "tiny", base_model_hash: "0123456789", width: 64, height: 32 }
+    }
+
+    #[test]
+    fn fooocus_scheme_is_python_json_with_sorted_keys() {
+        let entries = vec![("prompt".to_string(), "\"a café, \\\"x\\\"\"".to_string()), ("steps".into(), "30".into())];
+        // Expected text written by hand from Python: json.dumps({...}) on the sorted dict.
+        let expected = r#"{"base_model": "tiny", "base_model_hash": "0123456789", "metadata_scheme": "fooocus", "prompt": "a caf\u00e9, \"x\"", "seed": "42", "steps": 30}"#;
+        assert_eq!(parameters("fooocus", &entries, &facts()), expected);
+    }
+
+    #[test]
+    fn a1111_scheme_quotes_values_with_separators() {
+        let entries = vec![
+            ("prompt".to_string(), "\"a cat\"".to_string()),
+            ("negative_prompt".into(), "\"blur\"".into()),
+            ("steps".into(), "30".into()),
+            ("adm_guidance".into(), "\"(1.5, 0.8, 0.3)\"".into()),
+        ];
+        let expected = "a cat\nNegative prompt: blur\nSteps: 30, Seed: 42, Size: 64x32, ADM Guidance: \"(1.5, 0.8, 0.3)\", Model: tiny, Model hash: 0123456789";
+        assert_eq!(parameters("a1111", &entries, &facts()), expected);
+    }
+}

@@ -1,0 +1,203 @@
+//! The ten generation endpoints: body parsing (JSON or multipart), validation, input images,
+//! and the three output modes (sync JSON list, `async_process` job, `Accept: image/png`).
+
+use serde_json::{json, Map, Value};
+
+use crate::exports::focal::plugin::handler::{Request, Response};
+use crate::fields;
+use crate::focal::plugin::engine::{self, InputImage, JobInfo, JobStage, SubmitError};
+use crate::focal::plugin::{fetch, files, log};
+use crate::request::{self, Endpoint};
+use crate::{header, json_response, multipart, unprocessable};
+
+/// Longest a sync request waits in one host call before checking again.
+const WAIT_SLICE_MS: u32 = 60_000;
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish() & (i64::MAX as u64)
+}
+
+fn wants_png(req: &Request) -> bool {
+    let query_accept = crate::query_param(&req.query, "accept");
+    match query_accept {
+        Some(a) => a == "image/png",
+        None => header(req, "accept") == Some("image/png"),
+    }
+}
+
+/// The body as a JSON object plus uploaded files. JSON is accepted without a Content-Type,
+/// as FastAPI does and the seed's examples rely on.
+fn read_body(e: &Endpoint, req: &Request) -> Result<(Map<String, Value>, Vec<(String, Vec<u8>)>), Response> {
+    if e.multipart {
+        let ct = header(req, "content-type").unwrap_or("");
+        let parts = multipart::parse(ct, &req.body).map_err(|msg| unprocessable(vec![fields::error_item("value_error", &[json!("body")], &msg, &Value::Null, None)], Value::Null))?;
+        return Ok(multipart::to_fields(parts, &request::fields_of(e)));
+    }
+    if req.body.is_empty() {
+        return Err(unprocessable(vec![fields::error_item("missing", &[json!("body")], "Field required", &Value::Null, None)], Value::Null));
+    }
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(o)) => Ok((o, vec![])),
+        Ok(other) => Err(unprocessable(
+            vec![fields::error_item("model_attributes_type", &[json!("body")], "Input should be a valid dictionary or object to extract fields from", &other, None)],
+            other,
+        )),
+        Err(err) => {
+            let text = String::from_utf8_lossy(&req.body).into_owned();
+            let ctx = json!({"error": err.to_string()});
+            Err(unprocessable(vec![fields::error_item("json_invalid", &[json!("body"), json!(err.column())], "JSON decode error", &json!({}), Some(ctx))], json!(text)))
+        }
+    }
+}
+
+/// An image given as a string (v2): raw base64, a `data:` URL or an http(s) URL fetched through
+/// the host. `None` for the seed's "absent" spellings.
+fn image_from_string(field: &str, s: &str) -> Result<Option<Vec<u8>>, String> {
+    let s = s.trim();
+    if matches!(s, "" | "None" | "none" | "null" | "string") {
+        return Ok(None);
+    }
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return fetch::get(s).map(Some).map_err(|e| format!("{field}: {e}"));
+    }
+    let data = match s.split_once(";base64,") {
+        Some((prefix, data)) if prefix.starts_with("data:") => data,
+        _ => s,
+    };
+    crate::base64::decode(data).map(Some).map_err(|e| format!("{field}: not an image URL or base64 data ({e})"))
+}
+
+/// Collect the endpoint's input images, in a fixed role order.
+fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> Result<Vec<InputImage>, (Vec<Value>, String)> {
+    let mut inputs: Vec<InputImage> = uploads.into_iter().filter(|(_, d)| !d.is_empty()).map(|(role, data)| InputImage { role, data }).collect();
+    for key in ["input_image", "input_mask", "enhance_input_image"] {
+        if let Some(Value::String(s)) = body.get(key) {
+            if inputs.iter().any(|i| i.role == key) {
+                continue;
+            }
+            match image_from_string(key, s) {
+                Ok(Some(data)) => inputs.push(InputImage { role: key.into(), data }),
+                Ok(None) => {}
+                Err(msg) => return Err((vec![json!("body"), json!(key)], msg)),
+            }
+        }
+    }
+    if let Some(Value::Array(prompts)) = body.get("image_prompts") {
+        for (i, p) in prompts.iter().enumerate() {
+            if let Some(s) = p.get("cn_img").and_then(Value::as_str) {
+                match image_from_string("cn_img", s) {
+                    Ok(Some(data)) => inputs.push(InputImage { role: format!("image_prompts.{i}.cn_img"), data }),
+                    Ok(None) => {}
+                    Err(msg) => return Err((vec![json!("body"), json!("image_prompts"), json!(i), json!("cn_img")], msg)),
+                }
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+pub fn handle(e: &Endpoint, req: &Request) -> Response {
+    let (raw, uploads) = match read_body(e, req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut errors = Vec::new();
+    let body = fields::parse(&request::fields_of(e), &raw, &[json!("body")], &mut errors);
+    if !errors.is_empty() {
+        return unprocessable(errors, Value::Object(raw));
+    }
+    let inputs = match input_images(&body, uploads) {
+        Ok(i) => i,
+        Err((loc, msg)) => return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw)),
+    };
+    let png_stream = wants_png(req);
+    let generation = match request::generation(e, &body, inputs, random_seed(), png_stream) {
+        Ok(g) => g,
+        Err((loc, msg, input)) => {
+            let loc: Vec<Value> = std::iter::once(json!("body")).chain(loc.into_iter().map(|l| json!(l))).collect();
+            return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &input, None)], Value::Object(raw));
+        }
+    };
+    let id = match engine::submit(&generation.spec) {
+        Ok(id) => id,
+        Err(SubmitError::QueueFull) => {
+            let full = json!({"base64": null, "url": null, "seed": "", "finish_reason": "QUEUE_IS_FULL"});
+            return if png_stream {
+                Response { status: 409, headers: vec![("content-type".into(), "text/plain".into())], body: b"QUEUE_IS_FULL".to_vec() }
+            } else if generation.async_process {
+                json_response(200, &json!({"job_id": "", "job_type": e.job_type, "job_stage": "ERROR", "job_progress": 0, "job_status": null, "job_step_preview": null, "job_result": [full]}))
+            } else {
+                json_response(200, &json!([full]))
+            };
+        }
+        Err(SubmitError::Invalid(msg)) => {
+            let field = ["width", "height"].iter().any(|w| msg.contains(w)).then_some("aspect_ratios_selection").unwrap_or("advanced_params");
+            return unprocessable(vec![fields::error_item("value_error", &[json!("body"), json!(field)], &msg, &Value::Null, None)], Value::Object(raw));
+        }
+    };
+    if generation.async_process {
+        let info = engine::get(&id).expect("a job just submitted exists");
+        return json_response(200, &crate::jobs::async_job_response(&info, false));
+    }
+    let info = wait_until_done(&id);
+    if png_stream {
+        return png_response(&info);
+    }
+    json_response(200, &Value::Array(results(&info, generation.require_base64, &generation.extension)))
+}
+
+pub fn wait_until_done(id: &str) -> JobInfo {
+    loop {
+        let info = engine::wait(id, WAIT_SLICE_MS).expect("a job waited on exists");
+        if matches!(info.stage, JobStage::Success | JobStage::Error) {
+            return info;
+        }
+    }
+}
+
+/// The seed's `GeneratedImageResult` list; a failed job answers `[]` (its error is logged
+/// here and shown by query-job).
+pub fn results(info: &JobInfo, require_base64: bool, extension: &str) -> Vec<Value> {
+    if info.stage == JobStage::Error {
+        log::log(log::Level::Error, &format!("job {} failed: {}", info.id, info.error.as_deref().unwrap_or("unknown error")));
+        return vec![];
+    }
+    let mime = if extension == "jpg" { "jpeg" } else { extension };
+    info.images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let b64 = if require_base64 {
+                engine::image_file(&info.id, i as u32).map(|bytes| json!(format!("data:image/{mime};base64,{}", crate::base64::encode(&bytes)))).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            };
+            json!({"base64": b64, "url": crate::file_url(&img.path), "seed": img.seed.to_string(), "finish_reason": "SUCCESS"})
+        })
+        .collect()
+}
+
+/// `Accept: image/png`: the first image as PNG (converted if saved in another format);
+/// 500 `ERROR` for a failed job, 400 `USER_CANCEL` when stopped before any image, as the seed.
+fn png_response(info: &JobInfo) -> Response {
+    let plain = |status: u16, text: &str| Response { status, headers: vec![("content-type".into(), "text/plain".into())], body: text.as_bytes().to_vec() };
+    if info.stage == JobStage::Error {
+        log::log(log::Level::Error, &format!("job {} failed: {}", info.id, info.error.as_deref().unwrap_or("unknown error")));
+        return plain(500, "ERROR");
+    }
+    let Some(img) = info.images.first() else {
+        return if info.stopped { plain(400, "USER_CANCEL") } else { plain(500, "") };
+    };
+    let png = if img.path.ends_with(".png") {
+        engine::image_file(&info.id, 0)
+    } else {
+        files::read(img.path.trim_start_matches("/files/"), Some("png")).map(|f| f.body)
+    };
+    match png {
+        Some(bytes) => Response { status: 200, headers: vec![("content-type".into(), "image/png".into())], body: bytes },
+        None => plain(500, "ERROR"),
+    }
+}

@@ -1,0 +1,127 @@
+//! `multipart/form-data` for the v1 image routes: parts split on the boundary, then turned into
+//! the JSON shape the field tables validate (repeatable comma-separated lists, JSON-string
+//! `loras`/`advanced_params`, files kept aside).
+
+use serde_json::{json, Map, Value};
+
+use crate::fields::{Field, Kind};
+use crate::focal::plugin::log;
+
+pub struct Part {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from > hay.len() {
+        return None;
+    }
+    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+}
+
+fn disposition_param(header: &str, key: &str) -> Option<String> {
+    header.split(';').map(str::trim).find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+        .filter(|_| content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+        .ok_or("expected a multipart/form-data body with a boundary")?;
+    let delim = format!("--{boundary}").into_bytes();
+    let mut parts = Vec::new();
+    let mut pos = find(body, &delim, 0).ok_or("multipart body without its boundary")? + delim.len();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            break;
+        }
+        let head_start = pos + if body[pos..].starts_with(b"\r\n") { 2 } else { 0 };
+        let head_end = find(body, b"\r\n\r\n", head_start).ok_or("multipart part without headers")?;
+        let next = find(body, &[b"\r\n".as_slice(), &delim].concat(), head_end + 4).ok_or("multipart body is not terminated")?;
+        let headers = String::from_utf8_lossy(&body[head_start..head_end]);
+        let disposition = headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
+            .ok_or("multipart part without Content-Disposition")?;
+        let name = disposition_param(disposition, "name").ok_or("multipart part without a name")?;
+        parts.push(Part { name, data: body[head_end + 4..next].to_vec() });
+        pos = next + 2 + delim.len();
+        if pos > body.len() {
+            return Err("multipart body is truncated".into());
+        }
+    }
+    Ok(parts)
+}
+
+/// Parts → (fields as JSON, files by field name). Files are recognised by the field table, so
+/// python-requests style uploads without a filename or content type work.
+pub fn to_fields(parts: Vec<Part>, fields: &[Field]) -> (Map<String, Value>, Vec<(String, Vec<u8>)>) {
+    let mut map = Map::new();
+    let mut files = Vec::new();
+    for part in parts {
+        let kind = fields.iter().find(|f| f.name == part.name).map(|f| f.kind);
+        let text = || String::from_utf8_lossy(&part.data).into_owned();
+        match kind {
+            Some(Kind::File) => {
+                if !part.data.is_empty() {
+                    map.insert(part.name.clone(), json!("<file>"));
+                    files.push((part.name, part.data));
+                }
+            }
+            Some(Kind::StrList | Kind::EnumList(_)) => {
+                // Repeatable, and each value split on commas.
+                let list = map.entry(part.name.clone()).or_insert_with(|| json!([]));
+                for item in text().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    list.as_array_mut().unwrap().push(json!(item));
+                }
+            }
+            Some(Kind::Object(_)) => {
+                let value = serde_json::from_str(&text()).unwrap_or_else(|e| {
+                    // The seed silently uses the defaults for bad advanced_params JSON.
+                    log::log(log::Level::Warn, &format!("{}: invalid JSON ({e}); using the defaults", part.name));
+                    json!({})
+                });
+                map.insert(part.name, value);
+            }
+            // Invalid JSON stays a string and fails validation as "not a list", naming the field.
+            Some(Kind::ObjectList(_)) => {
+                let t = text();
+                map.insert(part.name, serde_json::from_str(&t).unwrap_or(json!(t)));
+            }
+            Some(Kind::OptStr | Kind::OptFloat(..)) if part.data.is_empty() => {
+                map.insert(part.name, Value::Null);
+            }
+            _ => {
+                map.insert(part.name, json!(text()));
+            }
+        }
+    }
+    (map, files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::field;
+
+    #[test]
+    fn fields_files_and_lists() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n--XX\r\nContent-Disposition: form-data; name=\"input_image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\r\nbin\r\n--XX\r\nContent-Disposition: form-data; name=\"style_selections\"\r\n\r\nA, B\r\n--XX\r\nContent-Disposition: form-data; name=\"style_selections\"\r\n\r\nC\r\n--XX--\r\n";
+        let parts = parse("multipart/form-data; boundary=XX", body).unwrap();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[1].data, b"\x89PNG\r\n\r\nbin");
+        let table = [field("prompt", Kind::Str, "\"\""), field("input_image", Kind::File, "null"), field("style_selections", Kind::StrList, "[]")];
+        let (map, files) = to_fields(parts, &table);
+        assert_eq!(map["prompt"], "a cat");
+        assert_eq!(map["style_selections"], json!(["A", "B", "C"]));
+        assert_eq!(files[0].0, "input_image");
+        assert!(parse("application/json", body).is_err());
+        assert!(parse("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated").is_err());
+    }
+}

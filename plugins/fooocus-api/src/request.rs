@@ -1,0 +1,400 @@
+//! The Fooocus-API request models (0.5.0.1, stock default preset) as field tables, and the
+//! translation of a validated request into a focal job.
+
+use serde_json::{json, Map, Value};
+
+use crate::fields::{field, required, Field, Kind};
+use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, OutputOptions};
+
+pub const PERFORMANCE: &[&str] = &["Speed", "Quality", "Extreme Speed", "Lightning", "Hyper-SD"];
+pub const SAMPLERS: &[&str] = &[
+    "euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
+    "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu", "ddpm", "lcm", "tcd", "restart", "ddim", "uni_pc", "uni_pc_bh2",
+];
+pub const SCHEDULERS: &[&str] = &[
+    "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "lcm", "turbo", "align_your_steps", "tcd",
+    "edm_playground_v2.5",
+];
+pub const UOV_METHODS: &[&str] =
+    &["Disabled", "Vary (Subtle)", "Vary (Strong)", "Upscale (1.5x)", "Upscale (2x)", "Upscale (Fast 2x)", "Upscale (Custom)"];
+pub const OUTPAINT: &[&str] = &["Left", "Right", "Top", "Bottom"];
+pub const CN_TYPES: &[&str] = &["ImagePrompt", "FaceSwap", "PyraCanny", "CPDS"];
+
+const DEFAULT_LORAS: &str = r#"[{"enabled": true, "model_name": "sd_xl_offset_example-lora_1.0.safetensors", "weight": 0.1}, {"enabled": true, "model_name": "None", "weight": 1.0}, {"enabled": true, "model_name": "None", "weight": 1.0}, {"enabled": true, "model_name": "None", "weight": 1.0}, {"enabled": true, "model_name": "None", "weight": 1.0}]"#;
+
+pub const LORA: &[Field] =
+    &[required("enabled", Kind::Bool), field("model_name", Kind::Str, "\"None\""), field("weight", Kind::Float(-2.0, 2.0), "0.5")];
+
+/// `AdvancedParams`. Sampler, scheduler, swap method and inpaint engine are free strings here:
+/// the seed silently replaces unknown values by the defaults (see `lenient_enums`).
+pub const ADVANCED: &[Field] = &[
+    field("disable_preview", Kind::Bool, "false"),
+    field("disable_intermediate_results", Kind::Bool, "false"),
+    field("disable_seed_increment", Kind::Bool, "false"),
+    field("adm_scaler_positive", Kind::Float(0.1, 3.0), "1.5"),
+    field("adm_scaler_negative", Kind::Float(0.1, 3.0), "0.8"),
+    field("adm_scaler_end", Kind::Float(0.0, 1.0), "0.3"),
+    field("adaptive_cfg", Kind::Float(1.0, 30.0), "7.0"),
+    field("clip_skip", Kind::Int(1, 12), "2"),
+    field("sampler_name", Kind::Str, "\"dpmpp_2m_sde_gpu\""),
+    field("scheduler_name", Kind::Str, "\"karras\""),
+    field("overwrite_step", Kind::Int(-1, 200), "-1"),
+    field("overwrite_switch", Kind::Float(-1.0, 1.0), "-1"),
+    field("overwrite_width", Kind::Int(-1, 2048), "-1"),
+    field("overwrite_height", Kind::Int(-1, 2048), "-1"),
+    field("overwrite_vary_strength", Kind::Float(-1.0, 1.0), "-1"),
+    field("overwrite_upscale_strength", Kind::Float(-1.0, 1.0), "-1"),
+    field("mixing_image_prompt_and_vary_upscale", Kind::Bool, "false"),
+    field("mixing_image_prompt_and_inpaint", Kind::Bool, "false"),
+    field("debugging_cn_preprocessor", Kind::Bool, "false"),
+    field("skipping_cn_preprocessor", Kind::Bool, "false"),
+    field("canny_low_threshold", Kind::Int(1, 255), "64"),
+    field("canny_high_threshold", Kind::Int(1, 255), "128"),
+    field("refiner_swap_method", Kind::Str, "\"joint\""),
+    field("controlnet_softness", Kind::Float(0.0, 1.0), "0.25"),
+    field("freeu_enabled", Kind::Bool, "false"),
+    field("freeu_b1", Kind::Float(f64::MIN, f64::MAX), "1.01"),
+    field("freeu_b2", Kind::Float(f64::MIN, f64::MAX), "1.02"),
+    field("freeu_s1", Kind::Float(f64::MIN, f64::MAX), "0.99"),
+    field("freeu_s2", Kind::Float(f64::MIN, f64::MAX), "0.95"),
+    field("debugging_inpaint_preprocessor", Kind::Bool, "false"),
+    field("inpaint_disable_initial_latent", Kind::Bool, "false"),
+    field("inpaint_engine", Kind::Str, "\"v2.6\""),
+    field("inpaint_strength", Kind::Float(0.0, 1.0), "1.0"),
+    field("inpaint_respective_field", Kind::Float(0.0, 1.0), "1.0"),
+    field("inpaint_advanced_masking_checkbox", Kind::Bool, "true"),
+    field("invert_mask_checkbox", Kind::Bool, "false"),
+    field("inpaint_erode_or_dilate", Kind::Int(-64, 64), "0"),
+    field("black_out_nsfw", Kind::Bool, "false"),
+    field("vae_name", Kind::Str, "\"Default (model)\""),
+    field("debugging_dino", Kind::Bool, "false"),
+    field("dino_erode_or_dilate", Kind::Int(-64, 64), "0"),
+    field("debugging_enhance_masks_checkbox", Kind::Bool, "false"),
+];
+
+/// `CommonRequest`: the JSON body of v1 text-to-image and the base of every v2 body.
+pub const COMMON: &[Field] = &[
+    field("prompt", Kind::Str, "\"\""),
+    field("negative_prompt", Kind::Str, "\"\""),
+    field("style_selections", Kind::StrList, r#"["Fooocus V2", "Fooocus Enhance", "Fooocus Sharp"]"#),
+    field("performance_selection", Kind::Enum(PERFORMANCE), "\"Speed\""),
+    field("aspect_ratios_selection", Kind::Str, "\"1152*896\""),
+    field("image_number", Kind::Int(1, 32), "1"),
+    field("image_seed", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("sharpness", Kind::Float(0.0, 30.0), "2.0"),
+    field("guidance_scale", Kind::Float(1.0, 30.0), "4.0"),
+    field("base_model_name", Kind::Str, "\"juggernautXL_v8Rundiffusion.safetensors\""),
+    field("refiner_model_name", Kind::Str, "\"None\""),
+    field("refiner_switch", Kind::Float(0.1, 1.0), "0.5"),
+    field("loras", Kind::ObjectList(LORA), DEFAULT_LORAS),
+    field("advanced_params", Kind::Object(ADVANCED), "{}"),
+    field("save_meta", Kind::Bool, "true"),
+    field("meta_scheme", Kind::Str, "\"fooocus\""),
+    field("save_extension", Kind::Str, "\"png\""),
+    field("save_name", Kind::Str, "\"\""),
+    field("read_wildcards_in_order", Kind::Bool, "false"),
+    field("require_base64", Kind::Bool, "false"),
+    field("async_process", Kind::Bool, "false"),
+    field("webhook_url", Kind::OptStr, "\"\""),
+];
+
+pub const IMAGE_PROMPT: &[Field] = &[
+    field("cn_img", Kind::OptStr, "null"),
+    field("cn_stop", Kind::Float(0.0, 1.0), "0"),
+    field("cn_weight", Kind::Float(0.0, 2.0), "0"),
+    field("cn_type", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+];
+
+pub const ENHANCE_CTRL: &[Field] = &[
+    field("enhance_enabled", Kind::Bool, "false"),
+    field("enhance_mask_dino_prompt", Kind::Str, "\"face\""),
+    field("enhance_prompt", Kind::Str, "\"\""),
+    field("enhance_negative_prompt", Kind::Str, "\"\""),
+    field("enhance_mask_model", Kind::Str, "\"sam\""),
+    field("enhance_mask_cloth_category", Kind::Str, "\"full\""),
+    field("enhance_mask_sam_model", Kind::Str, "\"vit_b\""),
+    field("enhance_mask_text_threshold", Kind::Float(0.0, 1.0), "0.25"),
+    field("enhance_mask_box_threshold", Kind::Float(0.0, 1.0), "0.3"),
+    field("enhance_mask_sam_max_detections", Kind::Int(0, 10), "0"),
+    field("enhance_inpaint_disable_initial_latent", Kind::Bool, "false"),
+    field("enhance_inpaint_engine", Kind::Str, "\"v2.6\""),
+    field("enhance_inpaint_strength", Kind::Float(0.0, 1.0), "1"),
+    field("enhance_inpaint_respective_field", Kind::Float(0.0, 1.0), "0.618"),
+    field("enhance_inpaint_erode_or_dilate", Kind::Int(-64, 64), "0"),
+    field("enhance_mask_invert", Kind::Bool, "false"),
+];
+
+/// One generation endpoint: its path, job type, extra fields (beyond `COMMON`) and the names
+/// of its image fields.
+pub struct Endpoint {
+    pub path: &'static str,
+    pub job_type: &'static str,
+    pub multipart: bool,
+    pub extra: &'static [Field],
+    pub summary: &'static str,
+}
+
+const UOV_V1: &[Field] = &[required("input_image", Kind::File), required("uov_method", Kind::Enum(UOV_METHODS)), field("upscale_value", Kind::OptFloat(1.0, 5.0), "null")];
+const INPAINT_V1: &[Field] = &[
+    required("input_image", Kind::File),
+    field("input_mask", Kind::File, "null"),
+    field("inpaint_additional_prompt", Kind::Str, "\"\""),
+    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
+    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "0"),
+];
+const IMAGE_PROMPT_V1: &[Field] = &[
+    field("input_image", Kind::File, "null"),
+    field("input_mask", Kind::File, "null"),
+    field("inpaint_additional_prompt", Kind::Str, "\"\""),
+    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
+    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "0"),
+    field("cn_img1", Kind::File, "null"),
+    field("cn_stop1", Kind::OptFloat(0.0, 1.0), "null"),
+    field("cn_weight1", Kind::OptFloat(0.0, 2.0), "null"),
+    field("cn_type1", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+    field("cn_img2", Kind::File, "null"),
+    field("cn_stop2", Kind::OptFloat(0.0, 1.0), "null"),
+    field("cn_weight2", Kind::OptFloat(0.0, 2.0), "null"),
+    field("cn_type2", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+    field("cn_img3", Kind::File, "null"),
+    field("cn_stop3", Kind::OptFloat(0.0, 1.0), "null"),
+    field("cn_weight3", Kind::OptFloat(0.0, 2.0), "null"),
+    field("cn_type3", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+    field("cn_img4", Kind::File, "null"),
+    field("cn_stop4", Kind::OptFloat(0.0, 1.0), "null"),
+    field("cn_weight4", Kind::OptFloat(0.0, 2.0), "null"),
+    field("cn_type4", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+];
+const ENHANCE_V1: &[Field] = &[
+    field("enhance_input_image", Kind::File, "null"),
+    field("enhance_checkbox", Kind::Bool, "true"),
+    field("enhance_uov_method", Kind::Enum(UOV_METHODS), "\"Vary (Strong)\""),
+    field("enhance_uov_processing_order", Kind::Str, "\"Before First Enhancement\""),
+    field("enhance_uov_prompt_type", Kind::Str, "\"Original Prompts\""),
+];
+const IP_V2: &[Field] = &[field("image_prompts", Kind::ObjectList(IMAGE_PROMPT), "[]")];
+const UOV_V2: &[Field] = &[
+    required("input_image", Kind::Str),
+    field("uov_method", Kind::Enum(UOV_METHODS), "\"Upscale (2x)\""),
+    field("upscale_value", Kind::OptFloat(1.0, 5.0), "1.0"),
+    field("image_prompts", Kind::ObjectList(IMAGE_PROMPT), "[]"),
+];
+const INPAINT_V2: &[Field] = &[
+    field("input_image", Kind::Str, "\"\""),
+    field("input_mask", Kind::OptStr, "\"\""),
+    field("inpaint_additional_prompt", Kind::Str, "\"\""),
+    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
+    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("image_prompts", Kind::ObjectList(IMAGE_PROMPT), "[]"),
+];
+const IMAGE_PROMPT_V2: &[Field] = &[
+    field("input_image", Kind::OptStr, "null"),
+    field("input_mask", Kind::OptStr, "null"),
+    field("inpaint_additional_prompt", Kind::Str, "\"\""),
+    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
+    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "-1"),
+    required("image_prompts", Kind::ObjectList(IMAGE_PROMPT)),
+];
+const ENHANCE_V2: &[Field] = &[
+    field("enhance_input_image", Kind::Str, "\"\""),
+    field("enhance_checkbox", Kind::Bool, "true"),
+    field("enhance_uov_method", Kind::Enum(UOV_METHODS), "\"Vary (Strong)\""),
+    field("enhance_uov_processing_order", Kind::Str, "\"Before First Enhancement\""),
+    field("enhance_uov_prompt_type", Kind::Str, "\"Original Prompts\""),
+    field("save_final_enhanced_image_only", Kind::Bool, "true"),
+    required("enhance_ctrlnets", Kind::ObjectList(ENHANCE_CTRL)),
+];
+
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint { path: "/v1/generation/text-to-image", job_type: "Text to Image", multipart: false, extra: &[], summary: "Text to image" },
+    Endpoint { path: "/v1/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: true, extra: UOV_V1, summary: "Upscale or vary an image" },
+    Endpoint { path: "/v1/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: true, extra: INPAINT_V1, summary: "Inpaint or outpaint an image" },
+    Endpoint { path: "/v1/generation/image-prompt", job_type: "Image Prompt", multipart: true, extra: IMAGE_PROMPT_V1, summary: "Generate with image prompts" },
+    Endpoint { path: "/v1/generation/image-enhance", job_type: "Image Enhancement", multipart: true, extra: ENHANCE_V1, summary: "Enhance an image" },
+    Endpoint { path: "/v2/generation/text-to-image-with-ip", job_type: "Text to Image", multipart: false, extra: IP_V2, summary: "Text to image with image prompts" },
+    Endpoint { path: "/v2/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: false, extra: UOV_V2, summary: "Upscale or vary an image (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: false, extra: INPAINT_V2, summary: "Inpaint or outpaint an image (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-prompt", job_type: "Image Prompt", multipart: false, extra: IMAGE_PROMPT_V2, summary: "Generate with image prompts (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-enhance", job_type: "Image Enhancement", multipart: false, extra: ENHANCE_V2, summary: "Enhance an image (base64 or URL)" },
+];
+
+/// The fields of an endpoint's body: `COMMON` (with the v1 form's different defaults) + extras.
+pub fn fields_of(e: &Endpoint) -> Vec<Field> {
+    let mut fields: Vec<Field> = COMMON
+        .iter()
+        .map(|f| match (e.multipart, f.name) {
+            // v1 forms: save_meta defaults to false; loras/advanced_params are JSON strings
+            // (decoded before validation).
+            (true, "save_meta") => field("save_meta", Kind::Bool, "false"),
+            _ => *f,
+        })
+        .collect();
+    fields.extend_from_slice(e.extra);
+    fields
+}
+
+/// Steps per performance, as Fooocus's `Performance.steps()`.
+fn performance_steps(p: &str) -> u32 {
+    match p {
+        "Quality" => 60,
+        "Extreme Speed" => 8,
+        "Lightning" | "Hyper-SD" => 4,
+        _ => 30,
+    }
+}
+
+/// A validated request, ready to become a job.
+pub struct Generation {
+    pub spec: JobSpec,
+    pub require_base64: bool,
+    pub async_process: bool,
+    pub extension: String,
+}
+
+/// Problems found after field validation: `(loc under body, message, input)`.
+pub type Problem = (Vec<&'static str>, String, Value);
+
+fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
+    m.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn num(m: &Map<String, Value>, k: &str) -> f64 {
+    m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// Build the job for a validated body. `random_seed` is used when `image_seed` asks for one.
+pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImage>, random_seed: u64, png_stream: bool) -> Result<Generation, Problem> {
+    let adv = body["advanced_params"].as_object().cloned().unwrap_or_default();
+    let performance = str_of(body, "performance_selection");
+    if matches!(performance, "Extreme Speed" | "Lightning" | "Hyper-SD") {
+        return Err((
+            vec!["performance_selection"],
+            format!("'{performance}' runs with its acceleration LoRA, which this focal version cannot apply yet; use 'Speed' or 'Quality'"),
+            json!(performance),
+        ));
+    }
+    let overwrite_step = adv.get("overwrite_step").and_then(Value::as_i64).unwrap_or(-1);
+    let steps = if overwrite_step > 0 { overwrite_step as u32 } else { performance_steps(performance) };
+    let aspect = str_of(body, "aspect_ratios_selection");
+    // "1152*896", also Fooocus UI labels such as "1152×896 ∣ 9:7".
+    let dims: Vec<Option<u32>> = aspect.split(['*', '×']).take(2).map(|s| s.trim().split(' ').next().and_then(|n| n.parse().ok())).collect();
+    let (mut width, mut height) = match dims.as_slice() {
+        [Some(w), Some(h)] if *w > 0 && *h > 0 => (*w, *h),
+        _ => return Err((vec!["aspect_ratios_selection"], "Value error, expected WIDTH*HEIGHT, e.g. 1152*896".into(), json!(aspect))),
+    };
+    let ow = adv.get("overwrite_width").and_then(Value::as_i64).unwrap_or(-1);
+    let oh = adv.get("overwrite_height").and_then(Value::as_i64).unwrap_or(-1);
+    if ow > 0 {
+        width = ow as u32;
+    }
+    if oh > 0 {
+        height = oh as u32;
+    }
+    // Unknown sampler/scheduler names fall back to the defaults, as the seed does.
+    let sampler = Some(str_of(&adv, "sampler_name")).filter(|s| SAMPLERS.contains(s)).unwrap_or("dpmpp_2m_sde_gpu");
+    let scheduler = Some(str_of(&adv, "scheduler_name")).filter(|s| SCHEDULERS.contains(s)).unwrap_or("karras");
+    const MAX_SEED: i64 = i64::MAX;
+    let seed = match body.get("image_seed").and_then(Value::as_i64) {
+        Some(s) if (0..=MAX_SEED).contains(&s) => s as u64,
+        _ => random_seed,
+    };
+    let extension = str_of(body, "save_extension").to_ascii_lowercase();
+    if !matches!(extension.as_str(), "png" | "jpg" | "jpeg" | "webp") {
+        return Err((vec!["save_extension"], "Input should be 'png', 'jpg', 'jpeg' or 'webp'".into(), json!(str_of(body, "save_extension"))));
+    }
+    let scheme = str_of(body, "meta_scheme");
+    // The docs' "a111" is a typo of Fooocus's "a1111"; the seed's worker died on it. Accept both.
+    let scheme = if scheme == "a111" { "a1111" } else { scheme };
+    if !matches!(scheme, "fooocus" | "a1111") {
+        return Err((vec!["meta_scheme"], "Input should be 'fooocus' or 'a1111'".into(), json!(scheme)));
+    }
+    let save_name = str_of(body, "save_name");
+    if save_name.contains(['/', '\\']) || save_name.starts_with('.') {
+        return Err((vec!["save_name"], "Value error, save_name must be a plain file name".into(), json!(save_name)));
+    }
+    let prompt = str_of(body, "prompt").to_string();
+    let negative = str_of(body, "negative_prompt").to_string();
+    let cfg = num(body, "guidance_scale");
+    let metadata = body["save_meta"].as_bool().unwrap_or(false).then(|| {
+        let q = |v: Value| v.to_string();
+        let fmt = |f: f64| crate::python_float(f);
+        ImageMetadata {
+            scheme: scheme.into(),
+            entries: vec![
+                ("prompt".into(), q(json!(prompt))),
+                ("negative_prompt".into(), q(json!(negative))),
+                ("prompt_expansion".into(), q(json!(""))),
+                // Styles are applied by the prompt pipeline (not in this version): none applied.
+                ("styles".into(), q(json!("[]"))),
+                ("performance".into(), q(json!(performance))),
+                ("steps".into(), steps.to_string()),
+                ("resolution".into(), q(json!(format!("({width}, {height})")))),
+                ("guidance_scale".into(), fmt(cfg)),
+                ("sharpness".into(), fmt(num(body, "sharpness"))),
+                (
+                    "adm_guidance".into(),
+                    q(json!(format!("({}, {}, {})", fmt(num(&adv, "adm_scaler_positive")), fmt(num(&adv, "adm_scaler_negative")), fmt(num(&adv, "adm_scaler_end"))))),
+                ),
+                ("refiner_model".into(), q(json!("None"))),
+                ("refiner_switch".into(), fmt(num(body, "refiner_switch"))),
+                ("sampler".into(), q(json!(sampler))),
+                ("scheduler".into(), q(json!(scheduler))),
+                ("vae".into(), q(json!(str_of(&adv, "vae_name")))),
+                ("full_prompt".into(), q(json!([prompt]))),
+                ("full_negative_prompt".into(), q(json!([negative]))),
+                ("loras".into(), "[]".into()),
+                ("version".into(), q(json!(format!("focal v{}", crate::host_version())))),
+            ],
+        }
+    });
+    let webhook_url = body.get("webhook_url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
+    // Keep the request for history, without image data.
+    let mut record = body.clone();
+    for (k, v) in record.iter_mut() {
+        if k.contains("image") && v.as_str().is_some_and(|s| s.len() > 256) || k.starts_with("cn_img") || k == "input_mask" {
+            *v = json!("<image>");
+        }
+    }
+    let params = GenerationParams {
+        prompt,
+        negative_prompt: negative,
+        width,
+        height,
+        steps,
+        guidance_scale: cfg as f32,
+        sampler: sampler.into(),
+        scheduler: scheduler.into(),
+        seed,
+        image_number: if png_stream { 1 } else { body["image_number"].as_u64().unwrap_or(1) as u32 },
+        base_model: str_of(body, "base_model_name").into(),
+        disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
+        preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
+    };
+    let spec = JobSpec {
+        job_type: e.job_type.into(),
+        params,
+        output: OutputOptions { extension: extension.clone(), save_name: save_name.into(), metadata },
+        inputs,
+        webhook_url,
+        request: Value::Object(record).to_string(),
+    };
+    Ok(Generation {
+        spec,
+        require_base64: body["require_base64"].as_bool().unwrap_or(false),
+        async_process: body["async_process"].as_bool().unwrap_or(false) && !png_stream,
+        extension,
+    })
+}
