@@ -2,51 +2,16 @@
 //! built-in plugin, and a text-to-image request reproduces the engine's reference image.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{request, Server};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
-}
+use common::{b64decode, fixtures, request, Server};
 
 fn start(dir: &Path) -> Server {
-    start_with(dir, &[])
+    common::serve_tiny(dir, &[])
 }
 
 fn start_with(dir: &Path, extra: &[&str]) -> Server {
-    std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
-    std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), dir.join("models/checkpoints/tiny.safetensors")).unwrap();
-    let (models, data) = (dir.join("models"), dir.join("data"));
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--base-model".as_ref(),
-        "tiny.safetensors".as_ref(),
-        "--models-dir".as_ref(),
-        models.as_os_str(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-    common::serve(&args)
-}
-
-fn b64decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | (val(c) as u32) << (18 - 6 * i));
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
+    common::serve_tiny(dir, extra)
 }
 
 const REFERENCE_REQUEST: &str = r#"{"prompt": "a photograph of an astronaut riding a horse",

@@ -24,7 +24,8 @@ pub fn serve(args: &[&std::ffi::OsStr]) -> Server {
         .args(["serve", "--port", "0"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // FOCAL_TEST_STDERR=1 shows the server's log when debugging a test.
+        .stderr(if std::env::var_os("FOCAL_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -38,16 +39,68 @@ pub fn serve(args: &[&std::ffi::OsStr]) -> Server {
     Server { child, addr }
 }
 
+pub fn fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
+}
+
+/// `focal serve` on the tiny checkpoint with everything under `dir` (models, data, outputs).
+pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
+    std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
+    let ckpt = dir.join("models/checkpoints/tiny.safetensors");
+    if !ckpt.exists() {
+        std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), ckpt).unwrap();
+    }
+    let (models, data, outputs) = (dir.join("models"), dir.join("data"), dir.join("outputs"));
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--base-model".as_ref(),
+        "tiny.safetensors".as_ref(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--outputs-dir".as_ref(),
+        outputs.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    serve(&args)
+}
+
+/// Standard base64 decoding for test assertions (an independent implementation).
+pub fn b64decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | (val(c) as u32) << (18 - 6 * i));
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
 /// One HTTP/1.1 request on a fresh connection: (status, body), chunked bodies decoded.
+/// JSON is the default Content-Type; pass one in `headers` to override it.
 pub fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, Vec<u8>) {
+    let headers = if headers.to_ascii_lowercase().contains("content-type:") { headers.to_string() } else { format!("Content-Type: application/json\r\n{headers}") };
+    request_bytes(addr, method, path, &headers, body.as_bytes())
+}
+
+pub fn request_bytes(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();

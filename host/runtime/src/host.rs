@@ -249,7 +249,7 @@ impl PluginHost {
                 PluginFailure::Busy
             } else {
                 let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
-                PluginFailure::Trap { plugin: name.to_string(), message: detail.unwrap_or_else(|| first_line(&text)) }
+                PluginFailure::Trap { plugin: name.to_string(), message: detail.unwrap_or_else(|| first_line(&e.root_cause().to_string())) }
             }
         };
         let instance = match plugin.pre.instantiate_async(&mut store).await {

@@ -111,7 +111,9 @@ pub fn parse(fields: &[Field], obj: &Map<String, Value>, loc: &[Value], errors: 
         let Some(v) = obj.get(f.name) else {
             match f.default {
                 Some(d) => {
-                    out.insert(f.name.into(), serde_json::from_str(d).expect("field defaults are valid JSON"));
+                    // Through `check` too, so a defaulted nested object gets its own defaults.
+                    let default: Value = serde_json::from_str(d).expect("field defaults are valid JSON");
+                    out.insert(f.name.into(), check(f.kind, &default, &here, errors).unwrap_or(default));
                 }
                 None => errors.push(error_item("missing", &here, "Field required", &Value::Null, None)),
             }
@@ -287,6 +289,10 @@ mod tests {
     #[test]
     fn defaults_coercion_and_errors_like_pydantic() {
         let (out, errors) = run(json!({"r": "x", "n": "5", "b": "True", "extra": 1}));
+        const NESTED: &[Field] = &[field("o", Kind::Object(T), r#"{"r": "y"}"#)];
+        let mut e = vec![];
+        let nested = parse(NESTED, &Map::new(), &[], &mut e);
+        assert_eq!(nested["o"], json!({"n": 1, "p": "Speed", "b": false, "r": "y"}), "defaults inside a defaulted object");
         assert!(errors.is_empty());
         assert_eq!(out, json!({"n": 5, "p": "Speed", "b": true, "r": "x"}).as_object().unwrap().clone());
         let (_, errors) = run(json!({"n": 33, "p": "Fast"}));

@@ -134,8 +134,26 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
             };
         }
         Err(SubmitError::Invalid(msg)) => {
-            let field = ["width", "height"].iter().any(|w| msg.contains(w)).then_some("aspect_ratios_selection").unwrap_or("advanced_params");
-            return unprocessable(vec![fields::error_item("value_error", &[json!("body"), json!(field)], &msg, &Value::Null, None)], Value::Object(raw));
+            // The engine names the parameter; point at the request field that set it.
+            // Input images are named by role ("input_image: …", "image_prompts.0.cn_img: …").
+            let role = msg.split(':').next().unwrap_or("");
+            if generation.spec.inputs.iter().any(|i| i.role == role) {
+                let loc: Vec<Value> = std::iter::once(json!("body"))
+                    .chain(role.split('.').map(|p| p.parse::<u64>().map(|n| json!(n)).unwrap_or_else(|_| json!(p))))
+                    .collect();
+                return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw));
+            }
+            let loc: &[&str] = if msg.contains("width") || msg.contains("height") {
+                &["aspect_ratios_selection"]
+            } else if msg.contains("sampler") {
+                &["advanced_params", "sampler_name"]
+            } else if msg.contains("scheduler") {
+                &["advanced_params", "scheduler_name"]
+            } else {
+                &[]
+            };
+            let loc: Vec<Value> = std::iter::once("body").chain(loc.iter().copied()).map(|l| json!(l)).collect();
+            return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw));
         }
     };
     if generation.async_process {

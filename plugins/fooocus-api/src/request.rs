@@ -26,8 +26,9 @@ const DEFAULT_LORAS: &str = r#"[{"enabled": true, "model_name": "sd_xl_offset_ex
 pub const LORA: &[Field] =
     &[required("enabled", Kind::Bool), field("model_name", Kind::Str, "\"None\""), field("weight", Kind::Float(-2.0, 2.0), "0.5")];
 
-/// `AdvancedParams`. Sampler, scheduler, swap method and inpaint engine are free strings here:
-/// the seed silently replaces unknown values by the defaults (see `lenient_enums`).
+/// `AdvancedParams`. Unknown sampler/scheduler names are a 422 listing the valid ones (the seed
+/// silently used its defaults, which hid typos); swap method and inpaint engine stay free
+/// strings as in the seed.
 pub const ADVANCED: &[Field] = &[
     field("disable_preview", Kind::Bool, "false"),
     field("disable_intermediate_results", Kind::Bool, "false"),
@@ -37,8 +38,8 @@ pub const ADVANCED: &[Field] = &[
     field("adm_scaler_end", Kind::Float(0.0, 1.0), "0.3"),
     field("adaptive_cfg", Kind::Float(1.0, 30.0), "7.0"),
     field("clip_skip", Kind::Int(1, 12), "2"),
-    field("sampler_name", Kind::Str, "\"dpmpp_2m_sde_gpu\""),
-    field("scheduler_name", Kind::Str, "\"karras\""),
+    field("sampler_name", Kind::Enum(SAMPLERS), "\"dpmpp_2m_sde_gpu\""),
+    field("scheduler_name", Kind::Enum(SCHEDULERS), "\"karras\""),
     field("overwrite_step", Kind::Int(-1, 200), "-1"),
     field("overwrite_switch", Kind::Float(-1.0, 1.0), "-1"),
     field("overwrite_width", Kind::Int(-1, 2048), "-1"),
@@ -303,9 +304,8 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     if oh > 0 {
         height = oh as u32;
     }
-    // Unknown sampler/scheduler names fall back to the defaults, as the seed does.
-    let sampler = Some(str_of(&adv, "sampler_name")).filter(|s| SAMPLERS.contains(s)).unwrap_or("dpmpp_2m_sde_gpu");
-    let scheduler = Some(str_of(&adv, "scheduler_name")).filter(|s| SCHEDULERS.contains(s)).unwrap_or("karras");
+    let sampler = str_of(&adv, "sampler_name");
+    let scheduler = str_of(&adv, "scheduler_name");
     const MAX_SEED: i64 = i64::MAX;
     let seed = match body.get("image_seed").and_then(Value::as_i64) {
         Some(s) if (0..=MAX_SEED).contains(&s) => s as u64,
