@@ -322,6 +322,30 @@ fn image_routes_parse_validate_and_fail_honestly() {
         assert_eq!(status, 422, "{body}: {v}");
         assert_eq!(v["detail"][0]["loc"], serde_json::json!(["body", loc]), "{body}: {v}");
     }
+    // The remaining image routes, each with a minimal valid request: queued under its job type,
+    // and (image prompts included) never answered with an unconditioned image.
+    let (headers, form) = multipart(&[("cn_img1", &png), ("cn_type1", b"PyraCanny"), ("async_process", b"true")]);
+    let (_, raw) = request_bytes(&addr, "POST", "/v1/generation/image-prompt", &headers, &form);
+    let v = json(&raw);
+    assert_eq!(v["job_type"], "Image Prompt", "{v}");
+    assert_eq!(wait_job(&addr, v["job_id"].as_str().unwrap())["job_stage"], "ERROR");
+    let (headers, form) = multipart(&[("enhance_input_image", &png), ("async_process", b"true")]);
+    let (_, raw) = request_bytes(&addr, "POST", "/v1/generation/image-enhance", &headers, &form);
+    assert_eq!(json(&raw)["job_type"], "Image Enhancement");
+    for (path, body, job_type) in [
+        ("/v2/generation/text-to-image-with-ip", format!(r#"{{"image_prompts": [{{"cn_img": "{b64}"}}], "async_process": true}}"#), "Text to Image"),
+        ("/v2/generation/image-inpaint-outpaint", format!(r#"{{"input_image": "{b64}", "outpaint_selections": ["Left"], "async_process": true}}"#), "Image Inpaint or Outpaint"),
+        ("/v2/generation/image-enhance", format!(r#"{{"enhance_input_image": "{b64}", "enhance_ctrlnets": [{{"enhance_enabled": true}}], "async_process": true}}"#), "Image Enhancement"),
+    ] {
+        let (status, v) = post(&addr, path, &body);
+        assert_eq!((status, v["job_type"].as_str()), (200, Some(job_type)), "{path}: {v}");
+        let done = wait_job(&addr, v["job_id"].as_str().unwrap());
+        assert_eq!(done["job_stage"], "ERROR", "{path}: {done}");
+    }
+    let (headers, form) = multipart(&[("image", &png)]);
+    assert_eq!(request_bytes(&addr, "POST", "/v1/tools/describe-image?image_type=Anime", &headers, &form).0, 501);
+    assert_eq!(request_bytes(&addr, "POST", "/v1/tools/describe-image?image_type=Sketch", &headers, &form).0, 422);
+
     let (status, v) = post(&addr, "/v2/generation/image-prompt", "{}");
     assert_eq!((status, v["detail"][0]["loc"].clone()), (422, serde_json::json!(["body", "image_prompts"])));
 }

@@ -213,11 +213,15 @@ impl JobManager {
 
     /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
     fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(PathBuf, SdxlModel)>) -> Result<(), String> {
-        if spec.job_type != TEXT_TO_IMAGE {
+        // Never answer an image task with an unrelated text-to-image result.
+        if spec.job_type != TEXT_TO_IMAGE || !spec.inputs.is_empty() {
+            let roles: Vec<&str> = spec.inputs.iter().map(|i| i.role.as_str()).collect();
             return Err(format!(
-                "'{}' jobs need image-conditioned generation (upscale, vary, inpaint, image prompts), \
-                 which this focal engine does not provide yet; only '{TEXT_TO_IMAGE}' runs",
-                spec.job_type
+                "'{}' jobs with input images [{}] need image-conditioned generation (upscale, vary, inpaint, \
+                 image prompts), which this focal engine does not provide yet; only '{TEXT_TO_IMAGE}' without \
+                 input images runs",
+                spec.job_type,
+                roles.join(", ")
             ));
         }
         let p = &spec.params;

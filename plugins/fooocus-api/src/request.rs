@@ -132,47 +132,43 @@ pub struct Endpoint {
     pub path: &'static str,
     pub job_type: &'static str,
     pub multipart: bool,
-    pub extra: &'static [Field],
+    /// Groups of fields beyond `COMMON`, in order.
+    pub extra: &'static [&'static [Field]],
     pub summary: &'static str,
 }
 
 const UOV_V1: &[Field] = &[required("input_image", Kind::File), required("uov_method", Kind::Enum(UOV_METHODS)), field("upscale_value", Kind::OptFloat(1.0, 5.0), "null")];
-const INPAINT_V1: &[Field] = &[
-    required("input_image", Kind::File),
-    field("input_mask", Kind::File, "null"),
-    field("inpaint_additional_prompt", Kind::Str, "\"\""),
-    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
-    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "0"),
-];
-const IMAGE_PROMPT_V1: &[Field] = &[
-    field("input_image", Kind::File, "null"),
-    field("input_mask", Kind::File, "null"),
-    field("inpaint_additional_prompt", Kind::Str, "\"\""),
-    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
-    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "0"),
-    field("cn_img1", Kind::File, "null"),
-    field("cn_stop1", Kind::OptFloat(0.0, 1.0), "null"),
-    field("cn_weight1", Kind::OptFloat(0.0, 2.0), "null"),
-    field("cn_type1", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
-    field("cn_img2", Kind::File, "null"),
-    field("cn_stop2", Kind::OptFloat(0.0, 1.0), "null"),
-    field("cn_weight2", Kind::OptFloat(0.0, 2.0), "null"),
-    field("cn_type2", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
-    field("cn_img3", Kind::File, "null"),
-    field("cn_stop3", Kind::OptFloat(0.0, 1.0), "null"),
-    field("cn_weight3", Kind::OptFloat(0.0, 2.0), "null"),
-    field("cn_type3", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
-    field("cn_img4", Kind::File, "null"),
-    field("cn_stop4", Kind::OptFloat(0.0, 1.0), "null"),
-    field("cn_weight4", Kind::OptFloat(0.0, 2.0), "null"),
-    field("cn_type4", Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
-];
+
+/// Outpaint fields; v1 forms default the distances to 0, v2 JSON to -1 (as the seed).
+macro_rules! outpaint {
+    ($distance_default:literal) => {
+        [
+            field("inpaint_additional_prompt", Kind::Str, "\"\""),
+            field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
+            field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), $distance_default),
+            field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), $distance_default),
+            field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), $distance_default),
+            field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), $distance_default),
+        ]
+    };
+}
+const OUTPAINT_V1: &[Field] = &outpaint!("0");
+const OUTPAINT_V2: &[Field] = &outpaint!("-1");
+
+/// One v1 image-prompt slot (`cn_img<n>`, `cn_stop<n>`, `cn_weight<n>`, `cn_type<n>`).
+macro_rules! cn_slot {
+    ($n:literal) => {
+        &[
+            field(concat!("cn_img", $n), Kind::File, "null"),
+            field(concat!("cn_stop", $n), Kind::OptFloat(0.0, 1.0), "null"),
+            field(concat!("cn_weight", $n), Kind::OptFloat(0.0, 2.0), "null"),
+            field(concat!("cn_type", $n), Kind::Enum(CN_TYPES), "\"ImagePrompt\""),
+        ]
+    };
+}
+
+const INPAINT_V1: &[Field] = &[required("input_image", Kind::File), field("input_mask", Kind::File, "null")];
+const IMAGE_PROMPT_V1: &[Field] = &[field("input_image", Kind::File, "null"), field("input_mask", Kind::File, "null")];
 const ENHANCE_V1: &[Field] = &[
     field("enhance_input_image", Kind::File, "null"),
     field("enhance_checkbox", Kind::Bool, "true"),
@@ -185,28 +181,11 @@ const UOV_V2: &[Field] = &[
     required("input_image", Kind::Str),
     field("uov_method", Kind::Enum(UOV_METHODS), "\"Upscale (2x)\""),
     field("upscale_value", Kind::OptFloat(1.0, 5.0), "1.0"),
-    field("image_prompts", Kind::ObjectList(IMAGE_PROMPT), "[]"),
 ];
-const INPAINT_V2: &[Field] = &[
-    field("input_image", Kind::Str, "\"\""),
-    field("input_mask", Kind::OptStr, "\"\""),
-    field("inpaint_additional_prompt", Kind::Str, "\"\""),
-    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
-    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("image_prompts", Kind::ObjectList(IMAGE_PROMPT), "[]"),
-];
+const INPAINT_V2: &[Field] = &[field("input_image", Kind::Str, "\"\""), field("input_mask", Kind::OptStr, "\"\"")];
 const IMAGE_PROMPT_V2: &[Field] = &[
     field("input_image", Kind::OptStr, "null"),
     field("input_mask", Kind::OptStr, "null"),
-    field("inpaint_additional_prompt", Kind::Str, "\"\""),
-    field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
-    field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_top", Kind::Int(i64::MIN, i64::MAX), "-1"),
-    field("outpaint_distance_bottom", Kind::Int(i64::MIN, i64::MAX), "-1"),
     required("image_prompts", Kind::ObjectList(IMAGE_PROMPT)),
 ];
 const ENHANCE_V2: &[Field] = &[
@@ -221,15 +200,15 @@ const ENHANCE_V2: &[Field] = &[
 
 pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint { path: "/v1/generation/text-to-image", job_type: "Text to Image", multipart: false, extra: &[], summary: "Text to image" },
-    Endpoint { path: "/v1/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: true, extra: UOV_V1, summary: "Upscale or vary an image" },
-    Endpoint { path: "/v1/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: true, extra: INPAINT_V1, summary: "Inpaint or outpaint an image" },
-    Endpoint { path: "/v1/generation/image-prompt", job_type: "Image Prompt", multipart: true, extra: IMAGE_PROMPT_V1, summary: "Generate with image prompts" },
-    Endpoint { path: "/v1/generation/image-enhance", job_type: "Image Enhancement", multipart: true, extra: ENHANCE_V1, summary: "Enhance an image" },
-    Endpoint { path: "/v2/generation/text-to-image-with-ip", job_type: "Text to Image", multipart: false, extra: IP_V2, summary: "Text to image with image prompts" },
-    Endpoint { path: "/v2/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: false, extra: UOV_V2, summary: "Upscale or vary an image (base64 or URL)" },
-    Endpoint { path: "/v2/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: false, extra: INPAINT_V2, summary: "Inpaint or outpaint an image (base64 or URL)" },
-    Endpoint { path: "/v2/generation/image-prompt", job_type: "Image Prompt", multipart: false, extra: IMAGE_PROMPT_V2, summary: "Generate with image prompts (base64 or URL)" },
-    Endpoint { path: "/v2/generation/image-enhance", job_type: "Image Enhancement", multipart: false, extra: ENHANCE_V2, summary: "Enhance an image (base64 or URL)" },
+    Endpoint { path: "/v1/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: true, extra: &[UOV_V1], summary: "Upscale or vary an image" },
+    Endpoint { path: "/v1/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: true, extra: &[INPAINT_V1, OUTPAINT_V1], summary: "Inpaint or outpaint an image" },
+    Endpoint { path: "/v1/generation/image-prompt", job_type: "Image Prompt", multipart: true, extra: &[IMAGE_PROMPT_V1, OUTPAINT_V1, cn_slot!(1), cn_slot!(2), cn_slot!(3), cn_slot!(4)], summary: "Generate with image prompts" },
+    Endpoint { path: "/v1/generation/image-enhance", job_type: "Image Enhancement", multipart: true, extra: &[ENHANCE_V1], summary: "Enhance an image" },
+    Endpoint { path: "/v2/generation/text-to-image-with-ip", job_type: "Text to Image", multipart: false, extra: &[IP_V2], summary: "Text to image with image prompts" },
+    Endpoint { path: "/v2/generation/image-upscale-vary", job_type: "Image Upscale or Variation", multipart: false, extra: &[UOV_V2, IP_V2], summary: "Upscale or vary an image (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-inpaint-outpaint", job_type: "Image Inpaint or Outpaint", multipart: false, extra: &[INPAINT_V2, OUTPAINT_V2, IP_V2], summary: "Inpaint or outpaint an image (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-prompt", job_type: "Image Prompt", multipart: false, extra: &[IMAGE_PROMPT_V2, OUTPAINT_V2], summary: "Generate with image prompts (base64 or URL)" },
+    Endpoint { path: "/v2/generation/image-enhance", job_type: "Image Enhancement", multipart: false, extra: &[ENHANCE_V2], summary: "Enhance an image (base64 or URL)" },
 ];
 
 /// The fields of an endpoint's body: `COMMON` (with the v1 form's different defaults) + extras.
@@ -243,7 +222,9 @@ pub fn fields_of(e: &Endpoint) -> Vec<Field> {
             _ => *f,
         })
         .collect();
-    fields.extend_from_slice(e.extra);
+    for group in e.extra {
+        fields.extend_from_slice(group);
+    }
     fields
 }
 
