@@ -1,6 +1,7 @@
 //! The `focal` command line.
 mod bench;
 mod generate;
+mod models;
 mod request;
 mod serve;
 
@@ -23,6 +24,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the HTTP server: every route is served by a plugin from the plugins directory.
     Serve(serve::ServeArgs),
+    /// List the models folder or download models (resumable, verified).
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(serve::PluginsCommand),
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Plugins(cmd) => serve::plugins(cmd),
+        Command::Models(cmd) => models::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

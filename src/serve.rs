@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use focal_runtime::services::Services;
 use focal_runtime::{HostOptions, PluginHost};
+use focal_models::{ModelsDir, Preset};
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::jobs::{JobManager, JobOptions};
 use focal_server::outputs::Outputs;
@@ -29,8 +30,9 @@ pub struct ServeArgs {
     /// The default SDXL checkpoint (a file in DIR/checkpoints or a path).
     #[arg(long, default_value = "juggernautXL_v8Rundiffusion.safetensors")]
     base_model: String,
-    /// A Fooocus preset file (`presets/NAME.json` in the data dir, or a path): its
-    /// `default_model` becomes the default checkpoint.
+    /// A Fooocus preset (default, anime, lcm, lightning, playground_v2.5, pony_v6, realistic,
+    /// sai) or preset file: its `default_model` becomes the default checkpoint, downloaded on
+    /// first use when missing.
     #[arg(long)]
     preset: Option<String>,
     /// Where result images are written (OUTPUTS/files/<date>/<name>).
@@ -86,36 +88,29 @@ pub enum PluginsCommand {
     List(Dirs),
 }
 
-/// The preset's `default_model`, from `DATA_DIR/presets/NAME.json` or a path.
-fn preset_model(data_dir: &Path, preset: &str) -> Result<String> {
-    let candidates = [data_dir.join("presets").join(format!("{preset}.json")), PathBuf::from(preset)];
-    let path = candidates.iter().find(|p| p.is_file()).with_context(|| {
-        format!("--preset {preset}: no preset file at {} or {}", candidates[0].display(), candidates[1].display())
-    })?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    json.get("default_model")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .with_context(|| format!("{}: no \"default_model\"", path.display()))
-}
-
 pub fn serve(args: ServeArgs) -> Result<()> {
     let plugins_dir = args.dirs.plugins_dir();
     std::fs::create_dir_all(&plugins_dir).with_context(|| format!("cannot create {}", plugins_dir.display()))?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| format!("--host {} --port {}: not a socket address", args.host, args.port))?;
-    let base_model = match &args.preset {
-        Some(p) => preset_model(&args.dirs.data_dir, p)?,
-        None => args.base_model.clone(),
+    // Fooocus's default preset unless another is named: its download URLs serve first use.
+    let preset = Preset::load(args.preset.as_deref().unwrap_or("default"))?;
+    let base_model = match (&args.preset, &preset.default_model) {
+        (Some(_), Some(model)) => model.clone(),
+        _ => args.base_model.clone(),
     };
+    let models = ModelsDir::new(&args.models_dir);
     let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &base_model) {
         Ok(p) => p,
         Err(e) => {
-            // Start anyway (routes that need no model keep working); jobs fail with this message.
-            tracing::warn!("{e:#}");
-            args.models_dir.join("checkpoints").join(&base_model)
+            let dest = models.folder("checkpoints").join(&base_model);
+            match preset.checkpoint_downloads.get(&base_model) {
+                Some(url) => tracing::warn!("{} is missing; it will be downloaded from {url} on first use", dest.display()),
+                // Start anyway (routes that need no model keep working); jobs fail with this message.
+                None => tracing::warn!("{e:#}"),
+            }
+            dest
         }
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -130,7 +125,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let webhooks = Webhooks::start(WebhookPolicy::default())?;
         let jobs = JobManager::start(
             JobOptions {
-                models_dir: args.models_dir.clone(),
+                models,
+                downloads: preset.checkpoint_downloads.clone(),
                 default_checkpoint: checkpoint,
                 max_queue: args.queue_size,
                 max_history: args.queue_history,

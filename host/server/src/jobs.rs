@@ -2,7 +2,7 @@
 //! runs jobs in FIFO order; every job is recorded in SQLite when queued, started and finished;
 //! finished images go to the outputs folder; webhooks are delivered off the worker.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
+use focal_models::{Downloader, ModelsDir};
 use focal_runtime::services::{
     BoxFuture, EngineService, JobImage, JobInfo, JobSpec, JobStage, ModelFiles, QueueInfo, SubmitError,
 };
@@ -25,11 +26,11 @@ use crate::webhook::Webhooks;
 /// The one job type this engine version runs; the others are accepted by the API and end with
 /// an error that says what is missing.
 pub const TEXT_TO_IMAGE: &str = "Text to Image";
-/// Extensions Fooocus lists as model files.
-const MODEL_EXTENSIONS: &[&str] = &["safetensors", "ckpt", "pt", "pth", "bin"];
 
 pub struct JobOptions {
-    pub models_dir: PathBuf,
+    pub models: ModelsDir,
+    /// Checkpoint file name → URL (from the preset): fetched on first use when missing.
+    pub downloads: BTreeMap<String, String>,
     /// Checkpoint used when a job names none or one that does not exist (as the seed does).
     pub default_checkpoint: PathBuf,
     /// Waiting plus running jobs allowed; more get `QUEUE_IS_FULL`.
@@ -151,18 +152,36 @@ impl JobManager {
     /// A checkpoint from the models folder by name; unknown or empty names fall back to the
     /// default (the seed's behaviour, logged here).
     fn checkpoint_for(&self, name: &str) -> PathBuf {
-        if name.is_empty() || name == "None" {
+        let default_name = self.options.default_checkpoint.file_name().and_then(|n| n.to_str());
+        if name.is_empty() || name == "None" || Some(name) == default_name {
             return self.options.default_checkpoint.clone();
         }
-        let dir = self.options.models_dir.join("checkpoints");
-        let candidate = dir.join(name);
-        let inside = !name.contains("..") && !Path::new(name).is_absolute();
-        if inside && candidate.is_file() {
-            candidate
-        } else {
-            tracing::warn!(model = name, "unknown base model; using the default");
-            self.options.default_checkpoint.clone()
+        if let Some(path) = self.options.models.find("checkpoints", name) {
+            return path;
         }
+        if self.options.downloads.contains_key(name) {
+            return self.options.models.folder("checkpoints").join(name);
+        }
+        tracing::warn!(model = name, "unknown base model; using the default");
+        self.options.default_checkpoint.clone()
+    }
+
+    /// Download a missing checkpoint the preset knows a URL for, reporting progress on the job.
+    fn download_if_missing(&self, id: &str, checkpoint: &Path) -> Result<(), String> {
+        let name = checkpoint.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(url) = self.options.downloads.get(name).filter(|_| !checkpoint.exists()) else { return Ok(()) };
+        let downloader = Downloader::new().map_err(|e| e.to_string())?;
+        let mut last_pct = u64::MAX;
+        downloader
+            .fetch(url, checkpoint, None, &mut |done, total| {
+                let pct = total.map(|t| done * 100 / t.max(1)).unwrap_or(0);
+                if pct != last_pct {
+                    last_pct = pct;
+                    self.update(id, false, |e| e.info.status = Some(format!("Downloading {name} ({pct}%) ...")));
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// First 10 hex digits of the file's sha256 (Fooocus's model hash), computed once per file.
@@ -228,8 +247,10 @@ impl JobManager {
         let checkpoint = self.checkpoint_for(&p.base_model);
         if loaded.as_ref().map(|(path, _)| path != &checkpoint).unwrap_or(true) {
             *loaded = None; // free the old model before loading the next
+            self.download_if_missing(id, &checkpoint)?;
             tracing::info!(checkpoint = %checkpoint.display(), "loading model");
-            let model = SdxlModel::load(&checkpoint, &LoadOptions::default()).map_err(|e| format!("{e:#}"))?;
+            let model = SdxlModel::load(&checkpoint, &LoadOptions::default())
+                .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
             *loaded = Some((checkpoint.clone(), model));
         }
         let model = &loaded.as_ref().unwrap().1;
@@ -357,25 +378,6 @@ impl JobManager {
         if let Err(e) = self.store.lock().unwrap().delete(&entry.info.id) {
             tracing::error!(job = %entry.info.id, "cannot delete job record: {e:#}");
         }
-    }
-
-    fn list_models(&self, folder: &str) -> Vec<String> {
-        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-            let Ok(read) = std::fs::read_dir(dir) else { return };
-            for entry in read.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, &format!("{prefix}{name}/"), out);
-                } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| MODEL_EXTENSIONS.contains(&e)) {
-                    out.push(format!("{prefix}{name}"));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.options.models_dir.join(folder), "", &mut out);
-        out.sort();
-        out
     }
 }
 
@@ -521,7 +523,7 @@ impl EngineService for JobManager {
     }
 
     fn models(&self) -> ModelFiles {
-        ModelFiles { checkpoints: self.list_models("checkpoints"), loras: self.list_models("loras") }
+        ModelFiles { checkpoints: self.options.models.list("checkpoints"), loras: self.options.models.list("loras") }
     }
 
     fn release_memory(&self) {

@@ -1,0 +1,78 @@
+//! Black-box: a preset's default model is downloaded on first use (as Fooocus does at launch),
+//! and `focal models pull` fetches a URL into the models folder.
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+/// Serve `data` to every GET (no Range support needed here).
+fn file_server(data: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tiny.safetensors", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
+            stream.write_all(&data).unwrap();
+        }
+    });
+    url
+}
+
+#[test]
+fn a_presets_default_model_is_downloaded_on_first_use() {
+    let ckpt = std::fs::read(common::fixtures().join("tiny-sdxl-a.safetensors")).unwrap();
+    let url = file_server(ckpt.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let preset = dir.path().join("tiny-preset.json");
+    std::fs::write(&preset, format!(r#"{{"default_model": "fetched.safetensors", "checkpoint_downloads": {{"fetched.safetensors": "{url}"}}}}"#)).unwrap();
+    let (models, data, outputs) = (dir.path().join("models"), dir.path().join("data"), dir.path().join("outputs"));
+    let server = common::serve(&[
+        "--preset".as_ref(),
+        preset.as_os_str(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--outputs-dir".as_ref(),
+        outputs.as_os_str(),
+    ]);
+    let body = r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "advanced_params": {"sampler_name": "euler", "overwrite_step": 2}}"#;
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
+    let results = common::json(&raw);
+    assert_eq!((status, results[0]["finish_reason"].as_str()), (200, Some("SUCCESS")), "{results}");
+    assert_eq!(std::fs::read(models.join("checkpoints/fetched.safetensors")).unwrap(), ckpt);
+    let (_, raw) = common::request(&server.addr, "GET", "/v1/engines/all-models", "", "");
+    assert_eq!(common::json(&raw)["model_filenames"], serde_json::json!(["fetched.safetensors"]));
+}
+
+#[test]
+fn models_pull_fetches_a_url_and_checks_its_sha256() {
+    let url = file_server(b"model bytes".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let pull = |sha: &str| {
+        Command::new(env!("CARGO_BIN_EXE_focal"))
+            .args(["models", "pull", "--url", &url, "--to", "loras/x.safetensors", "--sha256", sha, "--models-dir"])
+            .arg(&models)
+            .output()
+            .unwrap()
+    };
+    let bad = pull("00");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not match"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(!models.join("loras/x.safetensors").exists());
+    // python3 -c "import hashlib; print(hashlib.sha256(b'model bytes').hexdigest())"
+    let good = pull("9cb7487000bc86ac36ce83c4acfabe8878552be99572a6770f65ab1d048a5c48");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert_eq!(std::fs::read(models.join("loras/x.safetensors")).unwrap(), b"model bytes");
+    assert!(models.join("checkpoints").is_dir() && models.join("prompt_expansion/fooocus_expansion").is_dir(), "Fooocus layout created");
+    let list = Command::new(env!("CARGO_BIN_EXE_focal")).args(["models", "list", "--models-dir"]).arg(&models).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "loras/x.safetensors\n");
+}
