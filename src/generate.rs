@@ -59,7 +59,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     // Validate every image's parameters before the (slow) model load.
     let params = (0..request.image_number).map(|i| request.to_params(base_seed, i)).collect::<Result<Vec<_>>>()?;
     for setting in request.unapplied_settings() {
-        eprintln!("note: {setting} is not applied yet; sampling is plain SDXL CFG");
+        eprintln!("note: {setting} is not applied yet");
     }
     let dtype = parse_dtype(&args.dtype)?;
     let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;

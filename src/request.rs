@@ -2,6 +2,7 @@
 //! Fooocus-API's defaults. (The full API, styles and Fooocus's patches live elsewhere.)
 
 use anyhow::{bail, Context, Result};
+use focal_engine::patches::FooocusPatches;
 use focal_engine::{GenerationParams, Sampler, Scheduler};
 use serde::Deserialize;
 
@@ -50,6 +51,8 @@ pub struct AdvancedParams {
     pub overwrite_height: i64,
     pub adm_scaler_positive: f32,
     pub adm_scaler_negative: f32,
+    pub adm_scaler_end: f32,
+    pub adaptive_cfg: f32,
 }
 
 impl Default for AdvancedParams {
@@ -62,6 +65,8 @@ impl Default for AdvancedParams {
             overwrite_height: -1,
             adm_scaler_positive: 1.5,
             adm_scaler_negative: 0.8,
+            adm_scaler_end: 0.3,
+            adaptive_cfg: 7.0,
         }
     }
 }
@@ -108,6 +113,13 @@ impl TextToImageRequest {
         p.cfg = self.guidance_scale;
         p.sampler = sampler;
         p.scheduler = scheduler;
+        p.patches = Some(FooocusPatches {
+            sharpness: self.sharpness,
+            adaptive_cfg: adv.adaptive_cfg,
+            adm_positive: adv.adm_scaler_positive,
+            adm_negative: adv.adm_scaler_negative,
+            adm_end: adv.adm_scaler_end,
+        });
         Ok(p)
     }
 
@@ -120,19 +132,12 @@ impl TextToImageRequest {
         }
     }
 
-    /// Fooocus patches that the engine does not apply yet; the CLI names them instead of
-    /// silently producing a different picture.
+    /// Settings the engine does not apply yet; the CLI names them instead of silently
+    /// producing a different picture.
     pub fn unapplied_settings(&self) -> Vec<String> {
         let mut v = Vec::new();
         if !self.style_selections.is_empty() {
             v.push(format!("style_selections {:?}", self.style_selections));
-        }
-        if self.sharpness != 0.0 {
-            v.push(format!("sharpness {}", self.sharpness));
-        }
-        let adv = &self.advanced_params;
-        if adv.adm_scaler_positive != 1.0 || adv.adm_scaler_negative != 1.0 {
-            v.push(format!("adm_scaler_positive/negative {}/{}", adv.adm_scaler_positive, adv.adm_scaler_negative));
         }
         v
     }

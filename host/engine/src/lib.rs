@@ -5,6 +5,7 @@ pub mod clip;
 pub mod error;
 pub mod image;
 pub mod nn;
+pub mod patches;
 pub mod pipeline;
 pub mod rng;
 pub mod sampler;

@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::image::{latent_preview, RgbImage};
+use crate::patches::{self, FooocusPatches};
 use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
 use crate::schedule::{sampling_sigmas, ModelSampling, Scheduler};
@@ -31,6 +32,8 @@ pub struct GenerationParams {
     pub init_image: Option<RgbImage>,
     /// 1 = last CLIP layer, 2 = penultimate (SDXL default).
     pub clip_skip: usize,
+    /// Fooocus's sampling patches; `None` samples plain ComfyUI CFG (what the fixtures use).
+    pub patches: Option<FooocusPatches>,
 }
 
 impl GenerationParams {
@@ -48,6 +51,7 @@ impl GenerationParams {
             denoise: 1.0,
             init_image: None,
             clip_skip: 2,
+            patches: None,
         }
     }
 
@@ -89,25 +93,67 @@ pub struct Generated {
     pub seed: u64,
 }
 
+/// Context and ADM vector of one prompt; with Fooocus's patches, the ADM vector switches from
+/// `y` (emphasized sizes) to `y_late` once the timestep passes `adm_end`.
+struct Cond {
+    context: Tensor,
+    y: Tensor,
+    y_late: Option<Tensor>,
+}
+
+impl Cond {
+    fn y_at(&self, t: f32, patches: Option<&FooocusPatches>) -> &Tensor {
+        match (&self.y_late, patches) {
+            (Some(late), Some(p)) if !patches::adm_emphasized(t, p.adm_end) => late,
+            _ => &self.y,
+        }
+    }
+}
+
 /// CFG around the UNet: `D = D_u + cfg·(D_c − D_u)`, cond and uncond in one batch when their
-/// contexts have the same length.
+/// contexts have the same length; with `patches`, Fooocus's sharpness/adaptive CFG/ADM.
 pub struct CfgDenoiser<'a> {
     model: &'a SdxlModel,
     sampling: &'a ModelSampling,
-    cond: (Tensor, Tensor),
-    uncond: (Tensor, Tensor),
+    cond: Cond,
+    uncond: Cond,
     cfg: f64,
+    patches: Option<FooocusPatches>,
 }
 
 impl<'a> CfgDenoiser<'a> {
     pub fn new(model: &'a SdxlModel, sampling: &'a ModelSampling, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, cfg: f32) -> Result<Self> {
+        Self::with_patches(model, sampling, cond, uncond, size, cfg, None)
+    }
+
+    pub fn with_patches(
+        model: &'a SdxlModel,
+        sampling: &'a ModelSampling,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        size: SizeIds,
+        cfg: f32,
+        patches: Option<FooocusPatches>,
+    ) -> Result<Self> {
         let dt = model.dtype;
+        let build = |c: &Conditioning, scale: Option<f32>| -> Result<Cond> {
+            let context = c.context.to_dtype(dt)?;
+            Ok(match scale {
+                None => Cond { context, y: model.adm(&c.pooled, size)?.to_dtype(dt)?, y_late: None },
+                Some(s) => {
+                    let (emphasized, consistent) = patches::adm_sizes(size.width, size.height, s);
+                    let y = model.adm(&c.pooled, emphasized)?.to_dtype(dt)?;
+                    Cond { context, y, y_late: Some(model.adm(&c.pooled, consistent)?.to_dtype(dt)?) }
+                }
+            })
+        };
         Ok(Self {
             model,
             sampling,
-            cond: (cond.context.to_dtype(dt)?, model.adm(&cond.pooled, size)?.to_dtype(dt)?),
-            uncond: (uncond.context.to_dtype(dt)?, model.adm(&uncond.pooled, size)?.to_dtype(dt)?),
+            cond: build(cond, patches.map(|p| p.adm_positive))?,
+            uncond: build(uncond, patches.map(|p| p.adm_negative))?,
             cfg: cfg as f64,
+            patches,
         })
     }
 
@@ -122,20 +168,37 @@ impl Denoiser for CfgDenoiser<'_> {
         let s = sigma as f64;
         let x_in = (x / (s * s + 1.0).sqrt())?.to_dtype(self.model.dtype)?;
         let to_denoised = |eps: Tensor| -> Result<Tensor> { Ok((x - (eps.to_dtype(DType::F32)? * s)?)?) };
+        let patches = self.patches.as_ref();
+        let (yc, yu) = (self.cond.y_at(t, patches), self.uncond.y_at(t, patches));
         if (self.cfg - 1.0).abs() < 1e-6 {
-            return to_denoised(self.eps(&x_in, t, &self.cond.0, &self.cond.1)?);
+            // Fooocus too: at CFG 1 only the positive branch runs, unpatched.
+            return to_denoised(self.eps(&x_in, t, &self.cond.context, yc)?);
         }
-        let (ec, eu) = if self.cond.0.dims() == self.uncond.0.dims() {
+        let (ec, eu) = if self.cond.context.dims() == self.uncond.context.dims() {
             let both = Tensor::cat(&[&x_in, &x_in], 0)?;
-            let ctx = Tensor::cat(&[&self.cond.0, &self.uncond.0], 0)?;
-            let y = Tensor::cat(&[&self.cond.1, &self.uncond.1], 0)?;
+            let ctx = Tensor::cat(&[&self.cond.context, &self.uncond.context], 0)?;
+            let y = Tensor::cat(&[yc, yu], 0)?;
             let eps = self.eps(&both, t, &ctx, &y)?;
             (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
         } else {
-            (self.eps(&x_in, t, &self.cond.0, &self.cond.1)?, self.eps(&x_in, t, &self.uncond.0, &self.uncond.1)?)
+            (self.eps(&x_in, t, &self.cond.context, yc)?, self.eps(&x_in, t, &self.uncond.context, yu)?)
         };
         let (dc, du) = (to_denoised(ec)?, to_denoised(eu)?);
-        Ok((&du + ((dc - &du)? * self.cfg)?)?)
+        let Some(p) = patches else {
+            return Ok((&du + ((dc - &du)? * self.cfg)?)?);
+        };
+        // Fooocus works on x − x0 ("eps" in σ units): sharpen the positive one, then CFG.
+        let progress = patches::progress(t);
+        let (eps_pos, eps_neg) = ((x - &dc)?, (x - &du)?);
+        let alpha = 0.001 * p.sharpness as f64 * progress;
+        let eps_pos = if alpha != 0.0 {
+            let filtered = patches::anisotropic_filter(&eps_pos, &dc)?;
+            ((filtered * alpha)? + (eps_pos * (1.0 - alpha))?)?
+        } else {
+            eps_pos
+        };
+        let eps = patches::compute_cfg(&eps_neg, &eps_pos, self.cfg, p.adaptive_cfg as f64, progress)?;
+        Ok((x - eps)?)
     }
 }
 
@@ -186,7 +249,7 @@ impl SdxlModel {
             }
         };
         let size = SizeIds::plain(params.width, params.height);
-        let mut denoiser = CfgDenoiser::new(self, &sampling, cond, uncond, size, params.cfg)?;
+        let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?;
         let mut noise_source = NoiseSource::new(params.seed.wrapping_add(1));
         let mut on_step = |i: usize, n: usize, _x: &Tensor, denoised: &Tensor| -> Result<()> {
             let preview = if want_previews { Some(latent_preview(denoised)?) } else { None };

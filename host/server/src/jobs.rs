@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use focal_engine::patches::FooocusPatches;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
 use focal_runtime::services::{
@@ -29,7 +30,8 @@ pub const TEXT_TO_IMAGE: &str = "Text to Image";
 
 pub struct JobOptions {
     pub models: ModelsDir,
-    /// Checkpoint file name → URL (from the preset): fetched on first use when missing.
+    /// Checkpoint file name → URL (from the preset): the default checkpoint is fetched on first
+    /// use when missing. Requests naming other missing files get the default, as in the seed.
     pub downloads: BTreeMap<String, String>,
     /// Checkpoint used when a job names none or one that does not exist (as the seed does).
     pub default_checkpoint: PathBuf,
@@ -158,9 +160,6 @@ impl JobManager {
         }
         if let Some(path) = self.options.models.find("checkpoints", name) {
             return path;
-        }
-        if self.options.downloads.contains_key(name) {
-            return self.options.models.folder("checkpoints").join(name);
         }
         tracing::warn!(model = name, "unknown base model; using the default");
         self.options.default_checkpoint.clone()
@@ -388,6 +387,13 @@ fn engine_params(p: &focal_runtime::services::GenerationParams, seed: u64) -> fo
     params.cfg = p.guidance_scale;
     params.sampler = p.sampler.parse()?;
     params.scheduler = p.scheduler.parse()?;
+    params.patches = p.patches.map(|s| FooocusPatches {
+        sharpness: s.sharpness,
+        adaptive_cfg: s.adaptive_cfg,
+        adm_positive: s.adm_positive,
+        adm_negative: s.adm_negative,
+        adm_end: s.adm_end,
+    });
     Ok(params)
 }
 

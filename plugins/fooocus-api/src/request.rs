@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::fields::{field, required, Field, Kind};
-use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, OutputOptions};
+use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, OutputOptions, SamplingPatches};
 
 pub const PERFORMANCE: &[&str] = &["Speed", "Quality", "Extreme Speed", "Lightning", "Hyper-SD"];
 pub const SAMPLERS: &[&str] = &[
@@ -329,6 +329,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                     "adm_guidance".into(),
                     q(json!(format!("({}, {}, {})", fmt(num(&adv, "adm_scaler_positive")), fmt(num(&adv, "adm_scaler_negative")), fmt(num(&adv, "adm_scaler_end"))))),
                 ),
+                ("adaptive_cfg".into(), fmt(num(&adv, "adaptive_cfg"))),
                 ("refiner_model".into(), q(json!("None"))),
                 ("refiner_switch".into(), fmt(num(body, "refiner_switch"))),
                 ("sampler".into(), q(json!(sampler))),
@@ -341,6 +342,11 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
             ],
         }
     });
+    // Fooocus logs adaptive CFG only when it differs from its default.
+    let mut metadata = metadata;
+    if let Some(m) = metadata.as_mut() {
+        m.entries.retain(|(k, v)| k != "adaptive_cfg" || v != "7.0");
+    }
     let webhook_url = body.get("webhook_url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
     // Keep the request for history, without image data.
     let mut record = body.clone();
@@ -363,6 +369,13 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         base_model: str_of(body, "base_model_name").into(),
         disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
+        patches: Some(SamplingPatches {
+            sharpness: num(body, "sharpness") as f32,
+            adaptive_cfg: num(&adv, "adaptive_cfg") as f32,
+            adm_positive: num(&adv, "adm_scaler_positive") as f32,
+            adm_negative: num(&adv, "adm_scaler_negative") as f32,
+            adm_end: num(&adv, "adm_scaler_end") as f32,
+        }),
     };
     let spec = JobSpec {
         job_type: e.job_type.into(),
