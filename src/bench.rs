@@ -106,7 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
 
     let t0 = Instant::now();
-    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, device: Device::Cpu })?;
+    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, ..Default::default() })?;
     record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
 
     let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";

@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{EngineError, Result};
+use crate::lora::{self, LoraPatch, LoraReport, LoraSpec};
 
 /// Where a canonical tensor comes from.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct Checkpoint {
     /// Activation of each text encoder when the format says it (diffusers `config.json`).
     pub clip_l_act: Option<String>,
     pub clip_g_act: Option<String>,
+    /// LoRA updates merged into weights as they are read.
+    loras: HashMap<String, Vec<LoraPatch>>,
 }
 
 impl Checkpoint {
@@ -63,6 +66,14 @@ impl Checkpoint {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Merge `specs` into the weights this checkpoint hands out (see `lora`).
+    pub fn with_loras(mut self, specs: &[LoraSpec]) -> Result<(Self, LoraReport)> {
+        let names = self.names();
+        let (patches, report) = lora::load_patches(specs, &names, &Device::Cpu)?;
+        self.loras = patches;
+        Ok((self, report))
     }
 
     fn mmap(path: &Path) -> Result<MmapedSafetensors> {
@@ -99,7 +110,7 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None })
+        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None, loras: HashMap::new() })
     }
 
     fn open_diffusers(dir: &Path) -> Result<Self> {
@@ -159,6 +170,7 @@ impl Checkpoint {
             entries,
             clip_l_act: act("text_encoder"),
             clip_g_act: act("text_encoder_2"),
+            loras: HashMap::new(),
         })
     }
 
@@ -206,7 +218,12 @@ impl Checkpoint {
             }
             Source::Transposed { .. } => t.t()?,
         };
-        t.to_dtype(dtype)
+        let Some(patches) = self.loras.get(name) else { return t.to_dtype(dtype) };
+        let mut merged = t.to_dtype(DType::F32)?;
+        for p in patches {
+            merged = (merged + p.delta(t.dims())?.to_device(device)?)?;
+        }
+        merged.to_dtype(dtype)
     }
 
     /// A `VarBuilder` over the canonical names, converting to `dtype` on `device`.

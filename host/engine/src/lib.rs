@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod error;
 pub mod image;
+pub mod lora;
 pub mod nn;
 pub mod patches;
 pub mod pipeline;

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::clip::{Activation, ClipTextModel};
 use crate::error::{EngineError, Result};
+use crate::lora::{LoraReport, LoraSpec};
 use crate::nn::timestep_embedding;
 use crate::tokenizer::{ClipTokenizer, EOS};
 use crate::unet::UNet;
@@ -43,11 +44,13 @@ impl SizeIds {
 pub struct LoadOptions {
     pub dtype: DType,
     pub device: Device,
+    /// LoRAs merged into the weights at load.
+    pub loras: Vec<LoraSpec>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu }
+        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new() }
     }
 }
 
@@ -59,6 +62,8 @@ pub struct SdxlModel {
     pub tokenizer: ClipTokenizer,
     pub dtype: DType,
     pub device: Device,
+    /// What merging `LoadOptions::loras` did (unmerged keys are listed for the caller to report).
+    pub lora_report: LoraReport,
 }
 
 impl SdxlModel {
@@ -67,7 +72,8 @@ impl SdxlModel {
             // candle's CPU matmul has no bf16 kernel.
             return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
         }
-        let ckpt = Arc::new(Checkpoint::open(path)?);
+        let (ckpt, lora_report) = Checkpoint::open(path)?.with_loras(&opts.loras)?;
+        let ckpt = Arc::new(ckpt);
         let vb = ckpt.var_builder(opts.dtype, &opts.device);
         let fail = |part: &str, e: candle_core::Error| EngineError::checkpoint(path, format!("cannot build the {part}: {e}"));
         let act_l = Activation::from_config(ckpt.clip_l_act.as_deref(), Activation::QuickGelu);
@@ -86,7 +92,7 @@ impl SdxlModel {
                 ));
             }
         }
-        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone() })
+        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone(), lora_report })
     }
 
     /// Encode a prompt (`clip_skip` 2 = penultimate layer, SDXL's default). Prompts longer than

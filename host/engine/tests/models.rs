@@ -131,11 +131,11 @@ fn long_prompts_are_encoded_in_77_token_chunks() {
 #[test]
 fn half_precision_compute_stays_close_to_f32() {
     let r = common::reference("unet_eps.safetensors");
-    let bf16 = LoadOptions { dtype: candle_core::DType::BF16, device: Device::Cpu };
+    let bf16 = LoadOptions { dtype: candle_core::DType::BF16, ..Default::default() };
     let err = SdxlModel::load(&common::checkpoint(common::MODEL_A), &bf16).err().unwrap().to_string();
     assert!(err.contains("bf16"), "{err}");
     for dtype in [candle_core::DType::F16] {
-        let m = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions { dtype, device: Device::Cpu }).unwrap();
+        let m = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions { dtype, ..Default::default() }).unwrap();
         let t = r["timestep"].to_vec1::<i64>().unwrap()[0] as f32;
         let x = r["x_in"].to_dtype(dtype).unwrap();
         let eps = m.unet.forward(&x, &[t], &r["context"], &r["y"]).unwrap();
