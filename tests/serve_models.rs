@@ -76,3 +76,46 @@ fn models_pull_fetches_a_url_and_checks_its_sha256() {
     let list = Command::new(env!("CARGO_BIN_EXE_focal")).args(["models", "list", "--models-dir"]).arg(&models).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&list.stdout), "loras/x.safetensors\n");
 }
+
+/// A kohya LoRA for the tiny model patching one UNet attention projection.
+fn write_tiny_lora(path: &std::path::Path) {
+    use candle_core::{DType, Device, Tensor};
+    let ckpt = focal_engine::checkpoint::Checkpoint::open(&common::fixtures().join("tiny-sdxl-a.safetensors")).unwrap();
+    let name = ckpt.names().into_iter().find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight")).unwrap().to_string();
+    let w = ckpt.tensor(&name, DType::F32, &Device::Cpu).unwrap();
+    let (out, inp) = w.dims2().unwrap();
+    let module = format!("lora_unet_{}", name.strip_prefix("unet.").unwrap().strip_suffix(".weight").unwrap().replace('.', "_"));
+    let tensors = std::collections::HashMap::from([
+        (format!("{module}.lora_down.weight"), Tensor::ones((4, inp), DType::F32, &Device::Cpu).unwrap()),
+        (format!("{module}.lora_up.weight"), Tensor::ones((out, 4), DType::F32, &Device::Cpu).unwrap()),
+    ]);
+    candle_core::safetensors::save(&tensors, path).unwrap();
+}
+
+#[test]
+fn request_loras_are_merged_and_named_in_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
+    write_tiny_lora(&dir.path().join("models/loras/tiny-lora.safetensors"));
+    let server = common::serve_tiny(dir.path(), &[]);
+    let image = |loras: &str| -> Vec<u8> {
+        let body = format!(
+            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true, "loras": {loras},
+                "advanced_params": {{"sampler_name": "euler", "overwrite_step": 2}}}}"#
+        );
+        let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body);
+        let v = common::json(&raw);
+        assert_eq!(status, 200, "{v}");
+        common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap())
+    };
+    let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
+    let plain = image("[]");
+    let with_lora = image(r#"[{"enabled": true, "model_name": "tiny-lora.safetensors", "weight": 1.0}]"#);
+    let unknown = image(r#"[{"enabled": true, "model_name": "missing.safetensors", "weight": 1.0}]"#);
+    let disabled = image(r#"[{"enabled": false, "model_name": "tiny-lora.safetensors", "weight": 1.0}]"#);
+    assert_ne!(pixels(&with_lora), pixels(&plain), "the LoRA changes the image");
+    assert_eq!(pixels(&unknown), pixels(&plain), "an unknown LoRA is skipped, as the seed does");
+    assert_eq!(pixels(&disabled), pixels(&plain));
+    let meta = String::from_utf8_lossy(&with_lora);
+    assert!(meta.contains(r#""loras": [["tiny-lora", 1.0, "#) && meta.contains("tiny-lora : 1"), "LoRA in the metadata");
+}

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use crate::bindings::focal::plugin::engine::{
-    GenerationParams, ImageMetadata, InputImage, JobImage, JobInfo, JobSpec, JobStage, ModelFiles, OutputOptions,
-    QueueInfo, SubmitError,
+    GenerationParams, ImageMetadata, InputImage, JobImage, JobInfo, JobSpec, JobStage, Lora, ModelFiles, OutputOptions,
+    QueueInfo, SamplingPatches, SubmitError,
 };
 pub use crate::bindings::focal::plugin::files::File;
 

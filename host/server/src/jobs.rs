@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use focal_engine::patches::FooocusPatches;
+use focal_engine::lora::LoraSpec;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
 use focal_runtime::services::{
@@ -45,6 +46,13 @@ pub struct JobOptions {
     pub base_url: String,
     pub database: PathBuf,
     pub outputs: Outputs,
+}
+
+/// What a loaded model was built from.
+#[derive(Clone, PartialEq)]
+struct ModelKey {
+    checkpoint: PathBuf,
+    loras: Vec<LoraSpec>,
 }
 
 struct Entry {
@@ -165,6 +173,21 @@ impl JobManager {
         self.options.default_checkpoint.clone()
     }
 
+    /// The request's LoRAs that exist in `loras/`; others are skipped with a warning, as the
+    /// seed replaces unknown names by "None".
+    fn lora_specs(&self, loras: &[focal_runtime::services::Lora]) -> Vec<LoraSpec> {
+        loras
+            .iter()
+            .filter_map(|l| match self.options.models.find("loras", &l.name) {
+                Some(path) => Some(LoraSpec { path, weight: l.weight }),
+                None => {
+                    tracing::warn!(lora = %l.name, "LoRA not found in the models folder; skipped");
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// Download a missing checkpoint the preset knows a URL for, reporting progress on the job.
     fn download_if_missing(&self, id: &str, checkpoint: &Path) -> Result<(), String> {
         let name = checkpoint.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -200,7 +223,7 @@ impl JobManager {
     }
 
     fn worker_loop(self: Arc<Self>) {
-        let mut loaded: Option<(PathBuf, SdxlModel)> = None;
+        let mut loaded: Option<(ModelKey, SdxlModel)> = None;
         loop {
             let id = {
                 let mut jobs = self.jobs.lock().unwrap();
@@ -230,7 +253,7 @@ impl JobManager {
     }
 
     /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
-    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(PathBuf, SdxlModel)>) -> Result<(), String> {
+    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, SdxlModel)>) -> Result<(), String> {
         // Never answer an image task with an unrelated text-to-image result.
         if spec.job_type != TEXT_TO_IMAGE || !spec.inputs.is_empty() {
             let roles: Vec<&str> = spec.inputs.iter().map(|i| i.role.as_str()).collect();
@@ -244,14 +267,25 @@ impl JobManager {
         }
         let p = &spec.params;
         let checkpoint = self.checkpoint_for(&p.base_model);
-        if loaded.as_ref().map(|(path, _)| path != &checkpoint).unwrap_or(true) {
+        let loras = self.lora_specs(&p.loras);
+        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone() };
+        // The same checkpoint and LoRA set reuse the merged model; anything else reloads.
+        if loaded.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
             *loaded = None; // free the old model before loading the next
             self.download_if_missing(id, &checkpoint)?;
-            tracing::info!(checkpoint = %checkpoint.display(), "loading model");
-            let model = SdxlModel::load(&checkpoint, &LoadOptions::default())
+            tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
+            let options = LoadOptions { loras: loras.clone(), ..Default::default() };
+            let model = SdxlModel::load(&checkpoint, &options)
                 .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
-            *loaded = Some((checkpoint.clone(), model));
+            for unknown in &model.lora_report.unknown {
+                tracing::warn!(job = %id, "LoRA key not merged: {unknown}");
+            }
+            *loaded = Some((key, model));
         }
+        let lora_facts: Vec<(String, f32, String)> = loras
+            .iter()
+            .map(|l| (l.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), l.weight, self.model_hash(&l.path)))
+            .collect();
         let model = &loaded.as_ref().unwrap().1;
         self.update(id, false, |e| {
             e.info.progress = 13;
@@ -295,6 +329,7 @@ impl JobManager {
                     base_model_hash: &self.model_hash(&checkpoint),
                     width: out.image.width,
                     height: out.image.height,
+                    loras: &lora_facts,
                 };
                 (metadata::parameters(&m.scheme, &m.entries, &facts), m.scheme.clone())
             });

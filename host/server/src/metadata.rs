@@ -13,6 +13,8 @@ pub struct ImageFacts<'a> {
     pub base_model_hash: &'a str,
     pub width: u32,
     pub height: u32,
+    /// LoRAs merged: (file stem, weight, hash).
+    pub loras: &'a [(String, f32, String)],
 }
 
 /// Build the text for `scheme` from the plugin's entries (key → JSON text) plus `facts`.
@@ -24,6 +26,10 @@ pub fn parameters(scheme: &str, entries: &[(String, String)], facts: &ImageFacts
     map.insert("base_model".into(), Value::String(facts.base_model.into()));
     map.insert("base_model_hash".into(), Value::String(facts.base_model_hash.into()));
     map.insert("metadata_scheme".into(), Value::String(scheme.into()));
+    map.insert("loras".into(), Value::Array(facts.loras.iter().map(|(n, w, h)| serde_json::json!([n, w, h])).collect()));
+    for (i, (name, weight, _)) in facts.loras.iter().enumerate() {
+        map.insert(format!("lora_combined_{}", i + 1), Value::String(format!("{name} : {weight}")));
+    }
     if scheme == "a1111" {
         a1111(&map, facts)
     } else {
@@ -134,14 +140,14 @@ mod tests {
     use super::*;
 
     fn facts() -> ImageFacts<'static> {
-        ImageFacts { seed: 42, base_model: "tiny", base_model_hash: "0123456789", width: 64, height: 32 }
+        ImageFacts { seed: 42, base_model: "tiny", base_model_hash: "0123456789", width: 64, height: 32, loras: &[] }
     }
 
     #[test]
     fn fooocus_scheme_is_python_json_with_sorted_keys() {
         let entries = vec![("prompt".to_string(), "\"a café, \\\"x\\\"\"".to_string()), ("steps".into(), "30".into())];
         // Expected text written by hand from Python: json.dumps({...}) on the sorted dict.
-        let expected = r#"{"base_model": "tiny", "base_model_hash": "0123456789", "metadata_scheme": "fooocus", "prompt": "a caf\u00e9, \"x\"", "seed": "42", "steps": 30}"#;
+        let expected = r#"{"base_model": "tiny", "base_model_hash": "0123456789", "loras": [], "metadata_scheme": "fooocus", "prompt": "a caf\u00e9, \"x\"", "seed": "42", "steps": 30}"#;
         assert_eq!(parameters("fooocus", &entries, &facts()), expected);
     }
 

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::fields::{field, required, Field, Kind};
-use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, OutputOptions, SamplingPatches};
+use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, Lora, OutputOptions, SamplingPatches};
 
 pub const PERFORMANCE: &[&str] = &["Speed", "Quality", "Extreme Speed", "Lightning", "Hyper-SD"];
 pub const SAMPLERS: &[&str] = &[
@@ -337,7 +337,6 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 ("vae".into(), q(json!(str_of(&adv, "vae_name")))),
                 ("full_prompt".into(), q(json!([prompt]))),
                 ("full_negative_prompt".into(), q(json!([negative]))),
-                ("loras".into(), "[]".into()),
                 ("version".into(), q(json!(format!("focal v{}", crate::host_version())))),
             ],
         }
@@ -355,6 +354,19 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
             *v = json!("<image>");
         }
     }
+    // Enabled LoRAs other than "None", at most Fooocus's default_max_lora_number (5).
+    let loras: Vec<Lora> = body["loras"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|l| l["enabled"].as_bool() == Some(true))
+                .filter_map(|l| Some(Lora { name: l["model_name"].as_str()?.to_string(), weight: l["weight"].as_f64()? as f32 }))
+                .filter(|l| l.name != "None" && !l.name.is_empty())
+                .take(5)
+                .collect()
+        })
+        .unwrap_or_default();
     let params = GenerationParams {
         prompt,
         negative_prompt: negative,
@@ -376,6 +388,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
             adm_negative: num(&adv, "adm_scaler_negative") as f32,
             adm_end: num(&adv, "adm_scaler_end") as f32,
         }),
+        loras,
     };
     let spec = JobSpec {
         job_type: e.job_type.into(),
