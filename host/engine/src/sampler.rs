@@ -13,27 +13,35 @@ named_enum!(
         Euler = "euler",
         EulerAncestral = "euler_ancestral",
         Heun = "heun",
+        HeunPP2 = "heunpp2",
         Dpm2 = "dpm_2",
+        Dpm2Ancestral = "dpm_2_ancestral",
+        Lms = "lms",
+        DpmPP2SAncestral = "dpmpp_2s_ancestral",
+        DpmPPSde = "dpmpp_sde",
+        DpmPPSdeGpu = "dpmpp_sde_gpu",
         DpmPP2M = "dpmpp_2m",
         DpmPP2MSde = "dpmpp_2m_sde",
         DpmPP2MSdeGpu = "dpmpp_2m_sde_gpu",
-        DpmPPSde = "dpmpp_sde",
-        DpmPPSdeGpu = "dpmpp_sde_gpu",
-        Ddim = "ddim",
+        DpmPP3MSde = "dpmpp_3m_sde",
+        DpmPP3MSdeGpu = "dpmpp_3m_sde_gpu",
+        Ddpm = "ddpm",
         Lcm = "lcm",
+        Ddim = "ddim",
     }
 );
 
 impl Sampler {
     /// ComfyUI computes one extra sigma and drops the penultimate one for these.
     pub fn discards_penultimate_sigma(self) -> bool {
-        matches!(self, Sampler::Dpm2)
+        matches!(self, Sampler::Dpm2 | Sampler::Dpm2Ancestral)
     }
 
     /// Model evaluations per step (for progress reporting).
     pub fn evals_per_step(self) -> usize {
         match self {
-            Sampler::Heun | Sampler::Dpm2 | Sampler::DpmPPSde | Sampler::DpmPPSdeGpu => 2,
+            Sampler::HeunPP2 => 3,
+            Sampler::Heun | Sampler::Dpm2 | Sampler::Dpm2Ancestral | Sampler::DpmPP2SAncestral | Sampler::DpmPPSde | Sampler::DpmPPSdeGpu => 2,
             _ => 1,
         }
     }
@@ -46,17 +54,46 @@ pub trait Denoiser {
 
 /// Standard-normal noise injected by ancestral and SDE samplers, seeded per image. (Fooocus
 /// uses a Brownian tree; its increments are i.i.d. normal, so results agree in distribution.)
-pub struct NoiseSource(TorchRng);
+pub struct NoiseSource(Option<TorchRng>);
 
 impl NoiseSource {
     pub fn new(seed: u64) -> Self {
-        Self(TorchRng::new(seed))
+        Self(Some(TorchRng::new(seed)))
+    }
+
+    /// No noise at all: stochastic samplers reduce to their deterministic part (used to check
+    /// that part against reference formulas).
+    pub fn silent() -> Self {
+        Self(None)
     }
 
     pub fn sample(&mut self, like: &Tensor) -> Result<Tensor> {
-        let data = self.0.randn(like.elem_count());
-        Ok(Tensor::from_vec(data, like.shape(), like.device())?.to_dtype(like.dtype())?)
+        match &mut self.0 {
+            Some(rng) => {
+                let data = rng.randn(like.elem_count());
+                Ok(Tensor::from_vec(data, like.shape(), like.device())?.to_dtype(like.dtype())?)
+            }
+            None => Ok(like.zeros_like()?),
+        }
     }
+}
+
+/// k-diffusion `linear_multistep_coeff`: ∫ over [t_i, t_{i+1}] of the Lagrange basis polynomial
+/// of node `j` (nodes t_i, t_{i−1}, …). The polynomial has degree < 4, so 4-point
+/// Gauss–Legendre quadrature is exact.
+fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
+    let basis = |tau: f64| {
+        (0..order).filter(|&k| k != j).fold(1.0, |p, k| p * (tau - t[i - k]) / (t[i - j] - t[i - k]))
+    };
+    const NODES: [(f64, f64); 4] = [
+        (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+        (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+    ];
+    let (a, b) = (t[i], t[i + 1]);
+    let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
+    NODES.iter().map(|(x, w)| w * basis(mid + half * x)).sum::<f64>() * half
 }
 
 /// Called after every step with (step index, number of steps, current x, denoised estimate);
@@ -93,7 +130,11 @@ pub fn sample(
     let n = sigmas.len() - 1;
     let s = |i: usize| sigmas[i] as f64;
     let mut old_denoised: Option<Tensor> = None;
+    let mut older_denoised: Option<Tensor> = None;
     let mut h_last: Option<f64> = None;
+    let mut h_before_last: Option<f64> = None;
+    let mut lms_ds: Vec<Tensor> = Vec::new();
+    let sigmas64: Vec<f64> = sigmas.iter().map(|&v| v as f64).collect();
     for i in 0..n {
         let (sigma, next) = (s(i), s(i + 1));
         let denoised = model.denoise(&x, sigmas[i])?;
@@ -184,11 +225,123 @@ pub fn sample(
                     (&nx + (noise.sample(&nx)? * su)?)?
                 }
             }
+            Sampler::HeunPP2 => {
+                let d = to_d(&x, sigma, &denoised)?;
+                let dt = next - sigma;
+                let end = s(n);
+                if next == end {
+                    (&x + (d * dt)?)?
+                } else {
+                    let x2 = (&x + (&d * dt)?)?;
+                    let d2 = to_d(&x2, next, &model.denoise(&x2, sigmas[i + 1])?)?;
+                    if s(i + 2) == end {
+                        // Heun, weighted by the noise level.
+                        let w2 = next / (2.0 * s(0));
+                        (&x + (lin(&d, 1.0 - w2, &d2, w2)? * dt)?)?
+                    } else {
+                        let x3 = (&x2 + (&d2 * (s(i + 2) - next))?)?;
+                        let d3 = to_d(&x3, s(i + 2), &model.denoise(&x3, sigmas[i + 2])?)?;
+                        let (w2, w3) = (next / (3.0 * s(0)), s(i + 2) / (3.0 * s(0)));
+                        let d_prime = (lin(&d, 1.0 - w2 - w3, &d2, w2)? + (d3 * w3)?)?;
+                        (&x + (d_prime * dt)?)?
+                    }
+                }
+            }
+            Sampler::Dpm2Ancestral => {
+                let (down, up) = ancestral_step(sigma, next, 1.0);
+                let d = to_d(&x, sigma, &denoised)?;
+                if down == 0.0 {
+                    (&x + (d * (down - sigma))?)?
+                } else {
+                    let mid = ((sigma.ln() + down.ln()) * 0.5).exp();
+                    let x2 = (&x + (d * (mid - sigma))?)?;
+                    let d2 = to_d(&x2, mid, &model.denoise(&x2, mid as f32)?)?;
+                    let x = (&x + (d2 * (down - sigma))?)?;
+                    (&x + (noise.sample(&x)? * up)?)?
+                }
+            }
+            Sampler::Lms => {
+                const ORDER: usize = 4;
+                lms_ds.push(to_d(&x, sigma, &denoised)?);
+                if lms_ds.len() > ORDER {
+                    lms_ds.remove(0);
+                }
+                let order = (i + 1).min(ORDER);
+                let mut nx = x.clone();
+                for (j, d) in lms_ds.iter().rev().enumerate() {
+                    nx = (nx + (d * lms_coeff(order, &sigmas64, i, j))?)?;
+                }
+                nx
+            }
+            Sampler::DpmPP2SAncestral => {
+                let (down, up) = ancestral_step(sigma, next, 1.0);
+                let x = if down == 0.0 {
+                    let d = to_d(&x, sigma, &denoised)?;
+                    (&x + (d * (down - sigma))?)?
+                } else {
+                    let (t, t_next) = (-sigma.ln(), -down.ln());
+                    let h = t_next - t;
+                    let s_mid = t + 0.5 * h;
+                    let x2 = lin(&x, (-s_mid).exp() / sigma, &denoised, -(-0.5 * h).exp_m1())?;
+                    let denoised2 = model.denoise(&x2, (-s_mid).exp() as f32)?;
+                    lin(&x, down / sigma, &denoised2, -(-h).exp_m1())?
+                };
+                if next > 0.0 { (&x + (noise.sample(&x)? * up)?)? } else { x }
+            }
+            Sampler::DpmPP3MSde | Sampler::DpmPP3MSdeGpu => {
+                // η = 1.
+                if next == 0.0 {
+                    denoised.clone()
+                } else {
+                    let h = (-next.ln()) - (-sigma.ln());
+                    let h_eta = 2.0 * h;
+                    let mut nx = lin(&x, (-h_eta).exp(), &denoised, -(-h_eta).exp_m1())?;
+                    let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                    match (&old_denoised, &older_denoised, h_last, h_before_last) {
+                        (Some(d1), Some(d2), Some(h1), Some(h2)) => {
+                            let (r0, r1) = (h1 / h, h2 / h);
+                            let d1_0 = ((&denoised - d1)? / r0)?;
+                            let d1_1 = ((d1 - d2)? / r1)?;
+                            let diff = (&d1_0 - &d1_1)?;
+                            let first = (&d1_0 + (&diff * (r0 / (r0 + r1)))?)?;
+                            let second = (diff / (r0 + r1))?;
+                            let phi_3 = phi_2 / h_eta - 0.5;
+                            nx = ((nx + (first * phi_2)?)? - (second * phi_3)?)?;
+                        }
+                        (Some(d1), _, Some(h1), _) => {
+                            let d = ((&denoised - d1)? / (h1 / h))?;
+                            nx = (nx + (d * phi_2)?)?;
+                        }
+                        _ => {}
+                    }
+                    h_before_last = h_last;
+                    h_last = Some(h);
+                    let scale = next * (-(-2.0 * h).exp_m1()).sqrt();
+                    (&nx + (noise.sample(&nx)? * scale)?)?
+                }
+            }
+            Sampler::Ddpm => {
+                // DDPM ancestral step in the variance-preserving frame.
+                let eps = ((&x - &denoised)? / sigma)?;
+                let x_vp = (&x / (1.0 + sigma * sigma).sqrt())?;
+                let ac = 1.0 / (sigma * sigma + 1.0);
+                let ac_prev = 1.0 / (next * next + 1.0);
+                let alpha = ac / ac_prev;
+                let mut mu = ((x_vp - (eps * ((1.0 - alpha) / (1.0 - ac).sqrt()))?)? * (1.0 / alpha).sqrt())?;
+                if next > 0.0 {
+                    let std = ((1.0 - alpha) * (1.0 - ac_prev) / (1.0 - ac)).sqrt();
+                    mu = (&mu + (noise.sample(&mu)? * std)?)?;
+                    (mu * (1.0 + next * next).sqrt())?
+                } else {
+                    mu
+                }
+            }
             Sampler::Lcm => {
                 if next > 0.0 { (&denoised + (noise.sample(&denoised)? * next)?)? } else { denoised.clone() }
             }
         };
         on_step(i, n, &x, &denoised)?;
+        older_denoised = old_denoised.take();
         old_denoised = Some(denoised);
     }
     Ok(x)

@@ -114,8 +114,40 @@ named_enum!(
         SgmUniform = "sgm_uniform",
         Simple = "simple",
         DdimUniform = "ddim_uniform",
+        Turbo = "turbo",
+        AlignYourSteps = "align_your_steps",
     }
 );
+
+/// NVIDIA's Align Your Steps noise levels for SDXL (as ComfyUI/Fooocus ship them).
+const AYS_SDXL: [f64; 11] = [
+    14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289, 0.3798540708,
+    0.2332364134, 0.1114188177, 0.0291671582,
+];
+
+/// AYS table log-linearly resampled to `steps + 1` levels, last set to 0 (ComfyUI
+/// `loglinear_interp` over reversed logs, numpy `interp` semantics).
+fn align_your_steps(steps: usize) -> Vec<f32> {
+    let n = AYS_SDXL.len();
+    let mut levels: Vec<f64> = if steps + 1 == n {
+        AYS_SDXL.to_vec()
+    } else {
+        let ys: Vec<f64> = AYS_SDXL.iter().rev().map(|v| v.ln()).collect();
+        let xs = |i: usize, count: usize| if count == 1 { 0.0 } else { i as f64 / (count - 1) as f64 };
+        let mut out: Vec<f64> = (0..=steps)
+            .map(|k| {
+                let x = xs(k, steps + 1);
+                let j = ((x * (n - 1) as f64).floor() as usize).min(n - 2);
+                let (x0, x1) = (xs(j, n), xs(j + 1, n));
+                (ys[j] + (x - x0) * (ys[j + 1] - ys[j]) / (x1 - x0)).exp()
+            })
+            .collect();
+        out.reverse();
+        out
+    };
+    levels.pop(); // the last level becomes the trailing 0 added by the caller
+    levels.into_iter().map(|v| v as f32).collect()
+}
 
 impl Scheduler {
     /// `steps` sigmas from high to low followed by a trailing 0.
@@ -132,6 +164,9 @@ impl Scheduler {
                 let stride = ms.sigmas.len() as f64 / steps as f64;
                 (0..steps).map(|i| ms.sigmas[ms.sigmas.len() - 1 - (i as f64 * stride) as usize]).collect()
             }
+            // SD-Turbo: timesteps 999, 899, …, 99 (the first `steps`, at most 10).
+            Scheduler::Turbo => (0..steps.min(10)).map(|i| ms.sigma((999 - 100 * i) as f32)).collect(),
+            Scheduler::AlignYourSteps => align_your_steps(steps),
             Scheduler::DdimUniform => {
                 let stride = (ms.sigmas.len() / steps).max(1);
                 let mut v: Vec<f32> = (1..ms.sigmas.len()).step_by(stride).map(|i| ms.sigmas[i]).collect();
