@@ -114,6 +114,8 @@ impl Cond {
 /// contexts have the same length; with `patches`, Fooocus's sharpness/adaptive CFG/ADM.
 pub struct CfgDenoiser<'a> {
     model: &'a SdxlModel,
+    /// Swapped in for `model` after the first model call of the given step ("joint" swap).
+    refiner: Option<(&'a SdxlModel, usize)>,
     sampling: &'a ModelSampling,
     cond: Cond,
     uncond: Cond,
@@ -149,6 +151,7 @@ impl<'a> CfgDenoiser<'a> {
         };
         Ok(Self {
             model,
+            refiner: None,
             sampling,
             cond: build(cond, patches.map(|p| p.adm_positive))?,
             uncond: build(uncond, patches.map(|p| p.adm_negative))?,
@@ -157,12 +160,37 @@ impl<'a> CfgDenoiser<'a> {
         })
     }
 
+    /// Continue with `refiner` after the model call at step `switch` (Fooocus's "joint" swap:
+    /// the sampler's history and noise carry on; an SDXL refiner of the base's architecture
+    /// takes the base's conditioning unchanged, as Fooocus does).
+    pub fn with_refiner(mut self, refiner: &'a SdxlModel, switch: usize) -> Self {
+        self.refiner = Some((refiner, switch));
+        self
+    }
+
     fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
         Ok(self.model.unet.forward(x_in, &vec![t; x_in.dim(0)?], ctx, y)?)
     }
 }
 
+/// Fooocus's switch step: `round(steps · refiner_switch)` with Python's half-to-even rounding.
+pub fn refiner_switch_step(steps: usize, refiner_switch: f32) -> usize {
+    let switch: f64 = refiner_switch.to_string().parse().unwrap_or(refiner_switch as f64);
+    let v = steps as f64 * switch;
+    let r = v.round();
+    let r = if (v - v.trunc() - 0.5).abs() < 1e-9 && r as u64 % 2 == 1 { r - 1.0 } else { r };
+    r.max(0.0) as usize
+}
+
 impl Denoiser for CfgDenoiser<'_> {
+    fn first_eval_done(&mut self, step: usize) {
+        if let Some((refiner, switch)) = self.refiner {
+            if step == switch {
+                self.model = refiner;
+            }
+        }
+    }
+
     fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor> {
         let t = self.sampling.timestep(sigma) as f32;
         let s = sigma as f64;
@@ -231,6 +259,20 @@ impl SdxlModel {
         want_previews: bool,
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
+        self.generate_with_refiner(params, cond, uncond, None, want_previews, on_progress)
+    }
+
+    /// Like [`generate_with`](Self::generate_with), swapping to `refiner` after the model call
+    /// at step `switch` (see [`refiner_switch_step`]). The base's VAE decodes.
+    pub fn generate_with_refiner(
+        &self,
+        params: &GenerationParams,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        refiner: Option<(&SdxlModel, usize)>,
+        want_previews: bool,
+        on_progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
         let sampling = ModelSampling::sdxl();
         let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
@@ -250,6 +292,9 @@ impl SdxlModel {
         };
         let size = SizeIds::plain(params.width, params.height);
         let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+        if let Some((model, switch)) = refiner {
+            denoiser = denoiser.with_refiner(model, switch);
+        }
         let mut noise_source = NoiseSource::new(params.seed.wrapping_add(1));
         let mut on_step = |i: usize, n: usize, _x: &Tensor, denoised: &Tensor| -> Result<()> {
             let preview = if want_previews { Some(latent_preview(denoised)?) } else { None };

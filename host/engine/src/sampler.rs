@@ -50,6 +50,10 @@ impl Sampler {
 /// The model as seen by a sampler.
 pub trait Denoiser {
     fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor>;
+
+    /// Called right after the first model call of step `step` (where k-diffusion calls its
+    /// step callback); Fooocus swaps to the refiner there.
+    fn first_eval_done(&mut self, _step: usize) {}
 }
 
 /// Standard-normal noise injected by ancestral and SDE samplers, seeded per image. (Fooocus
@@ -138,6 +142,7 @@ pub fn sample(
     for i in 0..n {
         let (sigma, next) = (s(i), s(i + 1));
         let denoised = model.denoise(&x, sigmas[i])?;
+        model.first_eval_done(i);
         x = match sampler {
             Sampler::Euler | Sampler::Ddim => {
                 let d = to_d(&x, sigma, &denoised)?;
