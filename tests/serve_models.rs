@@ -119,3 +119,33 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
     let meta = String::from_utf8_lossy(&with_lora);
     assert!(meta.contains(r#""loras": [["tiny-lora", 1.0, "#) && meta.contains("tiny-lora : 1"), "LoRA in the metadata");
 }
+
+#[test]
+fn a_request_refiner_takes_over_at_the_switch() {
+    use candle_core::Device;
+    let dir = tempfile::tempdir().unwrap();
+    // A "refiner" with the base's architecture and one UNet weight changed.
+    let mut tensors = candle_core::safetensors::load(common::fixtures().join("tiny-sdxl-a.safetensors"), &Device::Cpu).unwrap();
+    let key = tensors.keys().find(|k| k.starts_with("model.diffusion_model.") && k.ends_with("attn2.to_k.weight")).unwrap().clone();
+    let changed = (tensors[&key].clone() * 3.0).unwrap();
+    tensors.insert(key, changed);
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    candle_core::safetensors::save(&tensors, dir.path().join("models/checkpoints/refiner.safetensors")).unwrap();
+    let server = common::serve_tiny(dir.path(), &[]);
+    let image = |refiner: &str| -> Vec<u8> {
+        let body = format!(
+            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                "refiner_model_name": "{refiner}", "refiner_switch": 0.5, "advanced_params": {{"sampler_name": "euler", "overwrite_step": 4}}}}"#
+        );
+        let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body);
+        let v = common::json(&raw);
+        assert_eq!(status, 200, "{v}");
+        common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap())
+    };
+    let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
+    let plain = image("None");
+    let refined = image("refiner.safetensors");
+    assert_ne!(pixels(&refined), pixels(&plain), "the refiner changes the image");
+    assert_eq!(pixels(&image("missing.safetensors")), pixels(&plain), "an unknown refiner is skipped, as the seed does");
+    assert!(String::from_utf8_lossy(&refined).contains(r#""refiner_model": "refiner.safetensors""#));
+}

@@ -53,6 +53,13 @@ pub struct JobOptions {
 struct ModelKey {
     checkpoint: PathBuf,
     loras: Vec<LoraSpec>,
+    refiner: Option<PathBuf>,
+}
+
+/// The loaded base model and, when the job has one, its refiner.
+struct Loaded {
+    base: SdxlModel,
+    refiner: Option<SdxlModel>,
 }
 
 struct Entry {
@@ -223,7 +230,7 @@ impl JobManager {
     }
 
     fn worker_loop(self: Arc<Self>) {
-        let mut loaded: Option<(ModelKey, SdxlModel)> = None;
+        let mut loaded: Option<(ModelKey, Loaded)> = None;
         loop {
             let id = {
                 let mut jobs = self.jobs.lock().unwrap();
@@ -253,7 +260,7 @@ impl JobManager {
     }
 
     /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
-    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, SdxlModel)>) -> Result<(), String> {
+    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, Loaded)>) -> Result<(), String> {
         // Never answer an image task with an unrelated text-to-image result.
         if spec.job_type != TEXT_TO_IMAGE || !spec.inputs.is_empty() {
             let roles: Vec<&str> = spec.inputs.iter().map(|i| i.role.as_str()).collect();
@@ -268,25 +275,39 @@ impl JobManager {
         let p = &spec.params;
         let checkpoint = self.checkpoint_for(&p.base_model);
         let loras = self.lora_specs(&p.loras);
-        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone() };
-        // The same checkpoint and LoRA set reuse the merged model; anything else reloads.
+        let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
+            Some(path) if path != checkpoint => Some((path, r.switch)),
+            Some(_) => None,
+            None => {
+                tracing::warn!(refiner = %r.model, "refiner not found in the models folder; skipped");
+                None
+            }
+        });
+        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone(), refiner: refiner.as_ref().map(|(p, _)| p.clone()) };
+        // The same checkpoints and LoRA set reuse the merged models; anything else reloads.
         if loaded.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
-            *loaded = None; // free the old model before loading the next
+            *loaded = None; // free the old models before loading the next
             self.download_if_missing(id, &checkpoint)?;
             tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
             let options = LoadOptions { loras: loras.clone(), ..Default::default() };
-            let model = SdxlModel::load(&checkpoint, &options)
+            let base = SdxlModel::load(&checkpoint, &options)
                 .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
-            for unknown in &model.lora_report.unknown {
+            for unknown in &base.lora_report.unknown {
                 tracing::warn!(job = %id, "LoRA key not merged: {unknown}");
             }
-            *loaded = Some((key, model));
+            // The refiner gets the same LoRAs, as in Fooocus.
+            let refiner = match &refiner {
+                Some((path, _)) => Some(SdxlModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?),
+                None => None,
+            };
+            *loaded = Some((key, Loaded { base, refiner }));
         }
         let lora_facts: Vec<(String, f32, String)> = loras
             .iter()
             .map(|l| (l.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), l.weight, self.model_hash(&l.path)))
             .collect();
-        let model = &loaded.as_ref().unwrap().1;
+        let models = &loaded.as_ref().unwrap().1;
+        let model = &models.base;
         self.update(id, false, |e| {
             e.info.progress = 13;
             e.info.status = Some("Encoding prompts ...".into());
@@ -312,7 +333,11 @@ impl JobManager {
                 });
                 !self.stop_running.load(Ordering::Relaxed)
             };
-            let out = match model.generate_with(&params, &cond, &uncond, p.preview, &mut on_step) {
+            let refiner_at = match (&models.refiner, &refiner) {
+                (Some(m), Some((_, switch))) => Some((m, focal_engine::pipeline::refiner_switch_step(p.steps as usize, *switch))),
+                _ => None,
+            };
+            let out = match model.generate_with_refiner(&params, &cond, &uncond, refiner_at, p.preview, &mut on_step) {
                 Ok(o) => o,
                 Err(focal_engine::EngineError::Cancelled) => {
                     self.update(id, false, |e| e.info.stopped = true);

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::fields::{field, required, Field, Kind};
-use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, Lora, OutputOptions, SamplingPatches};
+use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, Lora, OutputOptions, Refiner, SamplingPatches};
 
 pub const PERFORMANCE: &[&str] = &["Speed", "Quality", "Extreme Speed", "Lightning", "Hyper-SD"];
 pub const SAMPLERS: &[&str] = &[
@@ -309,6 +309,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     let prompt = str_of(body, "prompt").to_string();
     let negative = str_of(body, "negative_prompt").to_string();
     let cfg = num(body, "guidance_scale");
+    let refiner_name = str_of(body, "refiner_model_name");
     let metadata = body["save_meta"].as_bool().unwrap_or(false).then(|| {
         let q = |v: Value| v.to_string();
         let fmt = |f: f64| crate::python_float(f);
@@ -330,7 +331,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                     q(json!(format!("({}, {}, {})", fmt(num(&adv, "adm_scaler_positive")), fmt(num(&adv, "adm_scaler_negative")), fmt(num(&adv, "adm_scaler_end"))))),
                 ),
                 ("adaptive_cfg".into(), fmt(num(&adv, "adaptive_cfg"))),
-                ("refiner_model".into(), q(json!("None"))),
+                ("refiner_model".into(), q(json!(if matches!(refiner_name, "" | "None") { "None" } else { refiner_name }))),
                 ("refiner_switch".into(), fmt(num(body, "refiner_switch"))),
                 ("sampler".into(), q(json!(sampler))),
                 ("scheduler".into(), q(json!(scheduler))),
@@ -367,6 +368,13 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 .collect()
         })
         .unwrap_or_default();
+    // Refiner: none for "None"/"" or the base itself (Fooocus drops it then too);
+    // `overwrite_switch` > 0 replaces `refiner_switch`.
+    let overwrite_switch = num(&adv, "overwrite_switch");
+    let refiner = (!matches!(refiner_name, "" | "None") && refiner_name != str_of(body, "base_model_name")).then(|| Refiner {
+        model: refiner_name.to_string(),
+        switch: if overwrite_switch > 0.0 { overwrite_switch as f32 } else { num(body, "refiner_switch") as f32 },
+    });
     let params = GenerationParams {
         prompt,
         negative_prompt: negative,
@@ -389,6 +397,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
             adm_end: num(&adv, "adm_scaler_end") as f32,
         }),
         loras,
+        refiner,
     };
     let spec = JobSpec {
         job_type: e.job_type.into(),
