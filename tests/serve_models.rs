@@ -149,3 +149,35 @@ fn a_request_refiner_takes_over_at_the_switch() {
     assert_eq!(pixels(&image("missing.safetensors")), pixels(&plain), "an unknown refiner is skipped, as the seed does");
     assert!(String::from_utf8_lossy(&refined).contains(r#""refiner_model": "refiner.safetensors""#));
 }
+
+#[test]
+fn lightning_runs_with_its_lora_sampler_and_neutral_guidance() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
+    // Stands in for the real Lightning LoRA (same file name, made for the tiny model).
+    write_tiny_lora(&dir.path().join("models/loras/sdxl_lightning_4step_lora.safetensors"));
+    let server = common::serve_tiny(dir.path(), &[]);
+    let body = r#"{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                   "performance_selection": "Lightning", "guidance_scale": 9, "sharpness": 20}"#;
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
+    let v = common::json(&raw);
+    assert_eq!(status, 200, "{v}");
+    let png = common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap());
+    let meta = String::from_utf8_lossy(&png);
+    for expected in [
+        r#""performance": "Lightning""#,
+        r#""steps": 4"#,
+        r#""sampler": "euler""#,
+        r#""scheduler": "sgm_uniform""#,
+        r#""guidance_scale": 1.0"#,
+        r#""sharpness": 0.0"#,
+        r#""adm_guidance": "(1.0, 1.0, 0.0)""#,
+        r#"["sdxl_lightning_4step_lora", 1.0, "#,
+    ] {
+        assert!(meta.contains(expected), "{expected} in the metadata");
+    }
+    // Extreme Speed needs the LCM sampling patch: refused, saying so.
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", r#"{"performance_selection": "Extreme Speed"}"#);
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&raw).contains("LCM"));
+}

@@ -19,6 +19,13 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("sai", include_str!("../assets/presets/sai.json")),
 ];
 
+/// The LoRAs Fooocus's fast performance modes add, with where Fooocus downloads them.
+pub const PERFORMANCE_LORAS: &[(&str, &str)] = &[
+    ("sdxl_lcm_lora.safetensors", "https://huggingface.co/lllyasviel/misc/resolve/main/sdxl_lcm_lora.safetensors"),
+    ("sdxl_lightning_4step_lora.safetensors", "https://huggingface.co/mashb1t/misc/resolve/main/sdxl_lightning_4step_lora.safetensors"),
+    ("sdxl_hyper_sd_4step_lora.safetensors", "https://huggingface.co/mashb1t/misc/resolve/main/sdxl_hyper_sd_4step_lora.safetensors"),
+];
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Preset {
     #[serde(default)]

@@ -182,27 +182,40 @@ impl JobManager {
 
     /// The request's LoRAs that exist in `loras/`; others are skipped with a warning, as the
     /// seed replaces unknown names by "None".
-    fn lora_specs(&self, loras: &[focal_runtime::services::Lora]) -> Vec<LoraSpec> {
-        loras
-            .iter()
-            .filter_map(|l| match self.options.models.find("loras", &l.name) {
-                Some(path) => Some(LoraSpec { path, weight: l.weight }),
-                None => {
-                    tracing::warn!(lora = %l.name, "LoRA not found in the models folder; skipped");
-                    None
-                }
-            })
-            .collect()
+    /// The performance LoRAs (Lightning, Hyper-SD, …) are downloaded when missing: without them
+    /// a 4-step image is noise.
+    fn lora_specs(&self, id: &str, loras: &[focal_runtime::services::Lora]) -> Result<Vec<LoraSpec>, String> {
+        let mut specs = Vec::new();
+        for l in loras {
+            if let Some(path) = self.options.models.find("loras", &l.name) {
+                specs.push(LoraSpec { path, weight: l.weight });
+            } else if let Some((_, url)) = focal_models::presets::PERFORMANCE_LORAS.iter().find(|(f, _)| *f == l.name) {
+                let dest = self.options.models.folder("loras").join(&l.name);
+                self.download(id, url, &dest)?;
+                specs.push(LoraSpec { path: dest, weight: l.weight });
+            } else {
+                tracing::warn!(lora = %l.name, "LoRA not found in the models folder; skipped");
+            }
+        }
+        Ok(specs)
     }
 
-    /// Download a missing checkpoint the preset knows a URL for, reporting progress on the job.
+    /// Download a missing checkpoint the preset knows a URL for.
     fn download_if_missing(&self, id: &str, checkpoint: &Path) -> Result<(), String> {
         let name = checkpoint.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let Some(url) = self.options.downloads.get(name).filter(|_| !checkpoint.exists()) else { return Ok(()) };
+        match self.options.downloads.get(name).filter(|_| !checkpoint.exists()) {
+            Some(url) => self.download(id, url, checkpoint),
+            None => Ok(()),
+        }
+    }
+
+    /// Fetch `url` to `dest`, reporting progress as the job's status.
+    fn download(&self, id: &str, url: &str, dest: &Path) -> Result<(), String> {
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let downloader = Downloader::new().map_err(|e| e.to_string())?;
         let mut last_pct = u64::MAX;
         downloader
-            .fetch(url, checkpoint, None, &mut |done, total| {
+            .fetch(url, dest, None, &mut |done, total| {
                 let pct = total.map(|t| done * 100 / t.max(1)).unwrap_or(0);
                 if pct != last_pct {
                     last_pct = pct;
@@ -274,7 +287,7 @@ impl JobManager {
         }
         let p = &spec.params;
         let checkpoint = self.checkpoint_for(&p.base_model);
-        let loras = self.lora_specs(&p.loras);
+        let loras = self.lora_specs(id, &p.loras)?;
         let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
             Some(path) if path != checkpoint => Some((path, r.switch)),
             Some(_) => None,

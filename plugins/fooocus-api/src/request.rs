@@ -261,13 +261,20 @@ fn num(m: &Map<String, Value>, k: &str) -> f64 {
 pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImage>, random_seed: u64, png_stream: bool) -> Result<Generation, Problem> {
     let adv = body["advanced_params"].as_object().cloned().unwrap_or_default();
     let performance = str_of(body, "performance_selection");
-    if matches!(performance, "Extreme Speed" | "Lightning" | "Hyper-SD") {
+    if performance == "Extreme Speed" {
         return Err((
             vec!["performance_selection"],
-            format!("'{performance}' runs with its acceleration LoRA, which this focal version cannot apply yet; use 'Speed' or 'Quality'"),
+            "'Extreme Speed' needs the LCM model-sampling patch, which this focal version does not have yet; use 'Lightning', 'Hyper-SD', 'Speed' or 'Quality'".into(),
             json!(performance),
         ));
     }
+    // Fooocus's fast modes: their LoRA, sampler and scheduler; CFG, sharpness, adaptive CFG and
+    // ADM neutral; no refiner (`async_worker.py:set_lightning_defaults`, `set_hyper_sd_defaults`).
+    let fast: Option<(&str, f32, &str, &str)> = match performance {
+        "Lightning" => Some(("sdxl_lightning_4step_lora.safetensors", 1.0, "euler", "sgm_uniform")),
+        "Hyper-SD" => Some(("sdxl_hyper_sd_4step_lora.safetensors", 0.8, "dpmpp_sde_gpu", "karras")),
+        _ => None,
+    };
     let overwrite_step = adv.get("overwrite_step").and_then(Value::as_i64).unwrap_or(-1);
     let steps = if overwrite_step > 0 { overwrite_step as u32 } else { performance_steps(performance) };
     let aspect = str_of(body, "aspect_ratios_selection");
@@ -285,8 +292,10 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     if oh > 0 {
         height = oh as u32;
     }
-    let sampler = str_of(&adv, "sampler_name");
-    let scheduler = str_of(&adv, "scheduler_name");
+    let (sampler, scheduler) = match fast {
+        Some((_, _, sampler, scheduler)) => (sampler, scheduler),
+        None => (str_of(&adv, "sampler_name"), str_of(&adv, "scheduler_name")),
+    };
     const MAX_SEED: i64 = i64::MAX;
     let seed = match body.get("image_seed").and_then(Value::as_i64) {
         Some(s) if (0..=MAX_SEED).contains(&s) => s as u64,
@@ -308,11 +317,23 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     }
     let prompt = str_of(body, "prompt").to_string();
     let negative = str_of(body, "negative_prompt").to_string();
-    let cfg = num(body, "guidance_scale");
-    let refiner_name = str_of(body, "refiner_model_name");
+    let cfg = if fast.is_some() { 1.0 } else { num(body, "guidance_scale") };
+    let patches = match fast {
+        Some(_) => SamplingPatches { sharpness: 0.0, adaptive_cfg: 1.0, adm_positive: 1.0, adm_negative: 1.0, adm_end: 0.0 },
+        None => SamplingPatches {
+            sharpness: num(body, "sharpness") as f32,
+            adaptive_cfg: num(&adv, "adaptive_cfg") as f32,
+            adm_positive: num(&adv, "adm_scaler_positive") as f32,
+            adm_negative: num(&adv, "adm_scaler_negative") as f32,
+            adm_end: num(&adv, "adm_scaler_end") as f32,
+        },
+    };
+    let refiner_name = if fast.is_some() { "None" } else { str_of(body, "refiner_model_name") };
     let metadata = body["save_meta"].as_bool().unwrap_or(false).then(|| {
         let q = |v: Value| v.to_string();
         let fmt = |f: f64| crate::python_float(f);
+        // An f32 setting as its shortest decimal (0.8, not 0.800000011920929).
+        let fmt32 = |f: f32| crate::python_float(f.to_string().parse().unwrap_or(f as f64));
         ImageMetadata {
             scheme: scheme.into(),
             entries: vec![
@@ -325,12 +346,12 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 ("steps".into(), steps.to_string()),
                 ("resolution".into(), q(json!(format!("({width}, {height})")))),
                 ("guidance_scale".into(), fmt(cfg)),
-                ("sharpness".into(), fmt(num(body, "sharpness"))),
+                ("sharpness".into(), fmt32(patches.sharpness)),
                 (
                     "adm_guidance".into(),
-                    q(json!(format!("({}, {}, {})", fmt(num(&adv, "adm_scaler_positive")), fmt(num(&adv, "adm_scaler_negative")), fmt(num(&adv, "adm_scaler_end"))))),
+                    q(json!(format!("({}, {}, {})", fmt32(patches.adm_positive), fmt32(patches.adm_negative), fmt32(patches.adm_end)))),
                 ),
-                ("adaptive_cfg".into(), fmt(num(&adv, "adaptive_cfg"))),
+                ("adaptive_cfg".into(), fmt32(patches.adaptive_cfg)),
                 ("refiner_model".into(), q(json!(if matches!(refiner_name, "" | "None") { "None" } else { refiner_name }))),
                 ("refiner_switch".into(), fmt(num(body, "refiner_switch"))),
                 ("sampler".into(), q(json!(sampler))),
@@ -368,6 +389,10 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 .collect()
         })
         .unwrap_or_default();
+    let mut loras = loras;
+    if let Some((file, weight, _, _)) = fast {
+        loras.push(Lora { name: file.into(), weight });
+    }
     // Refiner: none for "None"/"" or the base itself (Fooocus drops it then too);
     // `overwrite_switch` > 0 replaces `refiner_switch`.
     let overwrite_switch = num(&adv, "overwrite_switch");
@@ -389,13 +414,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         base_model: str_of(body, "base_model_name").into(),
         disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
-        patches: Some(SamplingPatches {
-            sharpness: num(body, "sharpness") as f32,
-            adaptive_cfg: num(&adv, "adaptive_cfg") as f32,
-            adm_positive: num(&adv, "adm_scaler_positive") as f32,
-            adm_negative: num(&adv, "adm_scaler_negative") as f32,
-            adm_end: num(&adv, "adm_scaler_end") as f32,
-        }),
+        patches: Some(patches),
         loras,
         refiner,
     };
