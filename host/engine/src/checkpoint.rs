@@ -385,19 +385,86 @@ impl UnetKeyMap {
     }
 }
 
+/// diffusers ↔ LDM names inside a res block.
+const RESNET_RENAMES: [(&str, &str); 6] = [
+    ("norm1.", "in_layers.0."),
+    ("conv1.", "in_layers.2."),
+    ("norm2.", "out_layers.0."),
+    ("conv2.", "out_layers.3."),
+    ("time_emb_proj.", "emb_layers.1."),
+    ("conv_shortcut.", "skip_connection."),
+];
+
 fn resnet_to_ldm(rest: &str) -> String {
-    let renames = [
-        ("norm1.", "in_layers.0."),
-        ("conv1.", "in_layers.2."),
-        ("norm2.", "out_layers.0."),
-        ("conv2.", "out_layers.3."),
-        ("time_emb_proj.", "emb_layers.1."),
-        ("conv_shortcut.", "skip_connection."),
-    ];
-    renames
+    RESNET_RENAMES
         .iter()
         .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
         .unwrap_or_else(|| rest.to_string())
+}
+
+fn resnet_to_diffusers(rest: &str) -> String {
+    RESNET_RENAMES
+        .iter()
+        .find_map(|(to, from)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
+        .unwrap_or_else(|| rest.to_string())
+}
+
+/// LDM UNet names (without the `unet.` prefix) → diffusers names, the inverse of the folder
+/// loader's mapping; LoRAs name UNet modules either way. `None` for names with no counterpart.
+pub fn unet_ldm_to_diffusers(name: &str, ldm_names: &[&str]) -> Option<String> {
+    // Res blocks per level: the first downsampler (`input_blocks.N.0.op`) follows them.
+    let first_down = ldm_names
+        .iter()
+        .filter(|n| n.contains(".0.op."))
+        .filter_map(|n| n.strip_prefix("input_blocks.")?.split('.').next()?.parse::<usize>().ok())
+        .min()?;
+    let l = first_down - 1;
+    let fixed = [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+    ];
+    for (from, to) in fixed {
+        if let Some(rest) = name.strip_prefix(from) {
+            return Some(format!("{to}{rest}"));
+        }
+    }
+    if let Some(mid) = name.strip_prefix("middle_block.") {
+        let (i, rest) = mid.split_once('.')?;
+        return match i {
+            "1" => Some(format!("mid_block.attentions.0.{rest}")),
+            "0" | "2" => Some(format!("mid_block.resnets.{}.{}", i.parse::<usize>().ok()? / 2, resnet_to_diffusers(rest))),
+            _ => None,
+        };
+    }
+    let parts: Vec<&str> = name.splitn(4, '.').collect();
+    let (block, n, slot, rest) = (parts.first()?, parts.get(1)?.parse::<usize>().ok()?, *parts.get(2)?, *parts.get(3)?);
+    match *block {
+        "input_blocks" => {
+            let (level, i) = ((n - 1) / (l + 1), (n - 1) % (l + 1));
+            match (i == l, slot) {
+                (true, "0") => Some(format!("down_blocks.{level}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?)),
+                (false, "0") => Some(format!("down_blocks.{level}.resnets.{i}.{}", resnet_to_diffusers(rest))),
+                (false, "1") => Some(format!("down_blocks.{level}.attentions.{i}.{rest}")),
+                _ => None,
+            }
+        }
+        "output_blocks" => {
+            let (level, i) = (n / (l + 1), n % (l + 1));
+            let has_attention = ldm_names.iter().any(|x| x.starts_with(&format!("output_blocks.{n}.1.")) && x.contains("transformer_blocks"));
+            match slot {
+                "0" => Some(format!("up_blocks.{level}.resnets.{i}.{}", resnet_to_diffusers(rest))),
+                "1" if has_attention => Some(format!("up_blocks.{level}.attentions.{i}.{rest}")),
+                "1" | "2" => Some(format!("up_blocks.{level}.upsamplers.0.{rest}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// diffusers VAE names → LDM names (`levels` = number of decoder up blocks).

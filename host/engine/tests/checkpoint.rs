@@ -50,3 +50,20 @@ fn other_model_kinds_are_refused_with_what_they_are() {
     let err = Checkpoint::open(&dir.path().join("model.ckpt")).err().unwrap().to_string();
     assert!(err.contains("pickle"), "{err}");
 }
+
+/// The LDM → diffusers UNet naming (used for LoRA keys) lands on the names the diffusers
+/// export of the same model really has.
+#[test]
+fn ldm_unet_names_map_to_the_diffusers_names_of_the_same_model() {
+    let single = Checkpoint::open(&common::checkpoint(common::MODEL_A)).unwrap();
+    let ldm: Vec<&str> = single.names().into_iter().filter_map(|n| n.strip_prefix("unet.")).collect();
+    let diffusers_file = common::fixtures().join("diffusers/unet/diffusion_pytorch_model.safetensors");
+    let diffusers = candle_core::safetensors::load(&diffusers_file, &candle_core::Device::Cpu).unwrap();
+    let mut mapped = 0;
+    for n in &ldm {
+        let d = focal_engine::checkpoint::unet_ldm_to_diffusers(n, &ldm).unwrap_or_else(|| panic!("no diffusers name for {n}"));
+        assert!(diffusers.contains_key(&d), "{n} → {d}, which the diffusers export does not have");
+        mapped += 1;
+    }
+    assert_eq!(mapped, diffusers.len(), "every diffusers tensor is reached");
+}
