@@ -325,8 +325,9 @@ impl JobManager {
             e.info.progress = 13;
             e.info.status = Some("Encoding prompts ...".into());
         });
-        let cond = model.encode_prompt(&p.prompt, 2).map_err(|e| e.to_string())?;
-        let uncond = model.encode_prompt(&p.negative_prompt, 2).map_err(|e| e.to_string())?;
+        let clip_skip = p.clip_skip.clamp(1, 12) as usize;
+        let cond = model.encode_prompt(&p.prompt, clip_skip).map_err(|e| e.to_string())?;
+        let uncond = model.encode_prompt(&p.negative_prompt, clip_skip).map_err(|e| e.to_string())?;
         let format = Format::from_extension(&spec.output.extension).unwrap_or(Format::Png);
         let stem = if spec.output.save_name.is_empty() { id.to_string() } else { spec.output.save_name.clone() };
         let count = p.image_number.max(1);
@@ -456,6 +457,7 @@ impl JobManager {
 /// The engine's parameters for one image of a job.
 fn engine_params(p: &focal_runtime::services::GenerationParams, seed: u64) -> focal_engine::Result<GenerationParams> {
     let mut params = GenerationParams::txt2img(&p.prompt, p.width, p.height, p.steps as usize, seed);
+    params.clip_skip = p.clip_skip.clamp(1, 12) as usize;
     params.negative_prompt = p.negative_prompt.clone();
     params.cfg = p.guidance_scale;
     params.sampler = p.sampler.parse()?;

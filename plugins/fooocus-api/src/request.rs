@@ -352,6 +352,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                     q(json!(format!("({}, {}, {})", fmt32(patches.adm_positive), fmt32(patches.adm_negative), fmt32(patches.adm_end)))),
                 ),
                 ("adaptive_cfg".into(), fmt32(patches.adaptive_cfg)),
+                ("clip_skip".into(), adv.get("clip_skip").and_then(Value::as_u64).unwrap_or(2).to_string()),
                 ("refiner_model".into(), q(json!(if matches!(refiner_name, "" | "None") { "None" } else { refiner_name }))),
                 ("refiner_switch".into(), fmt(num(body, "refiner_switch"))),
                 ("sampler".into(), q(json!(sampler))),
@@ -366,7 +367,8 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     // Fooocus logs adaptive CFG only when it differs from its default.
     let mut metadata = metadata;
     if let Some(m) = metadata.as_mut() {
-        m.entries.retain(|(k, v)| k != "adaptive_cfg" || v != "7.0");
+        // … and CLIP skip only above 1.
+        m.entries.retain(|(k, v)| (k != "adaptive_cfg" || v != "7.0") && (k != "clip_skip" || v != "1"));
     }
     let webhook_url = body.get("webhook_url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
     // Keep the request for history, without image data.
@@ -412,6 +414,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         seed,
         image_number: if png_stream { 1 } else { body["image_number"].as_u64().unwrap_or(1) as u32 },
         base_model: str_of(body, "base_model_name").into(),
+        clip_skip: adv.get("clip_skip").and_then(Value::as_u64).unwrap_or(2) as u32,
         disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
         patches: Some(patches),
