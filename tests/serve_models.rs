@@ -124,11 +124,13 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
 fn a_request_refiner_takes_over_at_the_switch() {
     use candle_core::Device;
     let dir = tempfile::tempdir().unwrap();
-    // A "refiner" with the base's architecture and one UNet weight changed.
+    // A "refiner" with the base's architecture and its cross-attention values scaled.
     let mut tensors = candle_core::safetensors::load(common::fixtures().join("tiny-sdxl-a.safetensors"), &Device::Cpu).unwrap();
-    let key = tensors.keys().find(|k| k.starts_with("model.diffusion_model.") && k.ends_with("attn2.to_k.weight")).unwrap().clone();
-    let changed = (tensors[&key].clone() * 3.0).unwrap();
-    tensors.insert(key, changed);
+    let keys: Vec<String> = tensors.keys().filter(|k| k.starts_with("model.diffusion_model.") && k.ends_with("attn2.to_v.weight")).cloned().collect();
+    for key in keys {
+        let changed = (tensors[&key].clone() * 4.0).unwrap();
+        tensors.insert(key, changed);
+    }
     std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
     candle_core::safetensors::save(&tensors, dir.path().join("models/checkpoints/refiner.safetensors")).unwrap();
     let server = common::serve_tiny(dir.path(), &[]);
