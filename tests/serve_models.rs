@@ -178,8 +178,22 @@ fn lightning_runs_with_its_lora_sampler_and_neutral_guidance() {
     ] {
         assert!(meta.contains(expected), "{expected} in the metadata");
     }
-    // Extreme Speed needs the LCM sampling patch: refused, saying so.
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", r#"{"performance_selection": "Extreme Speed"}"#);
-    assert_eq!(status, 422);
-    assert!(String::from_utf8_lossy(&raw).contains("LCM"));
+}
+
+#[test]
+fn extreme_speed_runs_lcm_on_the_distilled_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
+    write_tiny_lora(&dir.path().join("models/loras/sdxl_lcm_lora.safetensors"));
+    let server = common::serve_tiny(dir.path(), &[]);
+    let body = r#"{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                   "performance_selection": "Extreme Speed"}"#;
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
+    let v = common::json(&raw);
+    assert_eq!((status, v[0]["finish_reason"].as_str()), (200, Some("SUCCESS")), "{v}");
+    let png = common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap());
+    let meta = String::from_utf8_lossy(&png);
+    for expected in [r#""steps": 8"#, r#""sampler": "lcm""#, r#""scheduler": "lcm""#, r#"["sdxl_lcm_lora", 1.0, "#] {
+        assert!(meta.contains(expected), "{expected} in the metadata");
+    }
 }

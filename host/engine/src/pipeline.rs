@@ -8,7 +8,7 @@ use crate::image::{latent_preview, RgbImage};
 use crate::patches::{self, FooocusPatches};
 use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
-use crate::schedule::{sampling_sigmas, ModelSampling, Scheduler};
+use crate::schedule::{sampling_sigmas, ModelSampling, Prediction, Scheduler};
 use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
 use crate::vae::Tiling;
 
@@ -195,7 +195,18 @@ impl Denoiser for CfgDenoiser<'_> {
         let t = self.sampling.timestep(sigma) as f32;
         let s = sigma as f64;
         let x_in = (x / (s * s + 1.0).sqrt())?.to_dtype(self.model.dtype)?;
-        let to_denoised = |eps: Tensor| -> Result<Tensor> { Ok((x - (eps.to_dtype(DType::F32)? * s)?)?) };
+        let lcm = self.sampling.prediction == Prediction::Lcm;
+        let to_denoised = |eps: Tensor| -> Result<Tensor> {
+            let x0 = (x - (eps.to_dtype(DType::F32)? * s)?)?;
+            if !lcm {
+                return Ok(x0);
+            }
+            // LCM boundary conditions (σ_data = 0.5, timestep × 10).
+            let ts = t as f64 * 10.0;
+            let c_skip = 0.25 / (ts * ts + 0.25);
+            let c_out = ts / (ts * ts + 0.25).sqrt();
+            Ok(((x0 * c_out)? + (x * c_skip)?)?)
+        };
         let patches = self.patches.as_ref();
         let (yc, yu) = (self.cond.y_at(t, patches), self.uncond.y_at(t, patches));
         if (self.cfg - 1.0).abs() < 1e-6 {
@@ -274,7 +285,7 @@ impl SdxlModel {
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
-        let sampling = ModelSampling::sdxl();
+        let sampling = ModelSampling::for_scheduler(params.scheduler);
         let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
         let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
         let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;

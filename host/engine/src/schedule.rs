@@ -6,11 +6,24 @@
 /// Number of training timesteps of SDXL.
 pub const TIMESTEPS: usize = 1000;
 
-/// Sigma table of a discrete-time EPS model with the scaled-linear beta schedule.
+/// How the model's output becomes a denoised estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    /// `x0 = x − σ·ε`.
+    Eps,
+    /// LCM: `c_out·(x − σ·ε) + c_skip·x` with σ_data 0.5 and the timestep scaled by 10.
+    Lcm,
+}
+
+/// Sigma table of a discrete-time model with the scaled-linear beta schedule. A distilled table
+/// (Fooocus's `lcm`/`tcd` schedulers) keeps every 20th of the 1000 sigmas, timestep `20·i + 19`.
 #[derive(Debug, Clone)]
 pub struct ModelSampling {
     pub sigmas: Vec<f32>,
     pub log_sigmas: Vec<f32>,
+    /// Training timesteps per table entry (1, or 20 when distilled).
+    pub skip_steps: usize,
+    pub prediction: Prediction,
 }
 
 impl ModelSampling {
@@ -31,7 +44,26 @@ impl ModelSampling {
             sigmas.push(sigma as f32);
             log_sigmas.push(sigma.ln() as f32);
         }
-        Self { sigmas, log_sigmas }
+        Self { sigmas, log_sigmas, skip_steps: 1, prediction: Prediction::Eps }
+    }
+
+    /// ComfyUI's `ModelSamplingDiscreteDistilled`: 50 of the 1000 sigmas (timesteps 19, 39, …, 999).
+    pub fn distilled(&self, prediction: Prediction) -> Self {
+        const KEPT: usize = 50;
+        let skip = self.sigmas.len() / KEPT;
+        let sigmas: Vec<f32> = (0..KEPT).map(|k| self.sigmas[skip - 1 + skip * k]).collect();
+        let log_sigmas = sigmas.iter().map(|s| (*s as f64).ln() as f32).collect();
+        Self { sigmas, log_sigmas, skip_steps: skip, prediction }
+    }
+
+    /// The sampling a scheduler runs on: `lcm` and `tcd` use the distilled table (LCM or EPS
+    /// prediction), everything else the full one.
+    pub fn for_scheduler(scheduler: Scheduler) -> Self {
+        match scheduler {
+            Scheduler::Lcm => Self::sdxl().distilled(Prediction::Lcm),
+            Scheduler::Tcd => Self::sdxl().distilled(Prediction::Eps),
+            _ => Self::sdxl(),
+        }
     }
 
     pub fn sigma_min(&self) -> f32 {
@@ -54,12 +86,13 @@ impl ModelSampling {
                 best = i;
             }
         }
-        best
+        best * self.skip_steps + (self.skip_steps - 1)
     }
 
     /// Sigma at a (fractional) timestep, interpolating log-sigma linearly.
     pub fn sigma(&self, t: f32) -> f32 {
-        let t = t.clamp(0.0, (self.sigmas.len() - 1) as f32);
+        let skip = self.skip_steps as f32;
+        let t = ((t - (skip - 1.0)) / skip).clamp(0.0, (self.sigmas.len() - 1) as f32);
         let (lo, hi) = (t.floor() as usize, t.ceil() as usize);
         let w = t - t.floor();
         ((1.0 - w) * self.log_sigmas[lo] + w * self.log_sigmas[hi]).exp()
@@ -114,8 +147,10 @@ named_enum!(
         SgmUniform = "sgm_uniform",
         Simple = "simple",
         DdimUniform = "ddim_uniform",
+        Lcm = "lcm",
         Turbo = "turbo",
         AlignYourSteps = "align_your_steps",
+        Tcd = "tcd",
     }
 );
 
@@ -159,7 +194,8 @@ impl Scheduler {
                 linspace_f32(hi, lo, steps).into_iter().map(f32::exp).collect()
             }
             Scheduler::Normal => normal(ms, steps, false),
-            Scheduler::SgmUniform => normal(ms, steps, true),
+            // On the distilled table (see `ModelSampling::for_scheduler`), as Fooocus runs them.
+            Scheduler::SgmUniform | Scheduler::Lcm | Scheduler::Tcd => normal(ms, steps, true),
             Scheduler::Simple => {
                 let stride = ms.sigmas.len() as f64 / steps as f64;
                 (0..steps).map(|i| ms.sigmas[ms.sigmas.len() - 1 - (i as f64 * stride) as usize]).collect()

@@ -165,3 +165,24 @@ fn the_anisotropic_filter_blurs_along_but_not_across_guide_edges() {
     let blurred = gaussian_blur(&xv[..h * w], h, w);
     assert!(blurred[spot + 1] > 1.0 && blurred[spot] < 100.0, "a plain blur would smear it");
 }
+
+/// Fooocus's `lcm` scheduler runs on the distilled table with LCM boundary conditions:
+/// D = c_out·(x − σ·ε) + c_skip·x, c_skip = σd²/((10t)² + σd²), c_out = 10t/√((10t)² + σd²).
+#[test]
+fn lcm_prediction_applies_the_boundary_conditions_at_distilled_timesteps() {
+    let s = setup();
+    let ms = ModelSampling::for_scheduler(focal_engine::schedule::Scheduler::Lcm);
+    for sigma in [14.6146_f32, 1.0, 0.1] {
+        let t = ms.timestep(sigma);
+        assert_eq!(t % 20, 19, "distilled timesteps are 20·i + 19");
+        let x_in = (&s.x / ((sigma as f64).powi(2) + 1.0).sqrt()).unwrap();
+        let y = s.model.adm(&s.cond.pooled, SizeIds::plain(SIZE, SIZE)).unwrap();
+        let eps = s.model.unet.forward(&x_in, &[t as f32], &s.cond.context, &y).unwrap();
+        let x0 = (&s.x - (eps * sigma as f64).unwrap()).unwrap();
+        let ts = 10.0 * t as f64;
+        let (c_skip, c_out) = (0.25 / (ts * ts + 0.25), ts / (ts * ts + 0.25).sqrt());
+        let expected = ((x0 * c_out).unwrap() + (&s.x * c_skip).unwrap()).unwrap();
+        let mut d = CfgDenoiser::new(&s.model, &ms, &s.cond, &s.uncond, SizeIds::plain(SIZE, SIZE), 1.0).unwrap();
+        assert!(close(&d.denoise(&s.x, sigma).unwrap(), &expected), "LCM at σ={sigma}");
+    }
+}

@@ -261,16 +261,11 @@ fn num(m: &Map<String, Value>, k: &str) -> f64 {
 pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImage>, random_seed: u64, png_stream: bool) -> Result<Generation, Problem> {
     let adv = body["advanced_params"].as_object().cloned().unwrap_or_default();
     let performance = str_of(body, "performance_selection");
-    if performance == "Extreme Speed" {
-        return Err((
-            vec!["performance_selection"],
-            "'Extreme Speed' needs the LCM model-sampling patch, which this focal version does not have yet; use 'Lightning', 'Hyper-SD', 'Speed' or 'Quality'".into(),
-            json!(performance),
-        ));
-    }
     // Fooocus's fast modes: their LoRA, sampler and scheduler; CFG, sharpness, adaptive CFG and
-    // ADM neutral; no refiner (`async_worker.py:set_lightning_defaults`, `set_hyper_sd_defaults`).
+    // ADM neutral; no refiner (`async_worker.py:set_lcm_defaults`, `set_lightning_defaults`,
+    // `set_hyper_sd_defaults`).
     let fast: Option<(&str, f32, &str, &str)> = match performance {
+        "Extreme Speed" => Some(("sdxl_lcm_lora.safetensors", 1.0, "lcm", "lcm")),
         "Lightning" => Some(("sdxl_lightning_4step_lora.safetensors", 1.0, "euler", "sgm_uniform")),
         "Hyper-SD" => Some(("sdxl_hyper_sd_4step_lora.safetensors", 0.8, "dpmpp_sde_gpu", "karras")),
         _ => None,
