@@ -32,17 +32,8 @@ fn a_presets_default_model_is_downloaded_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
     let preset = dir.path().join("tiny-preset.json");
     std::fs::write(&preset, format!(r#"{{"default_model": "fetched.safetensors", "checkpoint_downloads": {{"fetched.safetensors": "{url}"}}}}"#)).unwrap();
-    let (models, data, outputs) = (dir.path().join("models"), dir.path().join("data"), dir.path().join("outputs"));
-    let server = common::serve(&[
-        "--preset".as_ref(),
-        preset.as_os_str(),
-        "--models-dir".as_ref(),
-        models.as_os_str(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-        "--outputs-dir".as_ref(),
-        outputs.as_os_str(),
-    ]);
+    let models = dir.path().join("models");
+    let server = common::serve_in(dir.path(), &["--preset".as_ref(), preset.as_os_str()]);
     let body = r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "advanced_params": {"sampler_name": "euler", "overwrite_step": 2}}"#;
     let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
     let results = common::json(&raw);
@@ -98,15 +89,12 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
     std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
     write_tiny_lora(&dir.path().join("models/loras/tiny-lora.safetensors"));
     let server = common::serve_tiny(dir.path(), &[]);
-    let image = |loras: &str| -> Vec<u8> {
+    let image = |loras: &str| {
         let body = format!(
             r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true, "loras": {loras},
                 "advanced_params": {{"sampler_name": "euler", "overwrite_step": 2}}}}"#
         );
-        let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body);
-        let v = common::json(&raw);
-        assert_eq!(status, 200, "{v}");
-        common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap())
+        common::first_image(&server.addr, &body)
     };
     let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
     let plain = image("[]");
@@ -134,15 +122,12 @@ fn a_request_refiner_takes_over_at_the_switch() {
     std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
     candle_core::safetensors::save(&tensors, dir.path().join("models/checkpoints/refiner.safetensors")).unwrap();
     let server = common::serve_tiny(dir.path(), &[]);
-    let image = |refiner: &str| -> Vec<u8> {
+    let image = |refiner: &str| {
         let body = format!(
             r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
                 "refiner_model_name": "{refiner}", "refiner_switch": 0.5, "advanced_params": {{"sampler_name": "euler", "overwrite_step": 4}}}}"#
         );
-        let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body);
-        let v = common::json(&raw);
-        assert_eq!(status, 200, "{v}");
-        common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap())
+        common::first_image(&server.addr, &body)
     };
     let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
     let plain = image("None");
@@ -161,10 +146,7 @@ fn lightning_runs_with_its_lora_sampler_and_neutral_guidance() {
     let server = common::serve_tiny(dir.path(), &[]);
     let body = r#"{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
                    "performance_selection": "Lightning", "guidance_scale": 9, "sharpness": 20}"#;
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
-    let v = common::json(&raw);
-    assert_eq!(status, 200, "{v}");
-    let png = common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap());
+    let png = common::first_image(&server.addr, body);
     let meta = String::from_utf8_lossy(&png);
     for expected in [
         r#""performance": "Lightning""#,
@@ -188,10 +170,7 @@ fn extreme_speed_runs_lcm_on_the_distilled_schedule() {
     let server = common::serve_tiny(dir.path(), &[]);
     let body = r#"{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
                    "performance_selection": "Extreme Speed"}"#;
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
-    let v = common::json(&raw);
-    assert_eq!((status, v[0]["finish_reason"].as_str()), (200, Some("SUCCESS")), "{v}");
-    let png = common::b64decode(v[0]["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap());
+    let png = common::first_image(&server.addr, body);
     let meta = String::from_utf8_lossy(&png);
     for expected in [r#""steps": 8"#, r#""sampler": "lcm""#, r#""scheduler": "lcm""#, r#"["sdxl_lcm_lora", 1.0, "#] {
         assert!(meta.contains(expected), "{expected} in the metadata");

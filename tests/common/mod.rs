@@ -43,17 +43,10 @@ pub fn fixtures() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
 }
 
-/// `focal serve` on the tiny checkpoint with everything under `dir` (models, data, outputs).
-pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
-    std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
-    let ckpt = dir.join("models/checkpoints/tiny.safetensors");
-    if !ckpt.exists() {
-        std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), ckpt).unwrap();
-    }
+/// `focal serve` with its models, data and outputs under `dir`, plus `extra` arguments.
+pub fn serve_in(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Server {
     let (models, data, outputs) = (dir.join("models"), dir.join("data"), dir.join("outputs"));
     let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--base-model".as_ref(),
-        "tiny.safetensors".as_ref(),
         "--models-dir".as_ref(),
         models.as_os_str(),
         "--data-dir".as_ref(),
@@ -61,8 +54,29 @@ pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
         "--outputs-dir".as_ref(),
         outputs.as_os_str(),
     ];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    args.extend_from_slice(extra);
     serve(&args)
+}
+
+/// `focal serve` on the tiny checkpoint with everything under `dir` (models, data, outputs).
+pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
+    std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
+    let ckpt = dir.join("models/checkpoints/tiny.safetensors");
+    if !ckpt.exists() {
+        std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), ckpt).unwrap();
+    }
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--base-model".as_ref(), "tiny.safetensors".as_ref()];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    serve_in(dir, &args)
+}
+
+/// POST a text-to-image body with `require_base64` and return the first image's file bytes.
+pub fn first_image(addr: &str, body: &str) -> Vec<u8> {
+    let (status, raw) = request(addr, "POST", "/v1/generation/text-to-image", "", body);
+    let v = json(&raw);
+    assert_eq!(status, 200, "{v}");
+    let b64 = v[0]["base64"].as_str().unwrap_or_else(|| panic!("no image in {v}"));
+    b64decode(b64.split_once(";base64,").map_or(b64, |(_, data)| data))
 }
 
 /// Standard base64 decoding for test assertions (an independent implementation).
