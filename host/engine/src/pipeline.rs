@@ -173,6 +173,24 @@ impl<'a> CfgDenoiser<'a> {
     }
 }
 
+/// How the refiner takes over (Fooocus `refiner_swap_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefinerSwap {
+    /// One sampler run; the model is swapped after the model call at the switch step.
+    Joint,
+    /// The base samples steps `[0, switch)` without the final denoise, then a second run on the
+    /// refiner continues from that latent over the remaining sigmas with no added noise.
+    Separate,
+}
+
+/// A refiner for one generation.
+#[derive(Clone, Copy)]
+pub struct Refiner<'a> {
+    pub model: &'a SdxlModel,
+    pub switch: usize,
+    pub swap: RefinerSwap,
+}
+
 /// Fooocus's switch step: `round(steps · refiner_switch)` with Python's half-to-even rounding.
 pub fn refiner_switch_step(steps: usize, refiner_switch: f32) -> usize {
     let switch: f64 = refiner_switch.to_string().parse().unwrap_or(refiner_switch as f64);
@@ -273,14 +291,14 @@ impl SdxlModel {
         self.generate_with_refiner(params, cond, uncond, None, want_previews, on_progress)
     }
 
-    /// Like [`generate_with`](Self::generate_with), swapping to `refiner` after the model call
-    /// at step `switch` (see [`refiner_switch_step`]). The base's VAE decodes.
+    /// Like [`generate_with`](Self::generate_with), handing over to `refiner` at its switch step
+    /// (see [`refiner_switch_step`], [`RefinerSwap`]). The base's VAE decodes.
     pub fn generate_with_refiner(
         &self,
         params: &GenerationParams,
         cond: &Conditioning,
         uncond: &Conditioning,
-        refiner: Option<(&SdxlModel, usize)>,
+        refiner: Option<Refiner<'_>>,
         want_previews: bool,
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
@@ -303,15 +321,26 @@ impl SdxlModel {
         };
         let size = SizeIds::plain(params.width, params.height);
         let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-        if let Some((model, switch)) = refiner {
-            denoiser = denoiser.with_refiner(model, switch);
-        }
-        let mut noise_source = NoiseSource::new(params.seed.wrapping_add(1));
-        let mut on_step = |i: usize, n: usize, _x: &Tensor, denoised: &Tensor| -> Result<()> {
+        let total = sigmas.len() - 1;
+        // Steps count across both runs of a separate swap.
+        let mut report = |step: usize, denoised: &Tensor| -> Result<()> {
             let preview = if want_previews { Some(latent_preview(denoised)?) } else { None };
-            if on_progress(Progress { step: i + 1, total: n, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
+            if on_progress(Progress { step, total, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
         };
-        let latent = sample(params.sampler, &mut denoiser, x, &sigmas, &mut noise_source, &mut on_step)?;
+        let noise = || NoiseSource::new(params.seed.wrapping_add(1));
+        let latent = match refiner {
+            Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
+                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &mut noise(), &mut |i, _, _, d| report(i + 1, d))?;
+                let mut refined = CfgDenoiser::with_patches(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &mut noise(), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+            }
+            _ => {
+                if let Some(r) = refiner {
+                    denoiser = denoiser.with_refiner(r.model, r.switch);
+                }
+                sample(params.sampler, &mut denoiser, x, &sigmas, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?
+            }
+        };
         let image = self.decode_latent(&latent)?;
         Ok(Generated { image, latent, seed: params.seed })
     }

@@ -1,14 +1,14 @@
 //! The refiner swap on two tiny checkpoints: the tiny base, and the same architecture with
 //! different weights (the base plus a LoRA) as the refiner. A joint swap at step `k` must equal
-//! sampling steps 0..=k with the base and the rest with the refiner, composed here from two
-//! separate sampler runs.
+//! sampling steps 0..=k with the base and the rest with the refiner, and a separate swap steps
+//! 0..k with the base and the rest with the refiner, each composed here from two sampler runs.
 mod common;
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use focal_engine::lora::LoraSpec;
-use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser};
+use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser, Refiner, RefinerSwap};
 use focal_engine::sampler::{sample, NoiseSource, Sampler};
 use focal_engine::schedule::{sampling_sigmas, ModelSampling, Scheduler};
 use focal_engine::sdxl::SizeIds;
@@ -38,7 +38,7 @@ fn the_switch_step_rounds_half_to_even() {
 }
 
 #[test]
-fn a_joint_swap_runs_the_base_through_the_switch_step_and_the_refiner_after() {
+fn joint_and_separate_swaps_run_the_base_and_the_refiner_on_the_right_sigmas() {
     let dir = tempfile::tempdir().unwrap();
     let base = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions::default()).unwrap();
     let refiner = refiner_model(dir.path());
@@ -48,9 +48,11 @@ fn a_joint_swap_runs_the_base_through_the_switch_step_and_the_refiner_after() {
     let cond = base.encode_prompt(&params.prompt, 2).unwrap();
     let uncond = base.encode_prompt("", 2).unwrap();
     let k = refiner_switch_step(6, 0.5);
-    let run = |refiner_at: Option<usize>| {
-        base.generate_with_refiner(&params, &cond, &uncond, refiner_at.map(|k| (&refiner, k)), false, &mut |_| true).unwrap().latent
+    let run_with = |refiner_at: Option<usize>, swap: RefinerSwap| {
+        let r = refiner_at.map(|switch| Refiner { model: &refiner, switch, swap });
+        base.generate_with_refiner(&params, &cond, &uncond, r, false, &mut |_| true).unwrap().latent
     };
+    let run = |refiner_at: Option<usize>| run_with(refiner_at, RefinerSwap::Joint);
     let joint = run(Some(k));
 
     // The same run composed by hand: base for steps 0..=k, refiner on the remaining sigmas.
@@ -62,10 +64,18 @@ fn a_joint_swap_runs_the_base_through_the_switch_step_and_the_refiner_after() {
     let mut d_base = CfgDenoiser::new(&base, &ms, &cond, &uncond, size, params.cfg).unwrap();
     let mut d_ref = CfgDenoiser::new(&refiner, &ms, &cond, &uncond, size, params.cfg).unwrap();
     let mut quiet = |_: usize, _: usize, _: &Tensor, _: &Tensor| Ok(());
-    let x = sample(Sampler::Euler, &mut d_base, x, &sigmas[..=k + 1], &mut NoiseSource::silent(), &mut quiet).unwrap();
-    let composed = sample(Sampler::Euler, &mut d_ref, x, &sigmas[k + 1..], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let x_k = sample(Sampler::Euler, &mut d_base, x.clone(), &sigmas[..=k + 1], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k + 1..], &mut NoiseSource::silent(), &mut quiet).unwrap();
     let err = common::rel_l2(&common::to_vec(&joint), &common::to_vec(&composed));
     assert!(err < 1e-5, "joint swap vs composed: {err}");
+
+    // "separate": the base runs steps [0, k), the refiner continues from sigmas[k..].
+    let x_k = sample(Sampler::Euler, &mut d_base, x, &sigmas[..=k], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k..], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let separate = run_with(Some(k), RefinerSwap::Separate);
+    let err = common::rel_l2(&common::to_vec(&separate), &common::to_vec(&composed));
+    assert!(err < 1e-5, "separate swap vs composed: {err}");
+    assert!(common::rel_l2(&common::to_vec(&separate), &common::to_vec(&joint)) > 1e-6, "the two methods differ by one base step");
 
     // The refiner matters, and a switch past the last step never swaps.
     let base_only = run(None);

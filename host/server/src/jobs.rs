@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use focal_engine::patches::FooocusPatches;
+use focal_engine::pipeline::{refiner_switch_step, Refiner, RefinerSwap};
 use focal_engine::lora::LoraSpec;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
@@ -289,14 +290,14 @@ impl JobManager {
         let checkpoint = self.checkpoint_for(&p.base_model);
         let loras = self.lora_specs(id, &p.loras)?;
         let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
-            Some(path) if path != checkpoint => Some((path, r.switch)),
+            Some(path) if path != checkpoint => Some(path),
             Some(_) => None,
             None => {
                 tracing::warn!(refiner = %r.model, "refiner not found in the models folder; skipped");
                 None
             }
         });
-        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone(), refiner: refiner.as_ref().map(|(p, _)| p.clone()) };
+        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone(), refiner: refiner.clone() };
         // The same checkpoints and LoRA set reuse the merged models; anything else reloads.
         if loaded.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
             *loaded = None; // free the old models before loading the next
@@ -310,7 +311,7 @@ impl JobManager {
             }
             // The refiner gets the same LoRAs, as in Fooocus.
             let refiner = match &refiner {
-                Some((path, _)) => Some(SdxlModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?),
+                Some(path) => Some(SdxlModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?),
                 None => None,
             };
             *loaded = Some((key, Loaded { base, refiner }));
@@ -347,8 +348,12 @@ impl JobManager {
                 });
                 !self.stop_running.load(Ordering::Relaxed)
             };
-            let refiner_at = match (&models.refiner, &refiner) {
-                (Some(m), Some((_, switch))) => Some((m, focal_engine::pipeline::refiner_switch_step(p.steps as usize, *switch))),
+            let refiner_at = match (&models.refiner, &p.refiner) {
+                (Some(model), Some(r)) => Some(Refiner {
+                    model,
+                    switch: refiner_switch_step(p.steps as usize, r.switch),
+                    swap: if r.swap_method == "separate" { RefinerSwap::Separate } else { RefinerSwap::Joint },
+                }),
                 _ => None,
             };
             let out = match model.generate_with_refiner(&params, &cond, &uncond, refiner_at, p.preview, &mut on_step) {

@@ -157,21 +157,30 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
         }
     };
     if generation.async_process {
-        let info = engine::get(&id).expect("a job just submitted exists");
-        return json_response(200, &crate::jobs::async_job_response(&info, false));
+        return match engine::get(&id) {
+            Some(info) => json_response(200, &crate::jobs::async_job_response(&info, false)),
+            // Already finished and dropped by a tiny --queue-history: still a valid job id.
+            None => json_response(200, &json!({"job_id": id, "job_type": e.job_type, "job_stage": "SUCCESS", "job_progress": 100,
+                "job_status": "Finished", "job_step_preview": null, "job_result": null})),
+        };
     }
-    let info = wait_until_done(&id);
+    let Some(info) = wait_until_done(&id) else {
+        // Finished and already dropped from the history (--queue-history): its files are gone too.
+        log::log(log::Level::Warn, &format!("job {id} left the history before its results were read"));
+        return if png_stream { Response { status: 500, headers: vec![], body: vec![] } } else { json_response(200, &json!([])) };
+    };
     if png_stream {
         return png_response(&info);
     }
     json_response(200, &Value::Array(results(&info, generation.require_base64, &generation.extension)))
 }
 
-pub fn wait_until_done(id: &str) -> JobInfo {
+/// The finished job, or `None` when the host no longer has it.
+pub fn wait_until_done(id: &str) -> Option<JobInfo> {
     loop {
-        let info = engine::wait(id, WAIT_SLICE_MS).expect("a job waited on exists");
+        let info = engine::wait(id, WAIT_SLICE_MS)?;
         if matches!(info.stage, JobStage::Success | JobStage::Error) {
-            return info;
+            return Some(info);
         }
     }
 }

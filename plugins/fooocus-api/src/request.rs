@@ -396,6 +396,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     let refiner = (!matches!(refiner_name, "" | "None") && refiner_name != str_of(body, "base_model_name")).then(|| Refiner {
         model: refiner_name.to_string(),
         switch: if overwrite_switch > 0.0 { overwrite_switch as f32 } else { num(body, "refiner_switch") as f32 },
+        swap_method: str_of(&adv, "refiner_swap_method").to_string(),
     });
     let params = GenerationParams {
         prompt,
