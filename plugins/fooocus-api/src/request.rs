@@ -367,12 +367,8 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     }
     let webhook_url = body.get("webhook_url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
     // Keep the request for history, without image data.
-    let mut record = body.clone();
-    for (k, v) in record.iter_mut() {
-        if k.contains("image") && v.as_str().is_some_and(|s| s.len() > 256) || k.starts_with("cn_img") || k == "input_mask" {
-            *v = json!("<image>");
-        }
-    }
+    let mut record = Value::Object(body.clone());
+    redact_images(&mut record, "");
     // Enabled LoRAs other than "None", at most Fooocus's default_max_lora_number (5).
     let loras: Vec<Lora> = body["loras"]
         .as_array()
@@ -423,7 +419,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         output: OutputOptions { extension: extension.clone(), save_name: save_name.into(), metadata },
         inputs,
         webhook_url,
-        request: Value::Object(record).to_string(),
+        request: record.to_string(),
     };
     Ok(Generation {
         spec,
@@ -431,4 +427,17 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         async_process: body["async_process"].as_bool().unwrap_or(false) && !png_stream,
         extension,
     })
+}
+
+/// Replace image data (base64 strings and uploads under image/mask keys, nested too) by a
+/// marker, so job records stay small; URLs are kept.
+fn redact_images(v: &mut Value, key: &str) {
+    match v {
+        Value::Object(map) => map.iter_mut().for_each(|(k, v)| redact_images(v, k)),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_images(v, key)),
+        Value::String(s) if (key.contains("image") || key.contains("img") || key.contains("mask")) && (s.len() > 256 || s == "<file>") => {
+            *s = "<image>".into();
+        }
+        _ => {}
+    }
 }
