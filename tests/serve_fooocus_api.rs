@@ -54,6 +54,7 @@ fn invalid_fields_get_fastapi_style_422() {
         (r#"{"performance_selection": "Turbo"}"#, "performance_selection"),
         (r#"{"image_number": 0}"#, "image_number"),
         (r#"{"advanced_params": {"sampler_name": "bogus"}}"#, "sampler_name"),
+        (r#"{"advanced_params": {"sampler_name": "tcd", "scheduler_name": "edm_playground_v2.5"}}"#, "sampler_name"),
     ] {
         let (status, resp) = request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
         assert_eq!(status, 422, "{body}: {}", String::from_utf8_lossy(&resp));

@@ -12,6 +12,7 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod sdxl;
+pub mod solvers;
 pub mod synthetic;
 pub mod tokenizer;
 mod torch_math;

@@ -8,7 +8,7 @@ use crate::image::{latent_preview, RgbImage};
 use crate::patches::{self, FooocusPatches};
 use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
-use crate::schedule::{sampling_sigmas, ModelSampling, Prediction, Scheduler};
+use crate::schedule::{sampling_sigmas, ModelSampling, Prediction, Scheduler, EDM_SIGMA_DATA};
 use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
 use crate::vae::Tiling;
 
@@ -74,7 +74,7 @@ impl GenerationParams {
         if !self.cfg.is_finite() {
             return Err(EngineError::invalid("cfg", "must be a finite number"));
         }
-        Ok(())
+        self.sampler.check_compatible(&ModelSampling::for_scheduler(self.scheduler))
     }
 }
 
@@ -203,27 +203,40 @@ pub fn refiner_switch_step(steps: usize, refiner_switch: f32) -> usize {
 impl Denoiser for CfgDenoiser<'_> {
     fn first_eval_done(&mut self, step: usize) {
         if let Some((refiner, switch)) = self.refiner {
-            if step == switch {
+            // `>=`: solvers that report progress in jumps may step over the switch itself.
+            if step >= switch {
                 self.model = refiner;
             }
         }
     }
 
     fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor> {
-        let t = self.sampling.timestep(sigma) as f32;
+        let t = self.sampling.model_timestep(sigma);
         let s = sigma as f64;
-        let x_in = (x / (s * s + 1.0).sqrt())?.to_dtype(self.model.dtype)?;
-        let lcm = self.sampling.prediction == Prediction::Lcm;
-        let to_denoised = |eps: Tensor| -> Result<Tensor> {
-            let x0 = (x - (eps.to_dtype(DType::F32)? * s)?)?;
-            if !lcm {
-                return Ok(x0);
+        let prediction = self.sampling.prediction;
+        let c_in = match prediction {
+            Prediction::Edm => 1.0 / (s * s + EDM_SIGMA_DATA * EDM_SIGMA_DATA).sqrt(),
+            Prediction::Eps | Prediction::Lcm => 1.0 / (s * s + 1.0).sqrt(),
+        };
+        let x_in = (x * c_in)?.to_dtype(self.model.dtype)?;
+        let to_denoised = |out: Tensor| -> Result<Tensor> {
+            let out = out.to_dtype(DType::F32)?;
+            match prediction {
+                Prediction::Eps => Ok((x - (out * s)?)?),
+                Prediction::Lcm => {
+                    // LCM boundary conditions (σ_data = 0.5, timestep × 10).
+                    let x0 = (x - (out * s)?)?;
+                    let ts = t as f64 * 10.0;
+                    let c_skip = 0.25 / (ts * ts + 0.25);
+                    let c_out = ts / (ts * ts + 0.25).sqrt();
+                    Ok(((x0 * c_out)? + (x * c_skip)?)?)
+                }
+                Prediction::Edm => {
+                    let sd2 = EDM_SIGMA_DATA * EDM_SIGMA_DATA;
+                    let c_out = s * EDM_SIGMA_DATA / (s * s + sd2).sqrt();
+                    Ok(((x * (sd2 / (s * s + sd2)))? + (out * c_out)?)?)
+                }
             }
-            // LCM boundary conditions (σ_data = 0.5, timestep × 10).
-            let ts = t as f64 * 10.0;
-            let c_skip = 0.25 / (ts * ts + 0.25);
-            let c_out = ts / (ts * ts + 0.25).sqrt();
-            Ok(((x0 * c_out)? + (x * c_skip)?)?)
         };
         let patches = self.patches.as_ref();
         let (yc, yu) = (self.cond.y_at(t, patches), self.uncond.y_at(t, patches));
@@ -257,6 +270,28 @@ impl Denoiser for CfgDenoiser<'_> {
         let eps = patches::compute_cfg(&eps_neg, &eps_pos, self.cfg, p.adaptive_cfg as f64, progress)?;
         Ok((x - eps)?)
     }
+}
+
+/// Playground v2.5's latent space (ComfyUI `SDXL_Playground_2_5`): SDXL-VAE latents normalised
+/// per channel, scale 0.5. Fooocus switches to it together with the `edm_playground_v2.5`
+/// scheduler.
+const PLAYGROUND_MEAN: [f32; 4] = [-1.6574, 1.886, -1.383, 2.5155];
+const PLAYGROUND_STD: [f32; 4] = [8.4927, 5.9022, 6.5498, 5.2299];
+
+fn channel_vector(v: [f32; 4], like: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v.to_vec(), (1, 4, 1, 1), like.device())?.to_dtype(like.dtype())?)
+}
+
+/// Playground latent → the SDXL VAE's scaled latent (what `Vae::decode` takes).
+fn playground_to_vae(latent: &Tensor) -> Result<Tensor> {
+    let raw = latent.broadcast_mul(&(channel_vector(PLAYGROUND_STD, latent)? / 0.5)?)?.broadcast_add(&channel_vector(PLAYGROUND_MEAN, latent)?)?;
+    Ok((raw * crate::vae::SDXL_SCALING_FACTOR)?)
+}
+
+/// The SDXL VAE's scaled latent (what `Vae::encode` gives) → Playground latent.
+fn vae_to_playground(latent: &Tensor) -> Result<Tensor> {
+    let raw = (latent / crate::vae::SDXL_SCALING_FACTOR)?;
+    Ok((raw.broadcast_sub(&channel_vector(PLAYGROUND_MEAN, latent)?)? * 0.5)?.broadcast_div(&channel_vector(PLAYGROUND_STD, latent)?)?)
 }
 
 /// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
@@ -304,12 +339,14 @@ impl SdxlModel {
     ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
         let sampling = ModelSampling::for_scheduler(params.scheduler);
+        let playground = sampling.prediction == Prediction::Edm;
         let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
         let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
         let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
         let x = match &params.init_image {
             Some(img) if params.denoise < 1.0 => {
                 let latent = self.encode_image(img, params.width, params.height)?;
+                let latent = if playground { vae_to_playground(&latent)? } else { latent };
                 (latent + (noise * sigmas[0] as f64)?)?
             }
             _ => {
@@ -324,24 +361,28 @@ impl SdxlModel {
         let total = sigmas.len() - 1;
         // Steps count across both runs of a separate swap.
         let mut report = |step: usize, denoised: &Tensor| -> Result<()> {
-            let preview = if want_previews { Some(latent_preview(denoised)?) } else { None };
+            let preview = match (want_previews, playground) {
+                (false, _) => None,
+                (true, false) => Some(latent_preview(denoised)?),
+                (true, true) => Some(latent_preview(&playground_to_vae(denoised)?)?),
+            };
             if on_progress(Progress { step, total, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
         };
         let noise = || NoiseSource::new(params.seed.wrapping_add(1));
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
-                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &mut noise(), &mut |i, _, _, d| report(i + 1, d))?;
+                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?;
                 let mut refined = CfgDenoiser::with_patches(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &mut noise(), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(), &mut |i, _, _, d| report(r.switch + i + 1, d))?
             }
             _ => {
                 if let Some(r) = refiner {
                     denoiser = denoiser.with_refiner(r.model, r.switch);
                 }
-                sample(params.sampler, &mut denoiser, x, &sigmas, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?
+                sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
-        let image = self.decode_latent(&latent)?;
+        let image = if playground { self.decode_latent(&playground_to_vae(&latent)?)? } else { self.decode_latent(&latent)? };
         Ok(Generated { image, latent, seed: params.seed })
     }
 

@@ -5,10 +5,11 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::rng::TorchRng;
-use crate::schedule::named_enum;
+use crate::schedule::{named_enum, ModelSampling};
+use crate::solvers;
 
 named_enum!(
-    /// Samplers by their Fooocus/ComfyUI names.
+    /// Samplers by their Fooocus/ComfyUI names, in Fooocus's order.
     Sampler {
         Euler = "euler",
         EulerAncestral = "euler_ancestral",
@@ -17,6 +18,8 @@ named_enum!(
         Dpm2 = "dpm_2",
         Dpm2Ancestral = "dpm_2_ancestral",
         Lms = "lms",
+        DpmFast = "dpm_fast",
+        DpmAdaptive = "dpm_adaptive",
         DpmPP2SAncestral = "dpmpp_2s_ancestral",
         DpmPPSde = "dpmpp_sde",
         DpmPPSdeGpu = "dpmpp_sde_gpu",
@@ -27,21 +30,43 @@ named_enum!(
         DpmPP3MSdeGpu = "dpmpp_3m_sde_gpu",
         Ddpm = "ddpm",
         Lcm = "lcm",
+        Tcd = "tcd",
+        Restart = "restart",
         Ddim = "ddim",
+        UniPc = "uni_pc",
+        UniPcBh2 = "uni_pc_bh2",
     }
 );
 
 impl Sampler {
     /// ComfyUI computes one extra sigma and drops the penultimate one for these.
     pub fn discards_penultimate_sigma(self) -> bool {
-        matches!(self, Sampler::Dpm2 | Sampler::Dpm2Ancestral)
+        matches!(self, Sampler::Dpm2 | Sampler::Dpm2Ancestral | Sampler::UniPc | Sampler::UniPcBh2)
+    }
+
+    /// Whether this sampler can run on `sampling` (TCD needs the discrete ᾱ table, which EDM
+    /// models lack; Fooocus fails on that pair with an attribute error).
+    pub fn check_compatible(self, sampling: &ModelSampling) -> Result<()> {
+        if self == Sampler::Tcd && sampling.alphas_cumprod.is_empty() {
+            return Err(crate::error::EngineError::invalid(
+                "sampler_name",
+                "'tcd' needs a discrete-time schedule; it cannot run with the edm_playground_v2.5 scheduler",
+            ));
+        }
+        Ok(())
     }
 
     /// Model evaluations per step (for progress reporting).
     pub fn evals_per_step(self) -> usize {
         match self {
             Sampler::HeunPP2 => 3,
-            Sampler::Heun | Sampler::Dpm2 | Sampler::Dpm2Ancestral | Sampler::DpmPP2SAncestral | Sampler::DpmPPSde | Sampler::DpmPPSdeGpu => 2,
+            Sampler::Heun
+            | Sampler::Dpm2
+            | Sampler::Dpm2Ancestral
+            | Sampler::DpmPP2SAncestral
+            | Sampler::DpmPPSde
+            | Sampler::DpmPPSdeGpu
+            | Sampler::Restart => 2,
             _ => 1,
         }
     }
@@ -105,12 +130,12 @@ fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
 pub type StepCallback<'a> = dyn FnMut(usize, usize, &Tensor, &Tensor) -> Result<()> + 'a;
 
 /// `a·x + b·y`
-fn lin(x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor> {
+pub(crate) fn lin(x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor> {
     Ok(((x * a)? + (y * b)?)?)
 }
 
 /// Derivative `(x − D) / σ` (k-diffusion `to_d`).
-fn to_d(x: &Tensor, sigma: f64, denoised: &Tensor) -> Result<Tensor> {
+pub(crate) fn to_d(x: &Tensor, sigma: f64, denoised: &Tensor) -> Result<Tensor> {
     Ok(((x - denoised)? / sigma)?)
 }
 
@@ -123,15 +148,35 @@ fn ancestral_step(from: f64, to: f64, eta: f64) -> (f64, f64) {
     ((to * to - up * up).sqrt(), up)
 }
 
+/// Walk `sigmas` (high to low, usually ending in 0) from `x` with `sampler`. `sampling` is the
+/// model's noise schedule (TCD reads its ᾱ table and timesteps).
 pub fn sample(
     sampler: Sampler,
     model: &mut dyn Denoiser,
     mut x: Tensor,
     sigmas: &[f32],
+    sampling: &ModelSampling,
     noise: &mut NoiseSource,
     on_step: &mut StepCallback,
 ) -> Result<Tensor> {
+    sampler.check_compatible(sampling)?;
+    match sampler {
+        Sampler::DpmFast => return solvers::dpm_fast(model, x, sigmas, on_step),
+        Sampler::DpmAdaptive => return solvers::dpm_adaptive(model, x, sigmas, on_step),
+        Sampler::UniPc => return solvers::uni_pc(model, x, sigmas, solvers::UniPcVariant::Bh1, on_step),
+        Sampler::UniPcBh2 => return solvers::uni_pc(model, x, sigmas, solvers::UniPcVariant::Bh2, on_step),
+        Sampler::Restart => return solvers::restart(model, x, sigmas, noise, on_step),
+        _ => {}
+    }
     let n = sigmas.len() - 1;
+    // TCD (η = 0.3): the timestep it re-noises to is ⌊0.7·t(σ)⌋ (in f32, as torch), the last 0.
+    let tcd_alphas: Vec<f64> = if sampler == Sampler::Tcd {
+        let mut ts: Vec<usize> = sigmas.iter().map(|&v| (0.7f32 * sampling.model_timestep(v)).floor().max(0.0) as usize).collect();
+        ts[n] = 0;
+        ts.iter().map(|&t| sampling.alphas_cumprod[t.min(sampling.alphas_cumprod.len() - 1)] as f64).collect()
+    } else {
+        Vec::new()
+    };
     let s = |i: usize| sigmas[i] as f64;
     let mut old_denoised: Option<Tensor> = None;
     let mut older_denoised: Option<Tensor> = None;
@@ -343,6 +388,22 @@ pub fn sample(
             }
             Sampler::Lcm => {
                 if next > 0.0 { (&denoised + (noise.sample(&denoised)? * next)?)? } else { denoised.clone() }
+            }
+            Sampler::Tcd => {
+                // Move the clean estimate to the re-noising timestep s (VP frame), then back to
+                // σ_next with fresh noise; on the last step the VP latent at s = 0 is the result.
+                let a = tcd_alphas[i + 1];
+                let eps = ((&x - &denoised)? / sigma)?;
+                let at_s = lin(&denoised, a.sqrt(), &eps, (1.0 - a).sqrt())?;
+                if next > 0.0 {
+                    let scale = (next * next + 1.0 - 1.0 / a).max(0.0).sqrt();
+                    lin(&at_s, 1.0 / a.sqrt(), &noise.sample(&at_s)?, scale)?
+                } else {
+                    (at_s * (1.0 + next * next).sqrt())?
+                }
+            }
+            Sampler::DpmFast | Sampler::DpmAdaptive | Sampler::UniPc | Sampler::UniPcBh2 | Sampler::Restart => {
+                unreachable!("dispatched to crate::solvers above")
             }
         };
         on_step(i, n, &x, &denoised)?;

@@ -13,7 +13,13 @@ pub enum Prediction {
     Eps,
     /// LCM: `c_out·(x − σ·ε) + c_skip·x` with σ_data 0.5 and the timestep scaled by 10.
     Lcm,
+    /// Playground v2.5's EDM preconditioning (σ_data 0.5): input `x/√(σ²+¼)`,
+    /// `D = x·¼/(σ²+¼) + out·σ·½/√(σ²+¼)`, timestep `¼·ln σ` (continuous).
+    Edm,
 }
+
+/// σ_data of the EDM parameterisation Playground v2.5 uses.
+pub const EDM_SIGMA_DATA: f64 = 0.5;
 
 /// Sigma table of a discrete-time model with the scaled-linear beta schedule. A distilled table
 /// (Fooocus's `lcm`/`tcd` schedulers) keeps every 20th of the 1000 sigmas, timestep `20·i + 19`.
@@ -24,6 +30,9 @@ pub struct ModelSampling {
     /// Training timesteps per table entry (1, or 20 when distilled).
     pub skip_steps: usize,
     pub prediction: Prediction,
+    /// ᾱ of every training timestep (the full 1000 even when distilled; empty for EDM, which
+    /// has none): the `tcd` sampler reads it.
+    pub alphas_cumprod: Vec<f32>,
 }
 
 impl ModelSampling {
@@ -37,14 +46,25 @@ impl ModelSampling {
         let mut alpha_cumprod = 1.0f64;
         let mut sigmas = Vec::with_capacity(n);
         let mut log_sigmas = Vec::with_capacity(n);
+        let mut alphas_cumprod = Vec::with_capacity(n);
         for i in 0..n {
             let beta = (a + (b - a) * i as f64 / (n - 1) as f64).powi(2);
             alpha_cumprod *= 1.0 - beta;
             let sigma = ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt();
             sigmas.push(sigma as f32);
             log_sigmas.push(sigma.ln() as f32);
+            alphas_cumprod.push(alpha_cumprod as f32);
         }
-        Self { sigmas, log_sigmas, skip_steps: 1, prediction: Prediction::Eps }
+        Self { sigmas, log_sigmas, skip_steps: 1, prediction: Prediction::Eps, alphas_cumprod }
+    }
+
+    /// ComfyUI `ModelSamplingContinuousEDM` as Fooocus sets it for `edm_playground_v2.5`:
+    /// 1000 log-spaced sigmas in [0.002, 120].
+    pub fn edm_playground() -> Self {
+        let log_sigmas: Vec<f32> = linspace_f32(0.002f64.ln() as f32, 120f64.ln() as f32, TIMESTEPS);
+        let sigmas = log_sigmas.iter().map(|l| l.exp()).collect::<Vec<f32>>();
+        let log_sigmas = sigmas.iter().map(|s| s.ln()).collect();
+        Self { sigmas, log_sigmas, skip_steps: 1, prediction: Prediction::Edm, alphas_cumprod: Vec::new() }
     }
 
     /// ComfyUI's `ModelSamplingDiscreteDistilled`: 50 of the 1000 sigmas (timesteps 19, 39, …, 999).
@@ -53,7 +73,7 @@ impl ModelSampling {
         let skip = self.sigmas.len() / KEPT;
         let sigmas: Vec<f32> = (0..KEPT).map(|k| self.sigmas[skip - 1 + skip * k]).collect();
         let log_sigmas = sigmas.iter().map(|s| (*s as f64).ln() as f32).collect();
-        Self { sigmas, log_sigmas, skip_steps: skip, prediction }
+        Self { sigmas, log_sigmas, skip_steps: skip, prediction, alphas_cumprod: self.alphas_cumprod.clone() }
     }
 
     /// The sampling a scheduler runs on: `lcm` and `tcd` use the distilled table (LCM or EPS
@@ -62,6 +82,7 @@ impl ModelSampling {
         match scheduler {
             Scheduler::Lcm => Self::sdxl().distilled(Prediction::Lcm),
             Scheduler::Tcd => Self::sdxl().distilled(Prediction::Eps),
+            Scheduler::EdmPlaygroundV25 => Self::edm_playground(),
             _ => Self::sdxl(),
         }
     }
@@ -87,6 +108,14 @@ impl ModelSampling {
             }
         }
         best * self.skip_steps + (self.skip_steps - 1)
+    }
+
+    /// The timestep the model is called with: the nearest table entry, or `¼·ln σ` for EDM.
+    pub fn model_timestep(&self, sigma: f32) -> f32 {
+        match self.prediction {
+            Prediction::Edm => 0.25 * sigma.ln(),
+            _ => self.timestep(sigma) as f32,
+        }
     }
 
     /// Sigma at a (fractional) timestep, interpolating log-sigma linearly.
@@ -151,6 +180,7 @@ named_enum!(
         Turbo = "turbo",
         AlignYourSteps = "align_your_steps",
         Tcd = "tcd",
+        EdmPlaygroundV25 = "edm_playground_v2.5",
     }
 );
 
@@ -188,7 +218,8 @@ impl Scheduler {
     /// `steps` sigmas from high to low followed by a trailing 0.
     pub fn sigmas(self, ms: &ModelSampling, steps: usize) -> Vec<f32> {
         let mut s = match self {
-            Scheduler::Karras => karras(steps, ms.sigma_min(), ms.sigma_max(), 7.0),
+            // Fooocus runs `edm_playground_v2.5` as karras on the EDM table.
+            Scheduler::Karras | Scheduler::EdmPlaygroundV25 => karras(steps, ms.sigma_min(), ms.sigma_max(), 7.0),
             Scheduler::Exponential => {
                 let (hi, lo) = ((ms.sigma_max() as f64).ln() as f32, (ms.sigma_min() as f64).ln() as f32);
                 linspace_f32(hi, lo, steps).into_iter().map(f32::exp).collect()

@@ -186,3 +186,25 @@ fn lcm_prediction_applies_the_boundary_conditions_at_distilled_timesteps() {
         assert!(close(&d.denoise(&s.x, sigma).unwrap(), &expected), "LCM at σ={sigma}");
     }
 }
+
+/// `edm_playground_v2.5`: ComfyUI's EDM preconditioning (σ_data ½, input `x/√(σ²+¼)`,
+/// continuous timestep `¼·ln σ`, `D = x·¼/(σ²+¼) + out·σ·½/√(σ²+¼)`), composed from a plain UNet call.
+#[test]
+fn edm_playground_preconditioning_follows_the_edm_formula() {
+    let s = setup();
+    let ms = ModelSampling::for_scheduler(focal_engine::schedule::Scheduler::EdmPlaygroundV25);
+    let size = SizeIds::plain(SIZE, SIZE);
+    for sigma in [80.0f32, 3.0, 0.05] {
+        let mut d = CfgDenoiser::new(&s.model, &ms, &s.cond, &s.uncond, size, 1.0).unwrap();
+        let got = d.denoise(&s.x, sigma).unwrap();
+        let sg = sigma as f64;
+        let x_in = (&s.x / (sg * sg + 0.25).sqrt()).unwrap();
+        let y = s.model.adm(&s.cond.pooled, size).unwrap();
+        let out = s.model.unet.forward(&x_in, &[0.25 * sigma.ln()], &s.cond.context, &y).unwrap();
+        let want = ((&s.x * (0.25 / (sg * sg + 0.25))).unwrap() + (out * (sg * 0.5 / (sg * sg + 0.25).sqrt())).unwrap()).unwrap();
+        assert!(close(&got, &want), "σ = {sigma}: max |Δ| {}", max_diff(&got, &want));
+    }
+    // The EDM schedule Fooocus runs: karras between 0.002 and 120.
+    let sig = focal_engine::schedule::Scheduler::EdmPlaygroundV25.sigmas(&ms, 4);
+    assert!((sig[0] - 120.0).abs() < 1e-3 && (sig[3] - 0.002).abs() < 1e-6 && sig[4] == 0.0, "{sig:?}");
+}

@@ -64,14 +64,14 @@ fn joint_and_separate_swaps_run_the_base_and_the_refiner_on_the_right_sigmas() {
     let mut d_base = CfgDenoiser::new(&base, &ms, &cond, &uncond, size, params.cfg).unwrap();
     let mut d_ref = CfgDenoiser::new(&refiner, &ms, &cond, &uncond, size, params.cfg).unwrap();
     let mut quiet = |_: usize, _: usize, _: &Tensor, _: &Tensor| Ok(());
-    let x_k = sample(Sampler::Euler, &mut d_base, x.clone(), &sigmas[..=k + 1], &mut NoiseSource::silent(), &mut quiet).unwrap();
-    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k + 1..], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let x_k = sample(Sampler::Euler, &mut d_base, x.clone(), &sigmas[..=k + 1], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k + 1..], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
     let err = common::rel_l2(&common::to_vec(&joint), &common::to_vec(&composed));
     assert!(err < 1e-5, "joint swap vs composed: {err}");
 
     // "separate": the base runs steps [0, k), the refiner continues from sigmas[k..].
-    let x_k = sample(Sampler::Euler, &mut d_base, x, &sigmas[..=k], &mut NoiseSource::silent(), &mut quiet).unwrap();
-    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k..], &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let x_k = sample(Sampler::Euler, &mut d_base, x, &sigmas[..=k], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
+    let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k..], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
     let separate = run_with(Some(k), RefinerSwap::Separate);
     let err = common::rel_l2(&common::to_vec(&separate), &common::to_vec(&composed));
     assert!(err < 1e-5, "separate swap vs composed: {err}");

@@ -25,8 +25,8 @@ fn refs() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
-fn run(sampler: Sampler, x: Tensor, sigmas: &[f32], noise: &mut NoiseSource) -> Tensor {
-    sample(sampler, &mut Analytic, x, sigmas, noise, &mut |_, _, _, _| Ok(())).unwrap()
+fn run(sampler: Sampler, ms: &ModelSampling, x: Tensor, sigmas: &[f32], noise: &mut NoiseSource) -> Tensor {
+    sample(sampler, &mut Analytic, x, sigmas, ms, noise, &mut |_, _, _, _| Ok(())).unwrap()
 }
 
 #[test]
@@ -56,7 +56,13 @@ fn every_sampler_with_every_scheduler_matches_the_reference() {
             let ms = ModelSampling::for_scheduler(scheduler);
             let sigmas = sampling_sigmas(&ms, scheduler, 9, 1.0, sampler.discards_penultimate_sigma());
             let x = (noise * sigmas[0] as f64).unwrap();
-            let got = run(sampler, x, &sigmas, &mut NoiseSource::silent());
+            if sampler == Sampler::Tcd && scheduler == Scheduler::EdmPlaygroundV25 {
+                let err = sample(sampler, &mut Analytic, x, &sigmas, &ms, &mut NoiseSource::silent(), &mut |_, _, _, _| Ok(()));
+                assert!(err.unwrap_err().to_string().contains("tcd"), "tcd refuses the EDM schedule");
+                checked += 1;
+                continue;
+            }
+            let got = run(sampler, &ms, x, &sigmas, &mut NoiseSource::silent());
             let want = &refs[&format!("x/{base}/{scheduler}")];
             let err = common::rel_l2(&common::to_vec(&got), &common::to_vec(want));
             assert!(err < 1e-5, "{sampler} × {scheduler}: relative L2 error {err}");
@@ -64,6 +70,41 @@ fn every_sampler_with_every_scheduler_matches_the_reference() {
         }
     }
     assert_eq!(checked, Sampler::ALL.len() * Scheduler::ALL.len());
+}
+
+/// From 20 steps on, Restart rebuilds the schedule and re-runs an interval (noise off here).
+#[test]
+fn restart_with_its_restart_plan_matches_the_reference() {
+    let refs = refs();
+    for &scheduler in Scheduler::ALL {
+        let ms = ModelSampling::for_scheduler(scheduler);
+        let sigmas = sampling_sigmas(&ms, scheduler, 24, 1.0, false);
+        let x = (&refs["noise"] * sigmas[0] as f64).unwrap();
+        let mut steps = 0;
+        let got = sample(Sampler::Restart, &mut Analytic, x, &sigmas, &ms, &mut NoiseSource::silent(), &mut |_, n, _, _| {
+            steps = n;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(steps, sigmas.len() - 1, "restart keeps the number of steps ({scheduler})");
+        let err = common::rel_l2(&common::to_vec(&got), &common::to_vec(&refs[&format!("x/restart24/{scheduler}")]));
+        assert!(err < 1e-5, "restart × {scheduler}: relative L2 error {err}");
+    }
+}
+
+/// Restart's re-noising uses the seeded noise: same seed, same result; another seed differs.
+#[test]
+fn restart_renoising_is_seeded() {
+    let ms = ModelSampling::sdxl();
+    let sigmas = Scheduler::Karras.sigmas(&ms, 24);
+    let x = (Tensor::from_vec(focal_engine::rng::TorchRng::new(3).randn(4 * 16 * 16), (1, 4, 16, 16), &Device::Cpu).unwrap() * sigmas[0] as f64).unwrap();
+    let a = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(7)));
+    let b = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(7)));
+    let c = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(8)));
+    let silent = common::to_vec(&run(Sampler::Restart, &ms, x, &sigmas, &mut NoiseSource::silent()));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(a, silent);
 }
 
 /// The noise a stochastic sampler injects in its first step, divided by the scale its formula
@@ -82,6 +123,11 @@ fn stochastic_samplers_inject_unit_noise_at_their_formula_scale_and_are_determin
         let alpha = ac / acp;
         ((1.0 - alpha) * (1.0 - acp) / (1.0 - ac)).sqrt() * (1.0 + next * next).sqrt()
     };
+    // TCD on a single step re-noises from timestep 0 (its last timestep is forced to 0).
+    let tcd = {
+        let a = ms.alphas_cumprod[0] as f64;
+        (next * next + 1.0 - 1.0 / a).sqrt()
+    };
     let one_step = [sigmas[0], sigmas[1]];
     for (sampler, scale) in [
         (Sampler::EulerAncestral, up),
@@ -91,17 +137,18 @@ fn stochastic_samplers_inject_unit_noise_at_their_formula_scale_and_are_determin
         (Sampler::DpmPP3MSde, sde),
         (Sampler::Ddpm, ddpm),
         (Sampler::Lcm, next),
+        (Sampler::Tcd, tcd),
     ] {
-        let silent = run(sampler, x.clone(), &one_step, &mut NoiseSource::silent());
-        let noisy = run(sampler, x.clone(), &one_step, &mut NoiseSource::new(7));
+        let silent = run(sampler, &ms, x.clone(), &one_step, &mut NoiseSource::silent());
+        let noisy = run(sampler, &ms, x.clone(), &one_step, &mut NoiseSource::new(7));
         let injected = common::to_vec(&((noisy.clone() - silent).unwrap() / scale).unwrap());
         let n = injected.len() as f64;
         let mean = injected.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = injected.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "{sampler}: injected noise mean {mean}, variance {var}");
-        let again = run(sampler, x.clone(), &one_step, &mut NoiseSource::new(7));
+        let again = run(sampler, &ms, x.clone(), &one_step, &mut NoiseSource::new(7));
         assert_eq!(common::to_vec(&again), common::to_vec(&noisy), "{sampler} is deterministic for a seed");
-        let other = run(sampler, x.clone(), &one_step, &mut NoiseSource::new(8));
+        let other = run(sampler, &ms, x.clone(), &one_step, &mut NoiseSource::new(8));
         assert_ne!(common::to_vec(&other), common::to_vec(&noisy), "{sampler} depends on the seed");
     }
 }

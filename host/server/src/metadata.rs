@@ -53,7 +53,7 @@ fn a1111(map: &BTreeMap<String, Value>, facts: &ImageFacts) -> String {
     let negative = text(map, "negative_prompt").unwrap_or_default();
     let fields: [(&str, Option<String>); 12] = [
         ("Steps", text(map, "steps")),
-        ("Sampler", text(map, "sampler")),
+        ("Sampler", text(map, "sampler").map(|s| a1111_sampler(&s, text(map, "scheduler").as_deref()))),
         ("Seed", Some(facts.seed.to_string())),
         ("Size", Some(format!("{}x{}", facts.width, facts.height))),
         ("CFG scale", text(map, "guidance_scale")),
@@ -67,6 +67,38 @@ fn a1111(map: &BTreeMap<String, Value>, facts: &ImageFacts) -> String {
     ];
     let pairs: Vec<String> = fields.into_iter().filter_map(|(k, v)| Some(format!("{k}: {}", quote(&v?)))).collect();
     format!("{prompt}\nNegative prompt: {negative}\n{}", pairs.join(", "))
+}
+
+/// Fooocus's A1111/Civitai sampler names (`flags.SAMPLERS`); samplers without one keep their own
+/// name. " Karras" is appended for the karras scheduler unless the *display* name is in
+/// `CIVITAI_NO_KARRAS` — a list of internal names, so in practice always (Fooocus does the same).
+fn a1111_sampler(sampler: &str, scheduler: Option<&str>) -> String {
+    let display = match sampler {
+        "euler" => "Euler",
+        "euler_ancestral" => "Euler a",
+        "heun" => "Heun",
+        "dpm_2" => "DPM2",
+        "dpm_2_ancestral" => "DPM2 a",
+        "lms" => "LMS",
+        "dpm_fast" => "DPM fast",
+        "dpm_adaptive" => "DPM adaptive",
+        "dpmpp_2s_ancestral" => "DPM++ 2S a",
+        "dpmpp_sde" | "dpmpp_sde_gpu" => "DPM++ SDE",
+        "dpmpp_2m" => "DPM++ 2M",
+        "dpmpp_2m_sde" | "dpmpp_2m_sde_gpu" => "DPM++ 2M SDE",
+        "lcm" => "LCM",
+        "tcd" => "TCD",
+        "restart" => "Restart",
+        "ddim" => "DDIM",
+        "uni_pc" => "UniPC",
+        _ => return sampler.to_string(),
+    };
+    const CIVITAI_NO_KARRAS: [&str; 7] = ["euler", "euler_ancestral", "heun", "dpm_fast", "dpm_adaptive", "ddim", "uni_pc"];
+    if scheduler == Some("karras") && !CIVITAI_NO_KARRAS.contains(&display) {
+        format!("{display} Karras")
+    } else {
+        display.to_string()
+    }
 }
 
 /// A1111 quoting: values with `,`, `:` or a newline become JSON strings.
@@ -161,5 +193,23 @@ mod tests {
         ];
         let expected = "a cat\nNegative prompt: blur\nSteps: 30, Seed: 42, Size: 64x32, ADM Guidance: \"(1.5, 0.8, 0.3)\", Model: tiny, Model hash: 0123456789";
         assert_eq!(parameters("a1111", &entries, &facts()), expected);
+    }
+
+    /// Expected names from Fooocus's `meta_parser.A1111MetadataParser.to_string` with
+    /// `flags.SAMPLERS` (display name looked up, then " Karras" for the karras scheduler).
+    #[test]
+    fn a1111_scheme_uses_civitai_sampler_names() {
+        for (sampler, scheduler, want) in [
+            ("dpmpp_2m_sde_gpu", "karras", "DPM++ 2M SDE Karras"),
+            ("euler", "karras", "Euler Karras"),
+            ("euler_ancestral", "normal", "Euler a"),
+            ("uni_pc_bh2", "karras", "uni_pc_bh2"),
+            ("dpmpp_3m_sde", "exponential", "dpmpp_3m_sde"),
+            ("lcm", "lcm", "LCM"),
+        ] {
+            let entries = vec![("sampler".to_string(), format!("\"{sampler}\"")), ("scheduler".into(), format!("\"{scheduler}\""))];
+            let text = parameters("a1111", &entries, &facts());
+            assert!(text.contains(&format!("Sampler: {want},")), "{sampler}/{scheduler}: {text}");
+        }
     }
 }
