@@ -12,6 +12,7 @@ use focal_models::{ModelsDir, Preset};
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::jobs::{JobManager, JobOptions};
 use focal_server::outputs::Outputs;
+use focal_server::prompts::PluginPrompts;
 use focal_server::webhook::{WebhookPolicy, Webhooks};
 use focal_server::Registry;
 
@@ -76,9 +77,9 @@ impl Dirs {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>) -> Result<PluginHost> {
+    fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>, wildcards_dir: Option<PathBuf>) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
-        PluginHost::new(HostOptions { cache_dir, settings, ..Default::default() }, services)
+        PluginHost::new(HostOptions { cache_dir, settings, wildcards_dir, ..Default::default() }, services)
     }
 }
 
@@ -138,17 +139,23 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             Some(webhooks),
         )?;
         let fetch = Fetcher::new(FetchPolicy { allow_private: args.allow_private_fetch, ..Default::default() })?;
+        // Prompt steps run on this runtime for the engine worker; bound to the plugins below.
+        let prompts = PluginPrompts::new(tokio::runtime::Handle::current());
+        jobs.set_prompt_pipeline(prompts.clone());
         let services = Services {
             engine: Some(jobs),
             files: Some(Arc::new(Outputs::new(&args.outputs_dir))),
             fetch: Some(Arc::new(fetch)),
+            prompts: Some(prompts.clone()),
         };
         let settings = BTreeMap::from([
             ("base-url".to_string(), base_url),
             ("persistent".to_string(), args.persistent.to_string()),
         ]);
-        let host = Arc::new(args.dirs.plugin_host(services, settings)?);
+        let wildcards = ModelsDir::new(&args.models_dir).folder("wildcards");
+        let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
+        prompts.attach(host.clone(), registry.clone());
         let options = focal_server::ServerOptions { api_key: args.apikey.clone() };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, host, registry, options).await
@@ -158,7 +165,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 pub fn plugins(cmd: PluginsCommand) -> Result<()> {
     match cmd {
         PluginsCommand::List(dirs) => {
-            let host = dirs.plugin_host(Services::default(), BTreeMap::new())?;
+            let host = dirs.plugin_host(Services::default(), BTreeMap::new(), None)?;
             let registry = Registry::with_builtins(&host, &dirs.plugins_dir(), focal_runtime::builtin::PLUGINS);
             println!("{:<16} {:<28} {:<12} {:>8} {:>10}  digest", "name", "routes", "capabilities", "mem MiB", "timeout ms");
             for p in registry.plugins() {

@@ -16,8 +16,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", plugins.join("Cargo.lock").display());
     for entry in std::fs::read_dir(&plugins).unwrap().flatten() {
         if entry.path().join("Cargo.toml").exists() {
-            println!("cargo:rerun-if-changed={}", entry.path().join("src").display());
-            println!("cargo:rerun-if-changed={}", entry.path().join("Cargo.toml").display());
+            // The whole crate folder: sources and the data they embed (styles, wildcards).
+            println!("cargo:rerun-if-changed={}", entry.path().display());
         }
     }
     println!("cargo:rerun-if-env-changed=FOCAL_PLUGINS_PREBUILT");

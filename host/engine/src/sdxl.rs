@@ -102,6 +102,25 @@ impl SdxlModel {
         self.encode_tokens(&ids, clip_skip)
     }
 
+    /// Fooocus's `clip_encode`: each workload encoded on its own, the contexts concatenated
+    /// along the sequence and the pooled vectors of the first `pool_top_k` summed.
+    pub fn encode_workloads(&self, texts: &[String], pool_top_k: usize, clip_skip: usize) -> Result<Conditioning> {
+        let mut contexts = Vec::with_capacity(texts.len());
+        let mut pooled: Option<Tensor> = None;
+        for (i, text) in texts.iter().enumerate() {
+            let c = self.encode_prompt(text, clip_skip)?;
+            contexts.push(c.context);
+            if i < pool_top_k {
+                pooled = Some(match pooled {
+                    Some(sum) => (sum + c.pooled)?,
+                    None => c.pooled,
+                });
+            }
+        }
+        let pooled = pooled.ok_or_else(|| EngineError::invalid("prompt", "no workload feeds the pooled vector"))?;
+        Ok(Conditioning { context: Tensor::cat(&contexts, 1)?, pooled })
+    }
+
     pub fn encode_tokens(&self, ids: &[u32], clip_skip: usize) -> Result<Conditioning> {
         let chunks_l = crate::tokenizer::chunk_ids(ids, EOS);
         let chunks_g = crate::tokenizer::chunk_ids(ids, 0);

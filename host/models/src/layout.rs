@@ -16,6 +16,8 @@ pub const FOLDERS: &[&str] = &[
     "prompt_expansion/fooocus_expansion",
     "safety_checker",
     "sam",
+    // Fooocus keeps these beside its models (`wildcards/`); here they live with them.
+    "wildcards",
 ];
 
 /// Extensions Fooocus lists as model files.

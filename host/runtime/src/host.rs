@@ -12,12 +12,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::focal::plugin::{config, engine, fetch, files, log, types};
+use crate::bindings::focal::plugin::{config, engine, fetch, files, log, prompts, types};
+use crate::bindings::step::focal::plugin::random;
+use crate::bindings::step::PromptStepPre;
 use crate::bindings::{Endpoint, EndpointPre};
 use crate::manifest::{Capability, PluginManifest};
-use crate::services::{EngineService, FetchService, FileService, Services};
+use crate::pyrandom::PyRandom;
+use crate::services::{EngineService, FetchService, FileService, PromptTask, Services};
 use crate::{Request, Response};
 
 /// How often the epoch advances; wall-time budgets are checked at this granularity.
@@ -35,11 +38,13 @@ pub struct HostOptions {
     pub max_memory_mb: u64,
     /// Host settings every plugin can read with `config.get("host.<key>")`, e.g. `base-url`.
     pub settings: BTreeMap<String, String>,
+    /// Mounted read-only at `/wildcards` for plugins granted `wildcards` (when it exists).
+    pub wildcards_dir: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512, settings: BTreeMap::new() }
+        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512, settings: BTreeMap::new(), wildcards_dir: None }
     }
 }
 
@@ -48,7 +53,20 @@ pub struct Plugin {
     pub manifest: PluginManifest,
     /// sha256 of the component bytes.
     pub digest: String,
-    pre: EndpointPre<State>,
+    kind: Kind,
+}
+
+/// Which world a component implements (told apart by its exports at load time).
+enum Kind {
+    Endpoint(EndpointPre<State>),
+    PromptStep(PromptStepPre<State>),
+}
+
+impl Plugin {
+    /// A prompt step (world `prompt-step`) rather than an endpoint (world `endpoint`).
+    pub fn is_prompt_step(&self) -> bool {
+        matches!(self.kind, Kind::PromptStep(_))
+    }
 }
 
 /// Why a plugin did not produce a response. The request fails; nothing else does.
@@ -89,6 +107,8 @@ pub struct State {
     services: Services,
     started: Instant,
     deadline: Instant,
+    /// The image's Python generator while a prompt step runs (`focal:plugin/random`).
+    random: Option<PyRandom>,
 }
 
 impl WasiView for State {
@@ -140,6 +160,8 @@ impl PluginHost {
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Endpoint::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        // The prompt-step world adds only `random` to what the endpoint world links.
+        random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
@@ -161,9 +183,18 @@ impl PluginHost {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(EndpointPre::new)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin '{}' is not a focal:plugin/endpoint@0.1.0 component", manifest.name))?;
+            .with_context(|| format!("plugin '{}' imports something focal:plugin@0.1.0 does not offer", manifest.name))?;
+        let kind = match EndpointPre::new(pre.clone()) {
+            Ok(endpoint) => Kind::Endpoint(endpoint),
+            Err(not_endpoint) => Kind::PromptStep(PromptStepPre::new(pre).map_err(|not_step| {
+                anyhow::anyhow!(
+                    "plugin '{}' is neither a focal:plugin/endpoint@0.1.0 component ({not_endpoint:#}) nor a \
+                     focal:plugin/prompt-step@0.1.0 component ({not_step:#})",
+                    manifest.name
+                )
+            })?),
+        };
         if manifest.limits.memory_mb > self.options.max_memory_mb {
             anyhow::bail!(
                 "plugin '{}' asks for {} MiB of memory; the host allows at most {} MiB",
@@ -172,7 +203,7 @@ impl PluginHost {
                 self.options.max_memory_mb
             );
         }
-        Ok(Plugin { manifest, digest, pre })
+        Ok(Plugin { manifest, digest, kind })
     }
 
     fn compile(&self, digest: &str, wasm: &[u8]) -> anyhow::Result<Component> {
@@ -197,13 +228,17 @@ impl PluginHost {
         Ok(unsafe { Component::deserialize(&self.engine, &bytes) }?)
     }
 
-    /// Serve one request on a fresh instance of `plugin`.
-    pub async fn handle(&self, plugin: &Plugin, req: Request) -> Result<Response, PluginFailure> {
-        let m = &plugin.manifest;
-        let name: Arc<str> = Arc::from(m.name.as_str());
+    /// A fresh store for one call into `m`'s plugin, with its limits and granted services.
+    fn store(&self, m: &PluginManifest, random: Option<PyRandom>) -> (Store<State>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        let limit = Duration::from_millis(m.limits.timeout_ms);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if let Some(dir) = self.options.wildcards_dir.as_ref().filter(|d| m.grants(Capability::Wildcards) && d.is_dir()) {
+            if let Err(e) = wasi.preopened_dir(dir, "/wildcards", FsPerms::ReadOnly) {
+                tracing::warn!(plugin = %m.name, "cannot mount {}: {e:#}", dir.display());
+            }
+        }
+        let wasi = wasi.build();
         let now = Instant::now();
         let state = State {
             wasi,
@@ -215,16 +250,18 @@ impl PluginHost {
                 .memories(8)
                 .trap_on_grow_failure(true)
                 .build(),
-            plugin: name.clone(),
+            plugin: Arc::from(m.name.as_str()),
             config: Arc::new(m.config.clone()),
             settings: self.settings.clone(),
             services: Services {
                 engine: self.services.engine.clone().filter(|_| m.grants(Capability::Engine)),
                 files: self.services.files.clone().filter(|_| m.grants(Capability::Files)),
                 fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
+                prompts: self.services.prompts.clone(),
             },
             started: now,
-            deadline: now + limit,
+            deadline: now + Duration::from_millis(m.limits.timeout_ms),
+            random,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -234,37 +271,82 @@ impl PluginHost {
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        let failure = |e: wasmtime::Error, store: &Store<State>| -> PluginFailure {
-            let elapsed = store.data().started.elapsed();
-            let trap = e.downcast_ref::<Trap>().copied();
-            let text = format!("{e:#}");
-            let out = stderr.contents();
-            let guest_said = String::from_utf8_lossy(&out);
-            tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %guest_said.trim(), "plugin failed: {text}");
-            if trap == Some(Trap::Interrupt) {
-                PluginFailure::Timeout { plugin: name.to_string(), limit_ms: m.limits.timeout_ms }
-            } else if text.contains("forcing trap when growing memory") {
-                PluginFailure::OutOfMemory { plugin: name.to_string(), limit_mb: m.limits.memory_mb }
-            } else if text.contains("concurrent limit") {
-                PluginFailure::Busy
-            } else {
-                let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
-                PluginFailure::Trap { plugin: name.to_string(), message: detail.unwrap_or_else(|| first_line(&e.root_cause().to_string())) }
-            }
+        (store, stderr)
+    }
+
+    /// Serve one request on a fresh instance of `plugin`.
+    pub async fn handle(&self, plugin: &Plugin, req: Request) -> Result<Response, PluginFailure> {
+        let m = &plugin.manifest;
+        let Kind::Endpoint(pre) = &plugin.kind else {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "a prompt step serves no requests".into() });
         };
-        let instance = match plugin.pre.instantiate_async(&mut store).await {
-            Ok(i) => i,
-            Err(e) => return Err(failure(e, &store)),
-        };
+        let (mut store, stderr) = self.store(m, None);
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
         let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
-        // Backstop for time spent in host awaits (the epoch only fires while wasm runs).
-        let result = match tokio::time::timeout(limit + EPOCH_TICK * 10, call).await {
-            Ok(r) => r,
-            Err(_) => return Err(PluginFailure::Timeout { plugin: name.to_string(), limit_ms: m.limits.timeout_ms }),
-        };
-        let response = result.map_err(|e| failure(e, &store))?;
-        validate(&response).map_err(|message| PluginFailure::BadResponse { plugin: name.to_string(), message })?;
+        let response = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
+        validate(&response).map_err(|message| PluginFailure::BadResponse { plugin: m.name.clone(), message })?;
         Ok(response)
+    }
+
+    /// The style names a prompt step offers (empty for an endpoint).
+    pub async fn prompt_styles(&self, plugin: &Plugin) -> Result<Vec<String>, PluginFailure> {
+        let m = &plugin.manifest;
+        let Kind::PromptStep(pre) = &plugin.kind else { return Ok(vec![]) };
+        let (mut store, stderr) = self.store(m, None);
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+        let call = instance.focal_plugin_prompt_processor().call_styles(&mut store);
+        within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))
+    }
+
+    /// Run one prompt step on one image's task, drawing from (and handing back) its generator.
+    /// The inner error is the step's own refusal; the outer one a failed plugin.
+    pub async fn process_prompt(
+        &self,
+        plugin: &Plugin,
+        task: PromptTask,
+        random: PyRandom,
+    ) -> Result<(Result<PromptTask, String>, PyRandom), PluginFailure> {
+        let m = &plugin.manifest;
+        let Kind::PromptStep(pre) = &plugin.kind else {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "an endpoint is not a prompt step".into() });
+        };
+        let (mut store, stderr) = self.store(m, Some(random));
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+        let call = instance.focal_plugin_prompt_processor().call_process(&mut store, &task);
+        let result = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
+        let random = store.data_mut().random.take().expect("the generator stays in the store");
+        Ok((result, random))
+    }
+}
+
+/// Await a call into a plugin, with a backstop for time spent in host awaits (the epoch only
+/// fires while wasm runs).
+async fn within_budget<T>(m: &PluginManifest, call: impl std::future::Future<Output = T>) -> Result<T, PluginFailure> {
+    let limit = Duration::from_millis(m.limits.timeout_ms);
+    tokio::time::timeout(limit + EPOCH_TICK * 10, call)
+        .await
+        .map_err(|_| PluginFailure::Timeout { plugin: m.name.clone(), limit_ms: m.limits.timeout_ms })
+}
+
+/// What a wasmtime error from a plugin call means for the caller (logged with the guest's
+/// stderr, e.g. its panic message).
+fn failure(m: &PluginManifest, stderr: &MemoryOutputPipe, e: wasmtime::Error, store: &Store<State>) -> PluginFailure {
+    let name = &m.name;
+    let elapsed = store.data().started.elapsed();
+    let trap = e.downcast_ref::<Trap>().copied();
+    let text = format!("{e:#}");
+    let out = stderr.contents();
+    let guest_said = String::from_utf8_lossy(&out);
+    tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %guest_said.trim(), "plugin failed: {text}");
+    if trap == Some(Trap::Interrupt) {
+        PluginFailure::Timeout { plugin: name.clone(), limit_ms: m.limits.timeout_ms }
+    } else if text.contains("forcing trap when growing memory") {
+        PluginFailure::OutOfMemory { plugin: name.clone(), limit_mb: m.limits.memory_mb }
+    } else if text.contains("concurrent limit") {
+        PluginFailure::Busy
+    } else {
+        let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
+        PluginFailure::Trap { plugin: name.clone(), message: detail.unwrap_or_else(|| first_line(&e.root_cause().to_string())) }
     }
 }
 
@@ -387,6 +469,22 @@ impl engine::Host for State {
     async fn release_memory(&mut self) -> wasmtime::Result<()> {
         self.engine()?.release_memory();
         Ok(())
+    }
+}
+
+impl prompts::Host for State {
+    async fn styles(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(match &self.services.prompts {
+            Some(p) => p.styles().await,
+            None => vec![],
+        })
+    }
+}
+
+impl random::Host for State {
+    async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
+        let rng = self.random.as_mut().ok_or_else(|| wasmtime::Error::msg("no image generator outside a prompt step"))?;
+        Ok(rng.below(n))
     }
 }
 

@@ -3,6 +3,8 @@
 //! (memory, wall time through epoch interruption) and capabilities, and the host side of the
 //! `focal:plugin@0.1.0` WIT package.
 pub mod manifest;
+pub mod prompts;
+pub mod pyrandom;
 pub mod services;
 
 mod bindings;
@@ -18,8 +20,18 @@ pub const BUILT_PLUGINS_DIR: &str = env!("FOCAL_PLUGINS_OUT");
 /// Plugins compiled into the focal binary, so a fresh build serves the Fooocus-API.
 pub mod builtin {
     /// `(manifest TOML, component bytes)` of each built-in plugin.
-    pub const PLUGINS: &[(&str, &[u8])] = &[(
-        include_str!("../../../plugins/fooocus-api/plugin.toml"),
-        include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_api.wasm")),
-    )];
+    pub const PLUGINS: &[(&str, &[u8])] = &[
+        (
+            include_str!("../../../plugins/fooocus-api/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_api.wasm")),
+        ),
+        (
+            include_str!("../../../plugins/fooocus-prompt/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_prompt.wasm")),
+        ),
+        (
+            include_str!("../../../plugins/fooocus-styles/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_styles.wasm")),
+        ),
+    ];
 }

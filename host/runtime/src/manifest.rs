@@ -21,6 +21,13 @@ pub struct PluginManifest {
     /// Values the plugin reads with `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Prompt steps run in ascending `order` (ties by name); endpoints ignore it.
+    #[serde(default = "default_order")]
+    pub order: i32,
+}
+
+fn default_order() -> i32 {
+    50
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -57,6 +64,8 @@ pub enum Capability {
     Files,
     /// Outbound HTTP GET under the host's policy (`focal:plugin/fetch`).
     Fetch,
+    /// Read the host's wildcards folder, mounted read-only at `/wildcards`.
+    Wildcards,
 }
 
 impl PluginManifest {
@@ -76,7 +85,14 @@ impl PluginManifest {
 
     /// A manifest with defaults for a component that has none: served under `/{name}`.
     pub fn default_for(name: &str) -> Self {
-        Self { name: name.to_string(), routes: vec![format!("/{name}")], limits: Limits::default(), capabilities: vec![], config: BTreeMap::new() }
+        Self {
+            name: name.to_string(),
+            routes: vec![format!("/{name}")],
+            limits: Limits::default(),
+            capabilities: vec![],
+            config: BTreeMap::new(),
+            order: default_order(),
+        }
     }
 
     pub fn grants(&self, c: Capability) -> bool {

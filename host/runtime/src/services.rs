@@ -11,6 +11,7 @@ pub use crate::bindings::focal::plugin::engine::{
     QueueInfo, SamplingPatches, SubmitError,
 };
 pub use crate::bindings::focal::plugin::files::File;
+pub use crate::bindings::step::exports::focal::plugin::prompt_processor::PromptTask;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -40,10 +41,17 @@ pub trait FetchService: Send + Sync {
     fn get(&self, url: String) -> BoxFuture<'_, Result<Vec<u8>, String>>;
 }
 
+/// What the loaded prompt steps offer endpoint plugins (`focal:plugin/prompts`).
+pub trait PromptService: Send + Sync {
+    fn styles(&self) -> BoxFuture<'_, Vec<String>>;
+}
+
 /// The host services a plugin may be granted; each is `None` when the host has none.
 #[derive(Clone, Default)]
 pub struct Services {
     pub engine: Option<std::sync::Arc<dyn EngineService>>,
     pub files: Option<std::sync::Arc<dyn FileService>>,
     pub fetch: Option<std::sync::Arc<dyn FetchService>>,
+    /// Always granted (read-only).
+    pub prompts: Option<std::sync::Arc<dyn PromptService>>,
 }

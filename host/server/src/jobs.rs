@@ -5,17 +5,19 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{refiner_switch_step, Refiner, RefinerSwap};
 use focal_engine::lora::LoraSpec;
+use focal_engine::sdxl::Conditioning;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
+use focal_runtime::prompts::{PromptInput, PromptOutput};
 use focal_runtime::services::{
-    BoxFuture, EngineService, JobImage, JobInfo, JobSpec, JobStage, ModelFiles, QueueInfo, SubmitError,
+    BoxFuture, EngineService, JobImage, JobInfo, JobSpec, JobStage, Lora, ModelFiles, QueueInfo, SubmitError,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -48,6 +50,21 @@ pub struct JobOptions {
     pub database: PathBuf,
     pub outputs: Outputs,
 }
+
+/// Turns one image's prompt into what the engine encodes: the prompt-step plugins
+/// (`crate::prompts::PluginPrompts`). Without one, the prompt is encoded as given.
+pub trait PromptPipeline: Send + Sync {
+    fn run(&self, input: PromptInput) -> Result<PromptOutput, String>;
+}
+
+/// Fooocus's `MAX_SEED + 1` (2^63): image seeds wrap modulo this.
+const SEED_MODULUS: u64 = 1 << 63;
+
+/// Fooocus's `default_max_lora_number`: request and prompt-tag LoRAs together.
+const MAX_LORAS: usize = 5;
+
+/// The metadata keys the prompt pipeline decides per image.
+const PROMPT_KEYS: [&str; 6] = ["prompt", "negative_prompt", "prompt_expansion", "styles", "full_prompt", "full_negative_prompt"];
 
 /// What a loaded model was built from.
 #[derive(Clone, PartialEq)]
@@ -91,6 +108,7 @@ pub struct JobManager {
     stop_running: AtomicBool,
     release_model: AtomicBool,
     hashes: Mutex<HashMap<PathBuf, String>>,
+    prompts: OnceLock<Arc<dyn PromptPipeline>>,
 }
 
 fn now_ms() -> u64 {
@@ -141,11 +159,64 @@ impl JobManager {
             stop_running: AtomicBool::new(false),
             release_model: AtomicBool::new(false),
             hashes: Mutex::new(HashMap::new()),
+            prompts: OnceLock::new(),
         });
         manager.trim_history();
         let worker = manager.clone();
         std::thread::Builder::new().name("focal-engine".into()).spawn(move || worker.worker_loop())?;
         Ok(manager)
+    }
+
+    /// Route every job's prompts through `pipeline` from now on (set once, at start-up).
+    pub fn set_prompt_pipeline(&self, pipeline: Arc<dyn PromptPipeline>) {
+        let _ = self.prompts.set(pipeline);
+    }
+
+    /// Each image's prompt through the pipeline, as Fooocus processes all of them before
+    /// sampling the first.
+    fn process_prompts(&self, p: &focal_runtime::services::GenerationParams, seeds: &[u64]) -> Result<Vec<PromptOutput>, String> {
+        seeds
+            .iter()
+            .enumerate()
+            .map(|(i, &seed)| {
+                let input = PromptInput {
+                    index: i as u32,
+                    seed,
+                    prompt: p.prompt.clone(),
+                    negative_prompt: p.negative_prompt.clone(),
+                    styles: p.styles.clone(),
+                    read_wildcards_in_order: p.read_wildcards_in_order,
+                };
+                let out = match self.prompts.get() {
+                    Some(pipeline) => pipeline.run(input)?,
+                    None => focal_runtime::prompts::assemble(focal_runtime::prompts::initial_task(input)),
+                };
+                if !out.unknown_styles.is_empty() {
+                    tracing::warn!(styles = ?out.unknown_styles, "styles no prompt step knows; dropped");
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// The request's LoRAs plus the prompt's `<lora:stem:weight>` tags found in `loras/` (by
+    /// file stem; unknown stems and names already requested skipped), at most [`MAX_LORAS`]
+    /// besides the performance LoRA, which stays last.
+    fn with_tag_loras(&self, requested: &[Lora], tags: &[(String, f32)]) -> Vec<Lora> {
+        let is_performance = |l: &Lora| focal_models::presets::PERFORMANCE_LORAS.iter().any(|(f, _)| *f == l.name);
+        let (mut loras, performance): (Vec<Lora>, Vec<Lora>) = requested.iter().cloned().partition(|l| !is_performance(l));
+        let files = self.options.models.list("loras");
+        for (stem, weight) in tags {
+            let file = files.iter().find(|f| Path::new(f).file_stem().is_some_and(|s| s == stem.as_str()));
+            match file {
+                Some(file) if !loras.iter().any(|l| &l.name == file) => loras.push(Lora { name: file.clone(), weight: *weight }),
+                Some(_) => {}
+                None => tracing::warn!(lora = %stem, "LoRA named in the prompt not found in the models folder; skipped"),
+            }
+        }
+        loras.truncate(MAX_LORAS);
+        loras.extend(performance);
+        loras
     }
 
     fn persist(&self, entry: &Entry) {
@@ -287,8 +358,15 @@ impl JobManager {
             ));
         }
         let p = &spec.params;
+        let count = p.image_number.max(1);
+        let seeds: Vec<u64> = (0..count as u64)
+            .map(|i| if p.disable_seed_increment { p.seed % SEED_MODULUS } else { p.seed.wrapping_add(i) % SEED_MODULUS })
+            .collect();
+        self.update(id, false, |e| e.info.status = Some("Processing prompts ...".into()));
+        let prompts = self.process_prompts(p, &seeds)?;
         let checkpoint = self.checkpoint_for(&p.base_model);
-        let loras = self.lora_specs(id, &p.loras)?;
+        let requested_loras = self.with_tag_loras(&p.loras, &prompts[0].loras);
+        let loras = self.lora_specs(id, &requested_loras)?;
         let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
             Some(path) if path != checkpoint => Some(path),
             Some(_) => None,
@@ -327,14 +405,29 @@ impl JobManager {
             e.info.status = Some("Encoding prompts ...".into());
         });
         let clip_skip = p.clip_skip.clamp(1, 12) as usize;
-        let cond = model.encode_prompt(&p.prompt, clip_skip).map_err(|e| e.to_string())?;
-        let uncond = model.encode_prompt(&p.negative_prompt, clip_skip).map_err(|e| e.to_string())?;
+        // Encode each image's workloads; images with the same prompts share them.
+        let mut conds: Vec<(Arc<Conditioning>, Arc<Conditioning>)> = Vec::with_capacity(prompts.len());
+        for (i, pr) in prompts.iter().enumerate() {
+            let same = i > 0 && prompts[i - 1].positive == pr.positive && prompts[i - 1].negative == pr.negative;
+            if same {
+                conds.push(conds[i - 1].clone());
+                continue;
+            }
+            let cond = Arc::new(model.encode_workloads(&pr.positive, pr.positive_pooled, clip_skip).map_err(|e| e.to_string())?);
+            // At CFG 1 the negative is never used (Fooocus clones the positive).
+            let uncond = if (p.guidance_scale - 1.0).abs() < 1e-4 {
+                cond.clone()
+            } else {
+                Arc::new(model.encode_workloads(&pr.negative, pr.negative_pooled, clip_skip).map_err(|e| e.to_string())?)
+            };
+            conds.push((cond, uncond));
+        }
         let format = Format::from_extension(&spec.output.extension).unwrap_or(Format::Png);
         let stem = if spec.output.save_name.is_empty() { id.to_string() } else { spec.output.save_name.clone() };
-        let count = p.image_number.max(1);
         let all_steps = (p.steps * count).max(1);
         for i in 0..count {
-            let seed = if p.disable_seed_increment { p.seed } else { p.seed.wrapping_add(i as u64) };
+            let seed = seeds[i as usize];
+            let (cond, uncond) = &conds[i as usize];
             let params = engine_params(p, seed).map_err(|e| e.to_string())?;
             let mut on_step = |pr: focal_engine::Progress| {
                 let done = i * p.steps + pr.step as u32;
@@ -356,7 +449,7 @@ impl JobManager {
                 }),
                 _ => None,
             };
-            let out = match model.generate_with_refiner(&params, &cond, &uncond, refiner_at, p.preview, &mut on_step) {
+            let out = match model.generate_with_refiner(&params, cond, uncond, refiner_at, p.preview, &mut on_step) {
                 Ok(o) => o,
                 Err(focal_engine::EngineError::Cancelled) => {
                     self.update(id, false, |e| e.info.stopped = true);
@@ -375,7 +468,8 @@ impl JobManager {
                     height: out.image.height,
                     loras: &lora_facts,
                 };
-                (metadata::parameters(&m.scheme, &m.entries, &facts), m.scheme.clone())
+                let entries = prompt_entries(&m.entries, &prompts[i as usize]);
+                (metadata::parameters(&m.scheme, &entries, &facts), m.scheme.clone())
             });
             let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
             let bytes = outputs::encode(&out.image, format, embedded.as_ref()).map_err(|e| format!("encoding the image: {e:#}"))?;
@@ -457,6 +551,26 @@ impl JobManager {
             tracing::error!(job = %entry.info.id, "cannot delete job record: {e:#}");
         }
     }
+}
+
+/// The job's metadata entries with what the prompt pipeline made of this image (Fooocus's
+/// `log_positive_prompt`, expansion, applied styles as a Python list, full workloads).
+fn prompt_entries(entries: &[(String, String)], pr: &PromptOutput) -> Vec<(String, String)> {
+    let text = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut styles = pr.styles.clone();
+    if !pr.expansion.is_empty() {
+        styles.insert(0, "Fooocus V2".into());
+    }
+    let mut out: Vec<(String, String)> = entries.iter().filter(|(k, _)| !PROMPT_KEYS.contains(&k.as_str())).cloned().collect();
+    out.extend([
+        ("prompt".into(), text(&pr.log_prompt)),
+        ("negative_prompt".into(), text(&pr.log_negative_prompt)),
+        ("prompt_expansion".into(), text(&pr.expansion)),
+        ("styles".into(), text(&metadata::python_list_repr(&styles))),
+        ("full_prompt".into(), json!(pr.positive).to_string()),
+        ("full_negative_prompt".into(), json!(pr.negative).to_string()),
+    ]);
+    out
 }
 
 /// The engine's parameters for one image of a job.

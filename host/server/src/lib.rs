@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod jobs;
 pub mod metadata;
 pub mod outputs;
+pub mod prompts;
 pub mod registry;
 pub mod store;
 pub mod webhook;

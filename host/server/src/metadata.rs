@@ -48,10 +48,18 @@ fn text(map: &BTreeMap<String, Value>, key: &str) -> Option<String> {
     })
 }
 
+/// Fooocus's `A1111MetadataParser.to_string`: the full prompts (workloads joined by ", "), the
+/// negative line only when there is one, then `key: value` pairs in Fooocus's order.
 fn a1111(map: &BTreeMap<String, Value>, facts: &ImageFacts) -> String {
-    let prompt = text(map, "prompt").unwrap_or_default();
-    let negative = text(map, "negative_prompt").unwrap_or_default();
-    let fields: [(&str, Option<String>); 12] = [
+    let joined = |key: &str, fallback: &str| match map.get(key) {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+        _ => text(map, fallback).unwrap_or_default(),
+    };
+    let prompt = joined("full_prompt", "prompt");
+    let negative = joined("full_negative_prompt", "negative_prompt");
+    // `Path(name).stem`
+    let stem = |v: Option<String>| v.map(|v| std::path::Path::new(&v).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(v));
+    let mut fields: Vec<(&str, Option<String>)> = vec![
         ("Steps", text(map, "steps")),
         ("Sampler", text(map, "sampler").map(|s| a1111_sampler(&s, text(map, "scheduler").as_deref()))),
         ("Seed", Some(facts.seed.to_string())),
@@ -63,10 +71,33 @@ fn a1111(map: &BTreeMap<String, Value>, facts: &ImageFacts) -> String {
         ("Model hash", Some(facts.base_model_hash.into())),
         ("Performance", text(map, "performance")),
         ("Scheduler", text(map, "scheduler")),
-        ("Version", text(map, "version")),
+        ("VAE", stem(text(map, "vae"))),
+        ("Raw prompt", text(map, "prompt")),
+        ("Raw negative prompt", text(map, "negative_prompt")),
     ];
+    if let Some(refiner) = text(map, "refiner_model").filter(|r| !r.is_empty() && r != "None") {
+        fields.push(("Refiner", Some(refiner)));
+    }
+    for (key, label) in [
+        ("adaptive_cfg", "Adaptive CFG"),
+        ("clip_skip", "Clip skip"),
+        ("overwrite_switch", "Overwrite Switch"),
+        ("refiner_swap_method", "Refiner Swap Method"),
+        ("freeu", "FreeU"),
+    ] {
+        if map.contains_key(key) {
+            fields.push((label, text(map, key)));
+        }
+    }
+    if !facts.loras.is_empty() {
+        let list = |f: &dyn Fn(&(String, f32, String)) -> String| facts.loras.iter().map(f).collect::<Vec<_>>().join(", ");
+        fields.push(("Lora hashes", Some(list(&|(n, _, h)| format!("{n}: {h}")))));
+        fields.push(("Lora weights", Some(list(&|(n, w, _)| format!("{n}: {w}")))));
+    }
+    fields.push(("Version", text(map, "version")));
     let pairs: Vec<String> = fields.into_iter().filter_map(|(k, v)| Some(format!("{k}: {}", quote(&v?)))).collect();
-    format!("{prompt}\nNegative prompt: {negative}\n{}", pairs.join(", "))
+    let negative_line = if negative.is_empty() { String::new() } else { format!("\nNegative prompt: {negative}") };
+    format!("{prompt}{negative_line}\n{}", pairs.join(", ")).trim().to_string()
 }
 
 /// Fooocus's A1111/Civitai sampler names (`flags.SAMPLERS`); samplers without one keep their own
@@ -99,6 +130,31 @@ fn a1111_sampler(sampler: &str, scheduler: Option<&str>) -> String {
     } else {
         display.to_string()
     }
+}
+
+/// Python's `str(list_of_str)`: `['a', "b's"]` (repr quoting: single quotes unless the text
+/// has one and no double quote).
+pub fn python_list_repr(items: &[String]) -> String {
+    let repr = |s: &str| {
+        let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+        let mut out = String::from(quote);
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c == quote => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push(quote);
+        out
+    };
+    format!("[{}]", items.iter().map(|s| repr(s)).collect::<Vec<_>>().join(", "))
 }
 
 /// A1111 quoting: values with `,`, `:` or a newline become JSON strings.
@@ -191,7 +247,7 @@ mod tests {
             ("steps".into(), "30".into()),
             ("adm_guidance".into(), "\"(1.5, 0.8, 0.3)\"".into()),
         ];
-        let expected = "a cat\nNegative prompt: blur\nSteps: 30, Seed: 42, Size: 64x32, ADM Guidance: \"(1.5, 0.8, 0.3)\", Model: tiny, Model hash: 0123456789";
+        let expected = "a cat\nNegative prompt: blur\nSteps: 30, Seed: 42, Size: 64x32, ADM Guidance: \"(1.5, 0.8, 0.3)\", Model: tiny, Model hash: 0123456789, Raw prompt: a cat, Raw negative prompt: blur";
         assert_eq!(parameters("a1111", &entries, &facts()), expected);
     }
 

@@ -22,14 +22,10 @@ struct Loaded {
     // (directory plugins only; built-ins live in `Registry::builtins`)
     /// Plugin name → (files' fingerprint, plugin).
     plugins: BTreeMap<String, (Fingerprint, Arc<Plugin>)>,
-    /// Route prefix → plugin, longest prefix first.
+    /// Route prefix → endpoint plugin, longest prefix first.
     routes: Vec<(String, Arc<Plugin>)>,
-}
-
-impl Loaded {
-    fn routes_by_name(&self) -> BTreeMap<String, Arc<Plugin>> {
-        self.routes.iter().map(|(_, p)| (p.manifest.name.clone(), p.clone())).collect()
-    }
+    /// Every plugin served (built-ins not overridden, then directory plugins), by name.
+    served: BTreeMap<String, Arc<Plugin>>,
 }
 
 /// Modification times and sizes of a plugin's `.wasm` and `.toml`.
@@ -72,7 +68,14 @@ impl Registry {
 
     /// The plugins being served (built-ins not overridden, then directory plugins), by name.
     pub fn plugins(&self) -> Vec<Arc<Plugin>> {
-        self.state.read().unwrap().routes_by_name().into_values().collect()
+        self.state.read().unwrap().served.values().cloned().collect()
+    }
+
+    /// The prompt steps, in pipeline order (manifest `order`, then name).
+    pub fn prompt_steps(&self) -> Vec<Arc<Plugin>> {
+        let mut steps: Vec<Arc<Plugin>> = self.plugins().into_iter().filter(|p| p.is_prompt_step()).collect();
+        steps.sort_by(|a, b| (a.manifest.order, &a.manifest.name).cmp(&(b.manifest.order, &b.manifest.name)));
+        steps
     }
 
     /// The plugin serving `path` (longest matching route prefix on a segment boundary).
@@ -144,10 +147,13 @@ impl Registry {
         for (_, p) in plugins.values() {
             served.insert(p.manifest.name.clone(), p.clone());
         }
-        let mut routes: Vec<(String, Arc<Plugin>)> =
-            served.values().flat_map(|p| p.manifest.routes.iter().map(move |r| (r.clone(), p.clone()))).collect();
+        let mut routes: Vec<(String, Arc<Plugin>)> = served
+            .values()
+            .filter(|p| !p.is_prompt_step())
+            .flat_map(|p| p.manifest.routes.iter().map(move |r| (r.clone(), p.clone())))
+            .collect();
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        *state = Loaded { plugins, routes };
+        *state = Loaded { plugins, routes, served };
     }
 
     /// Poll the directory in the background and reload changed plugins (compiling off the

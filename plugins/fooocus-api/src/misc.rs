@@ -12,10 +12,10 @@ pub fn all_models() -> Response {
     json_response(200, &json!({"model_filenames": m.checkpoints, "lora_filenames": m.loras}))
 }
 
-/// Styles are applied by prompt-pipeline plugins; this version has none, so no style name is
-/// applied (unknown names are dropped, as the seed does) and the list is empty.
+/// The styles the loaded prompt steps offer (the built-in `fooocus_styles` step gives
+/// "Random Style" and Fooocus's 277; operators add or swap style plugins).
 pub fn styles() -> Response {
-    json_response(200, &json!([]))
+    json_response(200, &json!(crate::focal::plugin::prompts::styles()))
 }
 
 pub fn clean_vram() -> Response {

@@ -258,6 +258,22 @@ fn num(m: &Map<String, Value>, k: &str) -> f64 {
 }
 
 /// Build the job for a validated body. `random_seed` is used when `image_seed` asks for one.
+/// The requested styles the loaded prompt steps know, in order; others are dropped (logged), as
+/// the seed does — existing clients send names such as "Fooocus V2" that a host may lack.
+fn known_styles(body: &Map<String, Value>) -> Vec<String> {
+    let requested: Vec<String> =
+        body["style_selections"].as_array().map(|v| v.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+    if requested.is_empty() {
+        return requested;
+    }
+    let known = crate::focal::plugin::prompts::styles();
+    let (kept, dropped): (Vec<String>, Vec<String>) = requested.into_iter().partition(|s| known.contains(s));
+    if !dropped.is_empty() {
+        crate::focal::plugin::log::log(crate::focal::plugin::log::Level::Warn, &format!("unknown styles dropped: {}", dropped.join(", ")));
+    }
+    kept
+}
+
 pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImage>, random_seed: u64, png_stream: bool) -> Result<Generation, Problem> {
     let adv = body["advanced_params"].as_object().cloned().unwrap_or_default();
     let performance = str_of(body, "performance_selection");
@@ -332,11 +348,6 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         ImageMetadata {
             scheme: scheme.into(),
             entries: vec![
-                ("prompt".into(), q(json!(prompt))),
-                ("negative_prompt".into(), q(json!(negative))),
-                ("prompt_expansion".into(), q(json!(""))),
-                // Styles are applied by the prompt pipeline (not in this version): none applied.
-                ("styles".into(), q(json!("[]"))),
                 ("performance".into(), q(json!(performance))),
                 ("steps".into(), steps.to_string()),
                 ("resolution".into(), q(json!(format!("({width}, {height})")))),
@@ -353,8 +364,6 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 ("sampler".into(), q(json!(sampler))),
                 ("scheduler".into(), q(json!(scheduler))),
                 ("vae".into(), q(json!(str_of(&adv, "vae_name")))),
-                ("full_prompt".into(), q(json!([prompt]))),
-                ("full_negative_prompt".into(), q(json!([negative]))),
                 ("version".into(), q(json!(format!("focal v{}", crate::host_version())))),
             ],
         }
@@ -412,6 +421,8 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         patches: Some(patches),
         loras,
         refiner,
+        styles: known_styles(body),
+        read_wildcards_in_order: adv.get("read_wildcards_in_order").and_then(Value::as_bool).unwrap_or(false),
     };
     let spec = JobSpec {
         job_type: e.job_type.into(),
