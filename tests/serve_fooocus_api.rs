@@ -16,7 +16,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> Server {
 
 const REFERENCE_REQUEST: &str = r#"{"prompt": "a photograph of an astronaut riding a horse",
     "negative_prompt": "blurry, low quality, watermark", "image_seed": 42, "guidance_scale": 7.0,
-    "aspect_ratios_selection": "128*128", "require_base64": true, "sharpness": 0,
+    "aspect_ratios_selection": "128*128", "require_base64": true, "sharpness": 0, "style_selections": [],
     "advanced_params": {"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 8,
                         "adm_scaler_positive": 1.0, "adm_scaler_negative": 1.0}}"#;
 

@@ -76,6 +76,10 @@ fn async_jobs_queue_history_files_and_a_restart() {
     assert!(png.starts_with(b"\x89PNG"));
     let text = String::from_utf8_lossy(&png);
     assert!(text.contains("fooocus_scheme") && text.contains("\"prompt\": \"a red fox\"") && text.contains("\"seed\": \"7\""), "metadata in the PNG");
+    // The default styles as the prompt pipeline applied them ("Fooocus V2" needs the expansion
+    // model, which this host lacks: dropped like an unknown style).
+    assert!(text.contains(r#""styles": "['Fooocus Enhance', 'Fooocus Sharp']""#), "applied styles, as Python's str(list)");
+    assert!(text.contains(r#""full_prompt": ["cinematic still a red fox . emotional, harmonious"#), "styled workload");
     // … and converted when Accept names another format exactly.
     let (status, jpeg) = request_bytes(&addr, "GET", &first, "Accept: image/jpeg\r\n", b"");
     assert_eq!((status, &jpeg[..2]), (200, &[0xFF, 0xD8][..]));
@@ -96,7 +100,8 @@ fn async_jobs_queue_history_files_and_a_restart() {
     let jpg = b64decode(b64.strip_prefix("data:image/jpeg;base64,").expect("jpeg data URL"));
     assert_eq!(&jpg[..2], &[0xFF, 0xD8]);
     let text = String::from_utf8_lossy(&jpg);
-    assert!(text.contains("Exif") && text.contains("a red fox\nNegative prompt: \nSteps: 3"), "a1111 parameters in EXIF");
+    assert!(text.contains("Exif") && text.contains("cinematic still a red fox . emotional"), "a1111 parameters in EXIF: {text}");
+    assert!(text.contains("\nSteps: 3, Sampler: Euler Karras, Seed: 7") && text.contains("Raw prompt: a red fox"), "a1111 fields");
     assert!(list[0]["url"].as_str().unwrap().ends_with(".jpg"));
     let (_, list) = post(&addr, T2I, &body(r#""save_extension": "webp", "save_meta": false"#));
     let (status, webp) = request_bytes(&addr, "GET", &url_path(list[0]["url"].as_str().unwrap()), "", b"");
