@@ -89,13 +89,14 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
     std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
     write_tiny_lora(&dir.path().join("models/loras/tiny-lora.safetensors"));
     let server = common::serve_tiny(dir.path(), &[]);
-    let image = |loras: &str| {
+    let image_for = |prompt: &str, loras: &str| {
         let body = format!(
-            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true, "loras": {loras},
-                "advanced_params": {{"sampler_name": "euler", "overwrite_step": 2}}}}"#
+            r#"{{"prompt": "{prompt}", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true, "loras": {loras},
+                "save_meta": true, "advanced_params": {{"sampler_name": "euler", "overwrite_step": 2}}}}"#
         );
         common::first_image(&server.addr, &body)
     };
+    let image = |loras: &str| image_for("a fox", loras);
     let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
     let plain = image("[]");
     let with_lora = image(r#"[{"enabled": true, "model_name": "tiny-lora.safetensors", "weight": 1.0}]"#);
@@ -106,6 +107,12 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
     assert_eq!(pixels(&disabled), pixels(&plain));
     let meta = String::from_utf8_lossy(&with_lora);
     assert!(meta.contains(r#""loras": [["tiny-lora", 1.0, "#) && meta.contains("tiny-lora : 1"), "LoRA in the metadata");
+    // A `<lora:stem:weight>` tag in the prompt is the same request (tag removed from the prompt).
+    let tagged = image_for("a fox, <lora:tiny-lora:1.0>", "[]");
+    assert_eq!(pixels(&tagged), pixels(&with_lora), "the prompt's LoRA tag merges the LoRA");
+    assert!(String::from_utf8_lossy(&tagged).contains(r#""prompt": "a fox""#), "the tag is taken out of the prompt");
+    let unknown_tag = image_for("a fox, <lora:nothing-here:1.0>", "[]");
+    assert_eq!(pixels(&unknown_tag), pixels(&plain), "an unknown LoRA tag is skipped");
 }
 
 #[test]
