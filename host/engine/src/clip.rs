@@ -157,6 +157,55 @@ impl ClipTextModel {
     }
 }
 
+impl ClipTextModel {
+    /// Fooocus's `patched_encode_token_weights` for one encoder: each 77-token window encoded;
+    /// when any token is weighted, every token with weight `w ≠ 1` becomes
+    /// `e + (z − e)·w` (`e`: the encoding of an empty window `[BOS, EOS, pad…]`, per position)
+    /// and the window is rescaled to keep its mean. Windows concatenate along the sequence; the
+    /// pooled output (when asked) is the first window's.
+    pub fn encode_weighted(
+        &self,
+        windows: &[(Vec<u32>, Vec<f32>)],
+        pad: u32,
+        skip: usize,
+        pooled: bool,
+        device: &Device,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let has_weights = windows.iter().any(|(_, w)| w.iter().any(|&x| x != 1.0));
+        let empty = if has_weights {
+            let len = windows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(crate::tokenizer::CHUNK_LEN);
+            let mut ids = vec![crate::tokenizer::BOS, crate::tokenizer::EOS];
+            ids.resize(len, pad);
+            Some(self.encode(&[ids], skip, false, device)?.hidden)
+        } else {
+            None
+        };
+        let mut outputs = Vec::with_capacity(windows.len());
+        let mut first_pooled = None;
+        for (k, (ids, weights)) in windows.iter().enumerate() {
+            let out = self.encode(std::slice::from_ref(ids), skip, pooled && k == 0, device)?;
+            if k == 0 {
+                first_pooled = out.pooled;
+            }
+            let z = out.hidden;
+            let z = match &empty {
+                Some(e) => {
+                    let original_mean = z.mean_all()?;
+                    let w = Tensor::from_vec(weights.clone(), (1, weights.len(), 1), device)?.to_dtype(z.dtype())?;
+                    let weighted = (&z - e)?.broadcast_mul(&w)?.broadcast_add(e)?;
+                    let changed = w.ne(1f64)?.broadcast_as(z.shape())?;
+                    let z = changed.where_cond(&weighted, &z)?;
+                    let ratio = (original_mean / z.mean_all()?)?;
+                    z.broadcast_mul(&ratio)?
+                }
+                None => z,
+            };
+            outputs.push(z);
+        }
+        Ok((Tensor::cat(&outputs, 1)?, first_pooled))
+    }
+}
+
 fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
     let data: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(data, (t, t), device)

@@ -95,11 +95,13 @@ impl SdxlModel {
         Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone(), lora_report })
     }
 
-    /// Encode a prompt (`clip_skip` 2 = penultimate layer, SDXL's default). Prompts longer than
-    /// 75 tokens are encoded chunk by chunk and concatenated.
+    /// Encode a prompt as Fooocus does (`clip_skip` 2 = penultimate layer, SDXL's default):
+    /// `(text:w)` weights, words packed into 77-token windows, both encoders' hidden states
+    /// concatenated per token, the pooled vector from CLIP-G's first window.
     pub fn encode_prompt(&self, prompt: &str, clip_skip: usize) -> Result<Conditioning> {
-        let ids = self.tokenizer.encode(prompt);
-        self.encode_tokens(&ids, clip_skip)
+        let l = self.tokenizer.weighted_chunks(prompt, EOS);
+        let g = self.tokenizer.weighted_chunks(prompt, 0);
+        self.encode_windows(&l, &g, clip_skip)
     }
 
     /// Fooocus's `clip_encode`: each workload encoded on its own, the contexts concatenated
@@ -121,21 +123,19 @@ impl SdxlModel {
         Ok(Conditioning { context: Tensor::cat(&contexts, 1)?, pooled })
     }
 
+    /// Unweighted content token ids, cut into 75-token windows.
     pub fn encode_tokens(&self, ids: &[u32], clip_skip: usize) -> Result<Conditioning> {
-        let chunks_l = crate::tokenizer::chunk_ids(ids, EOS);
-        let chunks_g = crate::tokenizer::chunk_ids(ids, 0);
-        let mut contexts = Vec::new();
-        let mut pooled = None;
-        for (l, g) in chunks_l.iter().zip(&chunks_g) {
-            let hl = self.clip_l.encode(std::slice::from_ref(l), clip_skip, false, &self.device)?;
-            let hg = self.clip_g.encode(std::slice::from_ref(g), clip_skip, pooled.is_none(), &self.device)?;
-            contexts.push(Tensor::cat(&[hl.hidden, hg.hidden], 2)?);
-            if pooled.is_none() {
-                pooled = hg.pooled;
-            }
-        }
+        let windows = |pad| -> Vec<(Vec<u32>, Vec<f32>)> {
+            crate::tokenizer::chunk_ids(ids, pad).into_iter().map(|c| (c, vec![1.0; crate::tokenizer::CHUNK_LEN])).collect()
+        };
+        self.encode_windows(&windows(EOS), &windows(0), clip_skip)
+    }
+
+    fn encode_windows(&self, l: &[(Vec<u32>, Vec<f32>)], g: &[(Vec<u32>, Vec<f32>)], clip_skip: usize) -> Result<Conditioning> {
+        let (context_l, _) = self.clip_l.encode_weighted(l, EOS, clip_skip, false, &self.device)?;
+        let (context_g, pooled) = self.clip_g.encode_weighted(g, 0, clip_skip, true, &self.device)?;
         let pooled = pooled.ok_or_else(|| EngineError::invalid("checkpoint", "bigG has no text_projection"))?;
-        Ok(Conditioning { context: Tensor::cat(&contexts, 1)?, pooled })
+        Ok(Conditioning { context: Tensor::cat(&[context_l, context_g], 2)?, pooled })
     }
 
     /// The ADM vector `y = [pooled, e(h), e(w), e(crop_top), e(crop_left), e(target_h), e(target_w)]`.

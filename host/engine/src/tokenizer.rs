@@ -1,11 +1,10 @@
 //! CLIP byte-level BPE tokenizer (OpenAI CLIP / open_clip `SimpleTokenizer` semantics), used for
 //! both SDXL text encoders. The vocabulary ships inside the binary (MIT, see assets/clip/README.md).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
+
+use crate::bpe::BytePairEncoding;
 
 pub const BOS: u32 = 49406;
 pub const EOS: u32 = 49407;
@@ -17,29 +16,8 @@ static VOCAB_JSON: &str = include_str!("../assets/clip/vocab.json");
 static MERGES_TXT: &str = include_str!("../assets/clip/merges.txt");
 
 pub struct ClipTokenizer {
-    encoder: HashMap<String, u32>,
-    merge_ranks: HashMap<(String, String), usize>,
-    byte_to_char: [char; 256],
+    bpe: BytePairEncoding,
     pattern: Regex,
-    cache: Mutex<HashMap<String, Vec<u32>>>,
-}
-
-/// GPT-2's reversible map from bytes to printable unicode characters.
-fn bytes_to_unicode() -> [char; 256] {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
-    printable.extend(0xA1..=0xAC);
-    printable.extend(0xAE..=0xFF);
-    let mut table = ['\0'; 256];
-    let mut extra = 0;
-    for b in 0..256u32 {
-        table[b as usize] = if printable.contains(&b) {
-            char::from_u32(b).unwrap()
-        } else {
-            extra += 1;
-            char::from_u32(255 + extra).unwrap()
-        };
-    }
-    table
 }
 
 impl ClipTokenizer {
@@ -49,72 +27,17 @@ impl ClipTokenizer {
     }
 
     pub fn from_files(vocab_json: &str, merges_txt: &str) -> Result<Self, String> {
-        let encoder: HashMap<String, u32> =
-            serde_json::from_str(vocab_json).map_err(|e| format!("vocab.json: {e}"))?;
-        let merge_ranks = merges_txt
-            .lines()
-            .skip(1) // "#version: 0.2"
-            .filter(|l| !l.is_empty())
-            .enumerate()
-            .map(|(rank, line)| {
-                let (a, b) = line.split_once(' ').ok_or_else(|| format!("merges.txt: bad line '{line}'"))?;
-                Ok(((a.to_string(), b.to_string()), rank))
-            })
-            .collect::<Result<_, String>>()?;
         let pattern = Regex::new(
             r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
         )
         .unwrap();
-        Ok(Self { encoder, merge_ranks, byte_to_char: bytes_to_unicode(), pattern, cache: Mutex::new(HashMap::new()) })
+        Ok(Self { bpe: BytePairEncoding::from_files(vocab_json, merges_txt, "</w>")?, pattern })
     }
 
     /// Token ids of `text` without BOS/EOS.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let text = clean_text(text);
-        let mut ids = Vec::new();
-        for m in self.pattern.find_iter(&text) {
-            let word: String = m.as_str().bytes().map(|b| self.byte_to_char[b as usize]).collect();
-            ids.extend(self.bpe(&word));
-        }
-        ids
-    }
-
-    fn bpe(&self, word: &str) -> Vec<u32> {
-        if let Some(ids) = self.cache.lock().unwrap().get(word) {
-            return ids.clone();
-        }
-        let mut parts: Vec<String> = word.chars().map(String::from).collect();
-        if let Some(last) = parts.last_mut() {
-            last.push_str("</w>");
-        }
-        while parts.len() > 1 {
-            let best = parts
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, w)| self.merge_ranks.get(&(w[0].clone(), w[1].clone())).map(|r| (*r, i)))
-                .min();
-            let Some((_, _)) = best else { break };
-            let (a, b) = {
-                let i = best.unwrap().1;
-                (parts[i].clone(), parts[i + 1].clone())
-            };
-            // Merge every occurrence of the best pair, left to right.
-            let mut merged = Vec::with_capacity(parts.len());
-            let mut i = 0;
-            while i < parts.len() {
-                if i + 1 < parts.len() && parts[i] == a && parts[i + 1] == b {
-                    merged.push(format!("{a}{b}"));
-                    i += 2;
-                } else {
-                    merged.push(parts[i].clone());
-                    i += 1;
-                }
-            }
-            parts = merged;
-        }
-        let ids: Vec<u32> = parts.iter().filter_map(|p| self.encoder.get(p).copied()).collect();
-        self.cache.lock().unwrap().insert(word.to_string(), ids.clone());
-        ids
+        self.pattern.find_iter(&text).flat_map(|m| self.bpe.encode_word(m.as_str())).collect()
     }
 
     /// 77-token chunks `[BOS] + up to 75 tokens + [EOS]` padded with `pad`; an empty prompt
@@ -123,6 +46,125 @@ impl ClipTokenizer {
     pub fn chunks(&self, text: &str, pad: u32) -> Vec<Vec<u32>> {
         chunk_ids(&self.encode(text), pad)
     }
+}
+
+/// ComfyUI's `max_word_length`: a word of this many tokens or more may be split across windows;
+/// shorter words move whole to the next one.
+const MAX_WORD_TOKENS: usize = 8;
+
+impl ClipTokenizer {
+    /// ComfyUI's `tokenize_with_weights` (as Fooocus uses it): the prompt's `(text:w)` weights
+    /// parsed, each space-separated word tokenized on its own, words packed into 77-token
+    /// windows `[BOS] + ≤75 + [EOS]` padded with `pad`. Returns per window the ids and weights.
+    pub fn weighted_chunks(&self, text: &str, pad: u32) -> Vec<(Vec<u32>, Vec<f32>)> {
+        let mut words: Vec<Vec<(u32, f32)>> = Vec::new();
+        for (segment, weight) in parse_weights(text) {
+            for word in segment.replace('\n', " ").split(' ').filter(|w| !w.is_empty()) {
+                words.push(self.encode(word).into_iter().map(|t| (t, weight as f32)).collect());
+            }
+        }
+        let mut windows: Vec<Vec<(u32, f32)>> = vec![vec![(BOS, 1.0)]];
+        for mut group in words {
+            let is_large = group.len() >= MAX_WORD_TOKENS;
+            while !group.is_empty() {
+                let batch = windows.last_mut().unwrap();
+                if group.len() + batch.len() > CHUNK_LEN - 1 {
+                    let remaining = CHUNK_LEN - batch.len() - 1;
+                    if is_large {
+                        batch.extend(group.drain(..remaining));
+                        batch.push((EOS, 1.0));
+                    } else {
+                        batch.push((EOS, 1.0));
+                        batch.extend(std::iter::repeat_n((pad, 1.0), remaining));
+                    }
+                    windows.push(vec![(BOS, 1.0)]);
+                } else {
+                    batch.append(&mut group);
+                }
+            }
+        }
+        let last = windows.last_mut().unwrap();
+        last.push((EOS, 1.0));
+        last.resize(CHUNK_LEN, (pad, 1.0));
+        windows.into_iter().map(|w| w.into_iter().unzip()).collect()
+    }
+}
+
+/// ComfyUI's `token_weights` with `escape_important`: `(text)` multiplies the weight by 1.1
+/// (nesting multiplies), `(text:1.3)` sets it (the number after the last `:`), `\(` and `\)` are
+/// literal parentheses. Returns (text, weight) segments in order.
+pub fn parse_weights(text: &str) -> Vec<(String, f64)> {
+    // Escaped parentheses become private markers while parsing, as ComfyUI does.
+    const OPEN: &str = "\0\u{2}";
+    const CLOSE: &str = "\0\u{1}";
+    let escaped = text.replace("\\)", CLOSE).replace("\\(", OPEN);
+    token_weights(&escaped, 1.0).into_iter().map(|(t, w)| (t.replace(CLOSE, ")").replace(OPEN, "("), w)).collect()
+}
+
+/// ComfyUI's `parse_parentheses`: top-level parenthesised groups and the text between them.
+fn parse_parentheses(s: &str) -> Vec<String> {
+    let mut result = Vec::new();
+    let mut current = String::new();
+    let mut level: i32 = 0;
+    for c in s.chars() {
+        match c {
+            '(' => {
+                if level == 0 {
+                    if !current.is_empty() {
+                        result.push(std::mem::take(&mut current));
+                    }
+                    current.push('(');
+                } else {
+                    current.push(c);
+                }
+                level += 1;
+            }
+            ')' => {
+                level -= 1;
+                if level == 0 {
+                    current.push(')');
+                    result.push(std::mem::take(&mut current));
+                } else {
+                    current.push(c);
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        result.push(current);
+    }
+    result
+}
+
+fn token_weights(s: &str, weight: f64) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for x in parse_parentheses(s) {
+        if x.chars().count() >= 2 && x.starts_with('(') && x.ends_with(')') {
+            let mut inner = &x[1..x.len() - 1];
+            let mut w = weight * 1.1;
+            // A number after the last ':' (not at the start) replaces the weight.
+            if let Some(colon) = inner.rfind(':').filter(|&i| i > 0) {
+                if let Some(v) = python_float(&inner[colon + 1..]) {
+                    w = v;
+                    inner = &inner[..colon];
+                }
+            }
+            out.extend(token_weights(inner, w));
+        } else {
+            out.push((x, weight));
+        }
+    }
+    out
+}
+
+/// Python's `float(str)`: surrounding whitespace allowed, also `inf`/`nan` spellings.
+fn python_float(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() || t.contains('_') && (t.starts_with('_') || t.ends_with('_') || t.contains("__")) {
+        return None;
+    }
+    t.replace('_', "").parse::<f64>().ok()
 }
 
 pub fn chunk_ids(ids: &[u32], pad: u32) -> Vec<Vec<u32>> {
