@@ -123,6 +123,34 @@ impl TorchRng {
     }
 }
 
+impl TorchRng {
+    /// `torch.multinomial(probs, 1)` on the CPU as torch 2.1 (Fooocus's pin, built with MKL)
+    /// draws it: `argmax(p / q)` with `q ~ Exp(1)` from `exponential_`, which seeds MKL's
+    /// `VSL_BRNG_MCG31` stream with one 32-bit draw and inverts the CDF on single-precision
+    /// uniforms. MKL's float logarithm can differ from this one by an ulp, which moves the argmax
+    /// only on a near-exact tie (checked against torch 2.1 in `tests/expansion.rs`' references).
+    pub fn multinomial_one(&mut self, probs: &[f32]) -> u32 {
+        const MODULUS: u64 = (1 << 31) - 1;
+        const MULTIPLIER: u64 = 1_132_489_760;
+        let mut x = self.mt.next_u32() as u64 % MODULUS;
+        if x == 0 {
+            x = 1;
+        }
+        let mut best = (0u32, f32::NEG_INFINITY);
+        for (i, &p) in probs.iter().enumerate() {
+            let u = (x as f64 / MODULUS as f64) as f32;
+            // torch never divides by an exact 0: a uniform that rounds to 1 gives the smallest normal.
+            let q = ((-(u as f64).ln()) as f32).max(f32::MIN_POSITIVE);
+            let score = p / q;
+            if score > best.1 {
+                best = (i as u32, score);
+            }
+            x = x * MULTIPLIER % MODULUS;
+        }
+        best.0
+    }
+}
+
 /// torch's vectorised `normal_fill_16_AVX2`: f32 arithmetic, `theta = f32(2π)·u2`, and the
 /// Cephes log/sincos it vectorises (see `torch_math`).
 fn box_muller_16(block: &mut [f32]) {
