@@ -12,6 +12,7 @@ use focal_models::{ModelsDir, Preset};
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::jobs::{JobManager, JobOptions};
 use focal_server::outputs::Outputs;
+use focal_server::expansion::HostExpansion;
 use focal_server::prompts::PluginPrompts;
 use focal_server::webhook::{WebhookPolicy, Webhooks};
 use focal_server::Registry;
@@ -102,6 +103,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         _ => args.base_model.clone(),
     };
     let models = ModelsDir::new(&args.models_dir);
+    let expansion_dir = models.folder("prompt_expansion/fooocus_expansion");
     let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &base_model) {
         Ok(p) => p,
         Err(e) => {
@@ -146,6 +148,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             engine: Some(jobs),
             files: Some(Arc::new(Outputs::new(&args.outputs_dir))),
             fetch: Some(Arc::new(fetch)),
+            expansion: Some(Arc::new(HostExpansion::new(expansion_dir))),
             prompts: Some(prompts.clone()),
         };
         let settings = BTreeMap::from([

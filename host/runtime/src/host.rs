@@ -15,12 +15,12 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::focal::plugin::{config, engine, fetch, files, log, prompts, types};
-use crate::bindings::step::focal::plugin::random;
+use crate::bindings::step::focal::plugin::{expansion, random};
 use crate::bindings::step::PromptStepPre;
 use crate::bindings::{Endpoint, EndpointPre};
 use crate::manifest::{Capability, PluginManifest};
 use crate::pyrandom::PyRandom;
-use crate::services::{EngineService, FetchService, FileService, PromptTask, Services};
+use crate::services::{EngineService, ExpansionService, FetchService, FileService, PromptTask, Services};
 use crate::{Request, Response};
 
 /// How often the epoch advances; wall-time budgets are checked at this granularity.
@@ -160,8 +160,9 @@ impl PluginHost {
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Endpoint::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        // The prompt-step world adds only `random` to what the endpoint world links.
+        // The prompt-step world adds `random` and `expansion` to what the endpoint world links.
         random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        expansion::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
@@ -257,6 +258,7 @@ impl PluginHost {
                 engine: self.services.engine.clone().filter(|_| m.grants(Capability::Engine)),
                 files: self.services.files.clone().filter(|_| m.grants(Capability::Files)),
                 fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
+                expansion: self.services.expansion.clone().filter(|_| m.grants(Capability::Expansion)),
                 prompts: self.services.prompts.clone(),
             },
             started: now,
@@ -485,6 +487,17 @@ impl random::Host for State {
     async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
         let rng = self.random.as_mut().ok_or_else(|| wasmtime::Error::msg("no image generator outside a prompt step"))?;
         Ok(rng.below(n))
+    }
+}
+
+impl expansion::Host for State {
+    async fn expand(&mut self, prompt: String, seed: u64) -> wasmtime::Result<Result<String, String>> {
+        let service: Arc<dyn ExpansionService> = self.granted(&self.services.expansion, "expansion")?;
+        let budget = self.budget(u32::MAX);
+        Ok(match tokio::time::timeout(budget, service.expand(prompt, seed)).await {
+            Ok(r) => r,
+            Err(_) => Err("the prompt expansion did not finish within the plugin's time limit".into()),
+        })
     }
 }
 

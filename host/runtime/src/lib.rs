@@ -30,6 +30,10 @@ pub mod builtin {
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_prompt.wasm")),
         ),
         (
+            include_str!("../../../plugins/fooocus-expansion/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_expansion.wasm")),
+        ),
+        (
             include_str!("../../../plugins/fooocus-styles/plugin.toml"),
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_styles.wasm")),
         ),

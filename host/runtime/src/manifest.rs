@@ -66,6 +66,8 @@ pub enum Capability {
     Fetch,
     /// Read the host's wildcards folder, mounted read-only at `/wildcards`.
     Wildcards,
+    /// Run the host's Fooocus V2 prompt expansion (`focal:plugin/expansion`).
+    Expansion,
 }
 
 impl PluginManifest {

@@ -46,12 +46,18 @@ pub trait PromptService: Send + Sync {
     fn styles(&self) -> BoxFuture<'_, Vec<String>>;
 }
 
+/// Fooocus V2 prompt expansion on the host's GPT-2 (`focal:plugin/expansion`).
+pub trait ExpansionService: Send + Sync {
+    fn expand(&self, prompt: String, seed: u64) -> BoxFuture<'_, Result<String, String>>;
+}
+
 /// The host services a plugin may be granted; each is `None` when the host has none.
 #[derive(Clone, Default)]
 pub struct Services {
     pub engine: Option<std::sync::Arc<dyn EngineService>>,
     pub files: Option<std::sync::Arc<dyn FileService>>,
     pub fetch: Option<std::sync::Arc<dyn FetchService>>,
+    pub expansion: Option<std::sync::Arc<dyn ExpansionService>>,
     /// Always granted (read-only).
     pub prompts: Option<std::sync::Arc<dyn PromptService>>,
 }

@@ -557,16 +557,12 @@ impl JobManager {
 /// `log_positive_prompt`, expansion, applied styles as a Python list, full workloads).
 fn prompt_entries(entries: &[(String, String)], pr: &PromptOutput) -> Vec<(String, String)> {
     let text = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    let mut styles = pr.styles.clone();
-    if !pr.expansion.is_empty() {
-        styles.insert(0, "Fooocus V2".into());
-    }
     let mut out: Vec<(String, String)> = entries.iter().filter(|(k, _)| !PROMPT_KEYS.contains(&k.as_str())).cloned().collect();
     out.extend([
         ("prompt".into(), text(&pr.log_prompt)),
         ("negative_prompt".into(), text(&pr.log_negative_prompt)),
         ("prompt_expansion".into(), text(&pr.expansion)),
-        ("styles".into(), text(&metadata::python_list_repr(&styles))),
+        ("styles".into(), text(&metadata::python_list_repr(&pr.styles))),
         ("full_prompt".into(), json!(pr.positive).to_string()),
         ("full_negative_prompt".into(), json!(pr.negative).to_string()),
     ]);

@@ -2,6 +2,7 @@
 //! fresh sandboxed instance. Plugins come from the plugins directory (`<name>.wasm` plus an
 //! optional `<name>.toml` manifest) and are reloaded when their files change, so operators add
 //! endpoints to a running server without rebuilding or restarting it.
+pub mod expansion;
 pub mod fetch;
 pub mod jobs;
 pub mod metadata;
