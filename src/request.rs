@@ -2,6 +2,7 @@
 //! Fooocus-API's defaults. (The full API, styles and Fooocus's patches live elsewhere.)
 
 use anyhow::{bail, Context, Result};
+use focal_engine::freeu::FreeU;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::{GenerationParams, Sampler, Scheduler};
 use serde::Deserialize;
@@ -53,6 +54,11 @@ pub struct AdvancedParams {
     pub adm_scaler_negative: f32,
     pub adm_scaler_end: f32,
     pub adaptive_cfg: f32,
+    pub freeu_enabled: bool,
+    pub freeu_b1: f64,
+    pub freeu_b2: f64,
+    pub freeu_s1: f64,
+    pub freeu_s2: f64,
 }
 
 impl Default for AdvancedParams {
@@ -67,6 +73,11 @@ impl Default for AdvancedParams {
             adm_scaler_negative: 0.8,
             adm_scaler_end: 0.3,
             adaptive_cfg: 7.0,
+            freeu_enabled: false,
+            freeu_b1: 1.01,
+            freeu_b2: 1.02,
+            freeu_s1: 0.99,
+            freeu_s2: 0.95,
         }
     }
 }
@@ -120,6 +131,7 @@ impl TextToImageRequest {
             adm_negative: adv.adm_scaler_negative,
             adm_end: adv.adm_scaler_end,
         });
+        p.freeu = adv.freeu_enabled.then_some(FreeU { b1: adv.freeu_b1, b2: adv.freeu_b2, s1: adv.freeu_s1, s2: adv.freeu_s2 });
         Ok(p)
     }
 

@@ -97,22 +97,21 @@ fn request_loras_are_merged_and_named_in_the_metadata() {
         common::first_image(&server.addr, &body)
     };
     let image = |loras: &str| image_for("a fox", loras);
-    let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
     let plain = image("[]");
     let with_lora = image(r#"[{"enabled": true, "model_name": "tiny-lora.safetensors", "weight": 1.0}]"#);
     let unknown = image(r#"[{"enabled": true, "model_name": "missing.safetensors", "weight": 1.0}]"#);
     let disabled = image(r#"[{"enabled": false, "model_name": "tiny-lora.safetensors", "weight": 1.0}]"#);
-    assert_ne!(pixels(&with_lora), pixels(&plain), "the LoRA changes the image");
-    assert_eq!(pixels(&unknown), pixels(&plain), "an unknown LoRA is skipped, as the seed does");
-    assert_eq!(pixels(&disabled), pixels(&plain));
+    assert_ne!(common::pixels(&with_lora), common::pixels(&plain), "the LoRA changes the image");
+    assert_eq!(common::pixels(&unknown), common::pixels(&plain), "an unknown LoRA is skipped, as the seed does");
+    assert_eq!(common::pixels(&disabled), common::pixels(&plain));
     let meta = String::from_utf8_lossy(&with_lora);
     assert!(meta.contains(r#""loras": [["tiny-lora", 1.0, "#) && meta.contains("tiny-lora : 1"), "LoRA in the metadata");
     // A `<lora:stem:weight>` tag in the prompt is the same request (tag removed from the prompt).
     let tagged = image_for("a fox, <lora:tiny-lora:1.0>", "[]");
-    assert_eq!(pixels(&tagged), pixels(&with_lora), "the prompt's LoRA tag merges the LoRA");
+    assert_eq!(common::pixels(&tagged), common::pixels(&with_lora), "the prompt's LoRA tag merges the LoRA");
     assert!(String::from_utf8_lossy(&tagged).contains(r#""prompt": "a fox""#), "the tag is taken out of the prompt");
     let unknown_tag = image_for("a fox, <lora:nothing-here:1.0>", "[]");
-    assert_eq!(pixels(&unknown_tag), pixels(&plain), "an unknown LoRA tag is skipped");
+    assert_eq!(common::pixels(&unknown_tag), common::pixels(&plain), "an unknown LoRA tag is skipped");
 }
 
 #[test]
@@ -136,11 +135,10 @@ fn a_request_refiner_takes_over_at_the_switch() {
         );
         common::first_image(&server.addr, &body)
     };
-    let pixels = |png: &[u8]| focal_engine::image::RgbImage::decode_png(png).unwrap().data;
     let plain = image("None");
     let refined = image("refiner.safetensors");
-    assert_ne!(pixels(&refined), pixels(&plain), "the refiner changes the image");
-    assert_eq!(pixels(&image("missing.safetensors")), pixels(&plain), "an unknown refiner is skipped, as the seed does");
+    assert_ne!(common::pixels(&refined), common::pixels(&plain), "the refiner changes the image");
+    assert_eq!(common::pixels(&image("missing.safetensors")), common::pixels(&plain), "an unknown refiner is skipped, as the seed does");
     assert!(String::from_utf8_lossy(&refined).contains(r#""refiner_model": "refiner.safetensors""#));
 }
 
@@ -182,4 +180,22 @@ fn extreme_speed_runs_lcm_on_the_distilled_schedule() {
     for expected in [r#""steps": 8"#, r#""sampler": "lcm""#, r#""scheduler": "lcm""#, r#"["sdxl_lcm_lora", 1.0, "#] {
         assert!(meta.contains(expected), "{expected} in the metadata");
     }
+}
+
+#[test]
+fn freeu_from_advanced_params_changes_the_image_and_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::serve_tiny(dir.path(), &[]);
+    let image = |freeu: &str| {
+        let body = format!(
+            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                "advanced_params": {{"overwrite_step": 2, "sampler_name": "euler", {freeu}}}}}"#
+        );
+        common::first_image(&server.addr, &body)
+    };
+    let plain = image(r#""freeu_enabled": false"#);
+    let freeu = image(r#""freeu_enabled": true, "freeu_b2": 1.4, "freeu_s2": 0.2"#);
+    assert_ne!(common::pixels(&freeu), common::pixels(&plain), "FreeU changes the image");
+    assert!(String::from_utf8_lossy(&freeu).contains(r#""freeu": "(1.01, 1.4, 0.99, 0.2)""#), "FreeU in the metadata");
+    assert!(!String::from_utf8_lossy(&plain).contains(r#""freeu""#), "FreeU off: not logged, as Fooocus");
 }

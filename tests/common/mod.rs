@@ -143,3 +143,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[line_end + 2 + n + 2..];
     }
 }
+
+/// The RGB pixels of a PNG.
+pub fn pixels(png: &[u8]) -> Vec<u8> {
+    focal_engine::image::RgbImage::decode_png(png).unwrap().data
+}

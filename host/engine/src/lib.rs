@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod error;
 pub mod expansion;
+pub mod freeu;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod image;

@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::image::{latent_preview, RgbImage};
+use crate::freeu::FreeU;
 use crate::patches::{self, FooocusPatches};
 use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
@@ -34,6 +35,8 @@ pub struct GenerationParams {
     pub clip_skip: usize,
     /// Fooocus's sampling patches; `None` samples plain ComfyUI CFG (what the fixtures use).
     pub patches: Option<FooocusPatches>,
+    /// FreeU on the base model's UNet (Fooocus leaves the refiner unpatched).
+    pub freeu: Option<FreeU>,
 }
 
 impl GenerationParams {
@@ -52,6 +55,7 @@ impl GenerationParams {
             init_image: None,
             clip_skip: 2,
             patches: None,
+            freeu: None,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct CfgDenoiser<'a> {
     uncond: Cond,
     cfg: f64,
     patches: Option<FooocusPatches>,
+    /// Applies to `model` until a refiner takes over.
+    freeu: Option<FreeU>,
 }
 
 impl<'a> CfgDenoiser<'a> {
@@ -157,6 +163,7 @@ impl<'a> CfgDenoiser<'a> {
             uncond: build(uncond, patches.map(|p| p.adm_negative))?,
             cfg: cfg as f64,
             patches,
+            freeu: None,
         })
     }
 
@@ -168,8 +175,14 @@ impl<'a> CfgDenoiser<'a> {
         self
     }
 
+    /// Patch the base model's UNet with FreeU (as Fooocus's `apply_freeu` patches `final_unet`).
+    pub fn with_freeu(mut self, freeu: Option<FreeU>) -> Self {
+        self.freeu = freeu;
+        self
+    }
+
     fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
-        Ok(self.model.unet.forward(x_in, &vec![t; x_in.dim(0)?], ctx, y)?)
+        Ok(self.model.unet.forward_freeu(x_in, &vec![t; x_in.dim(0)?], ctx, y, self.freeu.as_ref())?)
     }
 }
 
@@ -206,6 +219,7 @@ impl Denoiser for CfgDenoiser<'_> {
             // `>=`: solvers that report progress in jumps may step over the switch itself.
             if step >= switch {
                 self.model = refiner;
+                self.freeu = None;
             }
         }
     }
@@ -357,7 +371,7 @@ impl SdxlModel {
             }
         };
         let size = SizeIds::plain(params.width, params.height);
-        let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+        let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?.with_freeu(params.freeu);
         let total = sigmas.len() - 1;
         // Steps count across both runs of a separate swap.
         let mut report = |step: usize, denoised: &Tensor| -> Result<()> {

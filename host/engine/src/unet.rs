@@ -5,6 +5,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
 
+use crate::freeu::FreeU;
 use crate::nn::{attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Mlp2};
 
 /// SDXL uses 64-dimensional attention heads at every level.
@@ -278,15 +279,26 @@ impl UNet {
 
     /// Predict the noise `eps` for `x` `[B, 4, h, w]` at integer `timesteps` (one per batch row).
     pub fn forward(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor) -> Result<Tensor> {
-        self.forward_traced(x, timesteps, context, y, None)
+        self.run(x, timesteps, context, y, None, None)
     }
 
-    pub fn forward_traced(
+    /// [`forward`](Self::forward) with FreeU's output-block patch (`None`: plain).
+    pub fn forward_freeu(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor, freeu: Option<&FreeU>) -> Result<Tensor> {
+        self.run(x, timesteps, context, y, freeu, None)
+    }
+
+    /// [`forward`](Self::forward), recording every level's output.
+    pub fn forward_traced(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor, trace: Option<&mut UNetTrace>) -> Result<Tensor> {
+        self.run(x, timesteps, context, y, None, trace)
+    }
+
+    fn run(
         &self,
         x: &Tensor,
         timesteps: &[f32],
         context: &Tensor,
         y: &Tensor,
+        freeu: Option<&FreeU>,
         mut trace: Option<&mut UNetTrace>,
     ) -> Result<Tensor> {
         let dtype = x.dtype();
@@ -310,7 +322,10 @@ impl UNet {
             t.mid = Some(h.clone());
         }
         for (i, block) in self.output_blocks.iter().enumerate() {
-            let skip = skips.pop().expect("as many output as input blocks");
+            let mut skip = skips.pop().expect("as many output as input blocks");
+            if let Some(f) = freeu {
+                (h, skip) = f.apply(&h, &skip, self.model_channels)?;
+            }
             h = Tensor::cat(&[&h, &skip], 1)?;
             // Upsample to the size of the next skip connection (handles odd latent sizes).
             let target = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));

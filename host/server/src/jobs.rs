@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use focal_engine::freeu::FreeU;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{refiner_switch_step, Refiner, RefinerSwap};
 use focal_engine::lora::LoraSpec;
@@ -584,6 +585,9 @@ fn engine_params(p: &focal_runtime::services::GenerationParams, seed: u64) -> fo
         adm_negative: s.adm_negative,
         adm_end: s.adm_end,
     });
+    // The request's decimal, not the f32's binary expansion (1.01, not 1.0099999904632568).
+    let decimal = |v: f32| v.to_string().parse::<f64>().unwrap_or(v as f64);
+    params.freeu = p.freeu.map(|f| FreeU { b1: decimal(f.b1), b2: decimal(f.b2), s1: decimal(f.s1), s2: decimal(f.s2) });
     Ok(params)
 }
 

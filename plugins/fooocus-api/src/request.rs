@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::fields::{field, required, Field, Kind};
-use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, Lora, OutputOptions, Refiner, SamplingPatches};
+use crate::focal::plugin::engine::{GenerationParams, ImageMetadata, InputImage, JobSpec, Freeu, Lora, OutputOptions, Refiner, SamplingPatches};
 
 pub const PERFORMANCE: &[&str] = &["Speed", "Quality", "Extreme Speed", "Lightning", "Hyper-SD"];
 pub const SAMPLERS: &[&str] = &[
@@ -340,6 +340,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         },
     };
     let refiner_name = if fast.is_some() { "None" } else { str_of(body, "refiner_model_name") };
+    let freeu_enabled = adv.get("freeu_enabled").and_then(Value::as_bool).unwrap_or(false);
     let metadata = body["save_meta"].as_bool().unwrap_or(false).then(|| {
         let q = |v: Value| v.to_string();
         let fmt = |f: f64| crate::python_float(f);
@@ -364,6 +365,10 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
                 ("sampler".into(), q(json!(sampler))),
                 ("scheduler".into(), q(json!(scheduler))),
                 ("vae".into(), q(json!(str_of(&adv, "vae_name")))),
+                (
+                    "freeu".into(),
+                    q(json!(format!("({}, {}, {}, {})", fmt(num(&adv, "freeu_b1")), fmt(num(&adv, "freeu_b2")), fmt(num(&adv, "freeu_s1")), fmt(num(&adv, "freeu_s2"))))),
+                ),
                 ("version".into(), q(json!(format!("focal v{}", crate::host_version())))),
             ],
         }
@@ -372,8 +377,14 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     let mut metadata = metadata;
     if let Some(m) = metadata.as_mut() {
         // … and CLIP skip only above 1.
-        m.entries.retain(|(k, v)| (k != "adaptive_cfg" || v != "7.0") && (k != "clip_skip" || v != "1"));
+        m.entries.retain(|(k, v)| (k != "adaptive_cfg" || v != "7.0") && (k != "clip_skip" || v != "1") && (k != "freeu" || freeu_enabled));
     }
+    let freeu = freeu_enabled.then(|| Freeu {
+        b1: num(&adv, "freeu_b1") as f32,
+        b2: num(&adv, "freeu_b2") as f32,
+        s1: num(&adv, "freeu_s1") as f32,
+        s2: num(&adv, "freeu_s2") as f32,
+    });
     let webhook_url = body.get("webhook_url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
     // Keep the request for history, without image data.
     let mut record = Value::Object(body.clone());
@@ -419,6 +430,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
         patches: Some(patches),
+        freeu,
         loras,
         refiner,
         styles: known_styles(body),
