@@ -8,6 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use focal_engine::expansion::PromptExpansion;
+use focal_engine::gpt2::{Gpt2Config, Gpt2Model};
+use focal_engine::gpt2_tokenizer::Gpt2Tokenizer;
 use focal_engine::synthetic::SdxlArchitecture;
 use focal_engine::{LoadOptions, SdxlModel};
 
@@ -36,7 +39,17 @@ pub struct BenchArgs {
     /// Compute precision: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Time the Fooocus V2 prompt expansion (full-size GPT-2 shapes, random weights) instead
+    /// of SDXL; with --pytorch, beside bench/pytorch_expansion.py.
+    #[arg(long)]
+    expansion: bool,
+    /// GPT-2 tokenizer files (vocab.json, merges.txt) for --expansion.
+    #[arg(long, default_value = "tests/fixtures/tiny-gpt2")]
+    gpt2_tokenizer: PathBuf,
 }
+
+/// The prompt both expansion benchmarks expand (12 tokens with its comma: 63 new tokens).
+const EXPANSION_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
 
 /// Peak resident memory of this process so far (VmHWM), in GiB.
 fn peak_rss_gib() -> f64 {
@@ -61,11 +74,16 @@ fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 }
 
 fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f64>> {
-    let sizes = args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = Command::new(python);
-    cmd.arg(&args.pytorch_script).args(["--sizes", &sizes, "--repeat", &args.repeat.to_string()]);
-    if args.skip_vae {
-        cmd.arg("--skip-vae");
+    if args.expansion {
+        cmd.arg("bench/pytorch_expansion.py").arg("--tokenizer").arg(&args.gpt2_tokenizer);
+        cmd.args(["--prompt", EXPANSION_PROMPT, "--repeat", &args.repeat.to_string()]);
+    } else {
+        let sizes = args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+        cmd.arg(&args.pytorch_script).args(["--sizes", &sizes, "--repeat", &args.repeat.to_string()]);
+        if args.skip_vae {
+            cmd.arg("--skip-vae");
+        }
     }
     eprintln!("running PyTorch: {cmd:?}");
     let out = cmd.output().with_context(|| format!("cannot run {}", python.display()))?;
@@ -85,6 +103,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(python) => Some(run_pytorch(&args, python)?),
         None => None,
     };
+    if args.expansion {
+        let rows = expansion_rows(&args)?;
+        println!("focal bench: Fooocus V2 expansion, full-size GPT-2 (124M, random weights), f32, CPU, {} threads", num_threads());
+        println!("expand = one prompt expanded to 75 tokens (sampling, KV cache); best of {} runs", args.repeat);
+        print_rows(&rows, reference.as_ref());
+        return Ok(());
+    }
     let checkpoint = match &args.checkpoint {
         Some(p) => p.clone(),
         None => {
@@ -136,26 +161,68 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads", args.dtype, num_threads());
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
-    match &reference {
+    print_rows(&rows, reference.as_ref());
+    Ok(())
+}
+
+/// Measurements side by side with PyTorch's where it has the same name.
+fn print_rows(rows: &[(String, f64, f64)], reference: Option<&BTreeMap<String, f64>>) {
+    match reference {
         Some(_) => println!(
             "{:<18} {:>10} {:>12} {:>10} {:>14}",
             "measurement", "focal s", "pytorch s", "ratio", "peak RSS GiB"
         ),
         None => println!("{:<18} {:>10} {:>14}", "measurement", "focal s", "peak RSS GiB"),
     }
-    for (name, secs, rss) in &rows {
+    for (name, secs, rss) in rows {
         match reference.as_ref().and_then(|r| r.get(name)) {
             Some(p) => println!("{name:<18} {secs:>10.2} {p:>12.2} {:>10.2} {rss:>14.1}", secs / p),
             None if reference.is_some() => println!("{name:<18} {secs:>10.2} {:>12} {:>10} {rss:>14.1}", "-", "-"),
             None => println!("{name:<18} {secs:>10.2} {rss:>14.1}"),
         }
     }
-    if let Some(r) = &reference {
-        if let Some(v) = r.get("torch") {
-            println!("pytorch: torch {v}");
+    if let Some(v) = reference.and_then(|r| r.get("torch")) {
+        println!("pytorch: torch {v}");
+    }
+}
+
+/// GPT-2 small with random weights (std 0.02, as transformers initialises it).
+fn random_gpt2(config: &Gpt2Config) -> Result<Gpt2Model> {
+    let (d, v) = (config.n_embd, config.vocab_size);
+    let dev = Device::Cpu;
+    let randn = |shape: &[usize]| Tensor::randn(0f32, 0.02, shape, &dev);
+    let mut t = std::collections::HashMap::new();
+    t.insert("transformer.wte.weight".to_string(), randn(&[v, d])?);
+    t.insert("transformer.wpe.weight".to_string(), randn(&[config.n_positions, d])?);
+    for name in ["transformer.ln_f"].into_iter().map(String::from).chain((0..config.n_layer).flat_map(|i| [format!("transformer.h.{i}.ln_1"), format!("transformer.h.{i}.ln_2")])) {
+        t.insert(format!("{name}.weight"), Tensor::ones(d, candle_core::DType::F32, &dev)?);
+        t.insert(format!("{name}.bias"), Tensor::zeros(d, candle_core::DType::F32, &dev)?);
+    }
+    for i in 0..config.n_layer {
+        for (layer, (rows, cols)) in [("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)), ("mlp.c_fc", (d, 4 * d)), ("mlp.c_proj", (4 * d, d))] {
+            t.insert(format!("transformer.h.{i}.{layer}.weight"), randn(&[rows, cols])?);
+            t.insert(format!("transformer.h.{i}.{layer}.bias"), Tensor::zeros(cols, candle_core::DType::F32, &dev)?);
         }
     }
-    Ok(())
+    Ok(Gpt2Model::from_tensors(t, config.clone(), candle_core::DType::F32, &dev)?)
+}
+
+fn expansion_rows(args: &BenchArgs) -> Result<Vec<(String, f64, f64)>> {
+    let config = Gpt2Config::from_json("{}").map_err(anyhow::Error::msg)?;
+    let tokenizer = Gpt2Tokenizer::from_dir(&args.gpt2_tokenizer).map_err(anyhow::Error::msg)?;
+    // Allowed words: every 8th plain lower-case word token (Fooocus's list has 642).
+    let words: Vec<String> = (0..tokenizer.vocab_size() as u32)
+        .filter_map(|id| tokenizer.decode(&[id]).strip_prefix(' ').map(str::to_string))
+        .filter(|w| w.len() > 3 && w.chars().all(|c| c.is_ascii_lowercase()))
+        .step_by(8)
+        .take(642)
+        .collect();
+    let expansion = PromptExpansion::new(random_gpt2(&config)?, tokenizer, &words);
+    let mut rows = Vec::new();
+    let secs = best_of(args.repeat, || Ok(expansion.expand(EXPANSION_PROMPT, 12345)?))?;
+    eprintln!("focal expand: {secs:.2} s");
+    rows.push(("expand".to_string(), secs, peak_rss_gib()));
+    Ok(rows)
 }
 
 fn num_threads() -> usize {

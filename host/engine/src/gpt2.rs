@@ -129,6 +129,7 @@ impl Block {
 pub struct Gpt2Model {
     pub config: Gpt2Config,
     wte: Embedding,
+    lm_head: Tensor,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -144,7 +145,9 @@ impl Gpt2Model {
             (0..config.n_layer).map(|i| Block::new(t.pp(format!("h.{i}")), config.layer_norm_epsilon)).collect::<Result<_>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), config.layer_norm_epsilon)?;
         let device = wte.device().clone();
-        Ok(Self { wte: Embedding::new(wte, config.n_embd), wpe, blocks, ln_f, device, config })
+        // Laid out `[n_embd, vocab]` once: a transposed view would be copied on every token.
+        let lm_head = wte.t()?.contiguous()?;
+        Ok(Self { wte: Embedding::new(wte, config.n_embd), lm_head, wpe, blocks, ln_f, device, config })
     }
 
     /// Weights from `model.safetensors` or a transformers `pytorch_model.bin` (torch zip pickle;
@@ -175,6 +178,11 @@ impl Gpt2Model {
 
     /// Logits `[B, T, vocab]` for `ids` `[B, T]` following the cached positions.
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.lm_head(&self.hidden(ids, cache)?)
+    }
+
+    /// Final hidden states `[B, T, n_embd]` (after `ln_f`).
+    fn hidden(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let past = cache.len();
         if past + t > self.config.n_positions {
@@ -186,15 +194,20 @@ impl Gpt2Model {
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             x = block.forward(&x, self.config.n_head, layer_cache)?;
         }
-        let x = self.ln_f.forward(&x)?;
-        x.broadcast_matmul(&self.wte.embeddings().t()?)
+        self.ln_f.forward(&x)
+    }
+
+    /// The tied LM head: `x · wteᵀ`.
+    fn lm_head(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_matmul(&self.lm_head)
     }
 
     /// Logits of the last position only, as a flat f32 vector.
     pub fn next_logits(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        let logits = self.forward(&input, cache)?;
-        logits.squeeze(0)?.get(ids.len() - 1)?.to_dtype(DType::F32)?.to_vec1()
+        let hidden = self.hidden(&input, cache)?;
+        let last = hidden.narrow(1, ids.len() - 1, 1)?;
+        self.lm_head(&last)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
     }
 
     /// Greedy (argmax) continuation by `n` tokens, as transformers' plain `generate`.
