@@ -1,13 +1,20 @@
 //! LoRA files merged into the checkpoint's weights as they are read:
-//! `W' = W + Σ weight · (alpha / rank) · up · down` for each LoRA that patches `W`.
+//! `W' = W + Σ weight · (alpha / dim) · ΔW` for each LoRA module that patches `W`, with ΔW as
+//! ComfyUI's `calculate_weight` (which Fooocus uses) builds it:
+//! * LoRA / LoCon: `up · down` (`.lora_down/.lora_up.weight`; with `.lora_mid.weight`, the
+//!   Tucker core between them), `dim` = rank;
+//! * LoHa: `(w1_a · w1_b) ⊙ (w2_a · w2_b)` (`.hada_*`), `dim` = rows of `w1_b`;
+//! * LoKr: `w1 ⊗ w2` (Kronecker; each factor whole, `.lokr_w1`, or as `_a · _b`), `dim` = rows of
+//!   the factorised `_b`, and alpha is ignored (scale 1) when neither factor is factorised.
+//! Without `.alpha` the scale is 1.
 //!
 //! Keys in the kohya / A1111 layout (`lora_unet_<LDM or diffusers path>`, `lora_te1_…`,
-//! `lora_te2_…`, dots as underscores, `.lora_down/.lora_up.weight`, optional `.alpha`) and the
-//! diffusers/PEFT layout (`unet.<path>.lora.down.weight` or `.lora_A/.lora_B.weight`,
-//! `text_encoder(_2).…`). Keys that match no weight of the checkpoint, or use a format focal
-//! does not merge (LoHa, LoKr, LoCon mid), are reported, not silently dropped.
+//! `lora_te2_…`, dots as underscores) and the diffusers/PEFT layout (`unet.<path>.lora.down.weight`
+//! or `.lora_A/.lora_B.weight`, `text_encoder(_2).…`). Keys that match no weight of the checkpoint,
+//! or modules focal cannot merge (LoHa/LoKr Tucker cores, incomplete sets), are reported, not
+//! silently dropped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -22,23 +29,65 @@ pub struct LoraSpec {
     pub weight: f32,
 }
 
-/// A low-rank update of one weight.
+/// The update of one weight, before scaling.
+#[derive(Clone)]
+pub enum Update {
+    /// `up · down`; with `mid` (LoCon's Tucker core `[rank, rank, kh, kw]`) between them.
+    LowRank { up: Tensor, down: Tensor, mid: Option<Tensor> },
+    /// LoHa: `(w1a · w1b) ⊙ (w2a · w2b)`.
+    Hadamard { w1a: Tensor, w1b: Tensor, w2a: Tensor, w2b: Tensor },
+    /// LoKr: `w1 ⊗ w2`.
+    Kronecker { w1: Tensor, w2: Tensor },
+}
+
+/// One module's update of one weight.
 #[derive(Clone)]
 pub struct LoraPatch {
-    pub up: Tensor,
-    pub down: Tensor,
-    /// `weight · alpha / rank`.
+    pub update: Update,
+    /// `weight · alpha / dim` (see the module docs).
     pub scale: f64,
 }
 
+fn f32_2d(t: &Tensor) -> candle_core::Result<Tensor> {
+    let rows = t.dim(0)?;
+    t.to_dtype(DType::F32)?.reshape((rows, t.elem_count() / rows))
+}
+
 impl LoraPatch {
-    /// `scale · up · down`, shaped like the weight it patches (linear or conv).
+    /// `scale · ΔW`, shaped like the weight it patches (linear or conv).
     pub fn delta(&self, shape: &[usize]) -> candle_core::Result<Tensor> {
-        let rank = self.down.dim(0)?;
-        let up = self.up.to_dtype(DType::F32)?.reshape((self.up.dim(0)?, rank))?;
-        let down = self.down.to_dtype(DType::F32)?.reshape((rank, self.down.elem_count() / rank))?;
-        (up.matmul(&down)? * self.scale)?.reshape(shape)
+        let delta = match &self.update {
+            Update::LowRank { up, down, mid: None } => f32_2d(up)?.matmul(&f32_2d(down)?)?,
+            Update::LowRank { up, down, mid: Some(mid) } => {
+                // down `[rank, in, 1, 1]`, mid `[rank, rank, kh, kw]`: the core applied after down
+                // gives `[rank, in·kh·kw]` (ComfyUI's transpose-flatten-mm-transpose).
+                let (rank, inner) = (down.dim(0)?, down.dim(1)?);
+                let (kh, kw) = (mid.dim(2)?, mid.dim(3)?);
+                let down_t = f32_2d(down)?.t()?; // [in, rank]
+                let mid_t = mid.to_dtype(DType::F32)?.transpose(0, 1)?.reshape((mid.dim(1)?, mid.dim(0)? * kh * kw))?; // [rank, rank·kh·kw]
+                let combined = down_t.matmul(&mid_t)?.reshape((inner, rank, kh, kw))?.transpose(0, 1)?.reshape((rank, inner * kh * kw))?;
+                f32_2d(up)?.matmul(&combined)?
+            }
+            Update::Hadamard { w1a, w1b, w2a, w2b } => {
+                (f32_2d(w1a)?.matmul(&f32_2d(w1b)?)? * f32_2d(w2a)?.matmul(&f32_2d(w2b)?)?)?
+            }
+            Update::Kronecker { w1, w2 } => kronecker(w1, w2)?,
+        };
+        (delta * self.scale)?.reshape(shape)
     }
+}
+
+/// `torch.kron` of a 2-D `a` `[m, n]` (or `[m, n, 1, 1]`) and `b` `[p, q, …]`: `[m·p, n·q, …]`.
+fn kronecker(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let (m, n) = (a.dim(0)?, a.dim(1)?);
+    let (p, q) = (b.dim(0)?, b.dim(1)?);
+    let rest: Vec<usize> = b.dims()[2..].to_vec();
+    let k: usize = rest.iter().product();
+    let a = a.to_dtype(DType::F32)?.reshape((m, 1, n, 1, 1))?;
+    let b = b.to_dtype(DType::F32)?.reshape((1, p, 1, q, k))?;
+    let mut shape = vec![m * p, n * q];
+    shape.extend(rest);
+    a.broadcast_mul(&b)?.reshape(shape)
 }
 
 /// What merging a set of LoRAs did.
@@ -73,31 +122,68 @@ fn module_names(canonical: &str, unet_ldm: &[&str]) -> Vec<String> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 enum Part {
     Down,
     Up,
     Alpha,
     Mid,
+    HadaW1a,
+    HadaW1b,
+    HadaW2a,
+    HadaW2b,
+    HadaT1,
+    HadaT2,
+    LokrW1,
+    LokrW1a,
+    LokrW1b,
+    LokrW2,
+    LokrW2a,
+    LokrW2b,
+    LokrT2,
 }
 
-/// Key suffixes of the formats focal reads, and LyCORIS ones it recognises to report.
-const SUFFIXES: &[(&str, Option<Part>)] = &[
-    (".lora_down.weight", Some(Part::Down)),
-    (".lora_up.weight", Some(Part::Up)),
-    (".lora.down.weight", Some(Part::Down)),
-    (".lora.up.weight", Some(Part::Up)),
-    (".lora_A.weight", Some(Part::Down)),
-    (".lora_B.weight", Some(Part::Up)),
-    (".alpha", Some(Part::Alpha)),
-    (".lora_mid.weight", Some(Part::Mid)),
-    (".hada_w1_a", None),
-    (".hada_w1_b", None),
-    (".hada_w2_a", None),
-    (".hada_w2_b", None),
-    (".lokr_w1", None),
-    (".lokr_w2", None),
+/// Key suffixes of the LoRA and LyCORIS formats, and the part each names.
+const SUFFIXES: &[(&str, Part)] = &[
+    (".lora_down.weight", Part::Down),
+    (".lora_up.weight", Part::Up),
+    (".lora.down.weight", Part::Down),
+    (".lora.up.weight", Part::Up),
+    (".lora_A.weight", Part::Down),
+    (".lora_B.weight", Part::Up),
+    (".alpha", Part::Alpha),
+    (".lora_mid.weight", Part::Mid),
+    (".hada_w1_a", Part::HadaW1a),
+    (".hada_w1_b", Part::HadaW1b),
+    (".hada_w2_a", Part::HadaW2a),
+    (".hada_w2_b", Part::HadaW2b),
+    (".hada_t1", Part::HadaT1),
+    (".hada_t2", Part::HadaT2),
+    (".lokr_w1_a", Part::LokrW1a),
+    (".lokr_w1_b", Part::LokrW1b),
+    (".lokr_w1", Part::LokrW1),
+    (".lokr_w2_a", Part::LokrW2a),
+    (".lokr_w2_b", Part::LokrW2b),
+    (".lokr_w2", Part::LokrW2),
+    (".lokr_t2", Part::LokrT2),
 ];
+
+/// Which update a module's parts describe, or why it cannot be merged.
+fn update_kind(parts: &HashMap<Part, String>) -> std::result::Result<&'static str, &'static str> {
+    let has = |p: Part| parts.contains_key(&p);
+    if has(Part::HadaT1) || has(Part::HadaT2) || has(Part::LokrT2) {
+        return Err("LoHa/LoKr Tucker cores are not merged");
+    }
+    if has(Part::Down) && has(Part::Up) {
+        Ok("lora")
+    } else if [Part::HadaW1a, Part::HadaW1b, Part::HadaW2a, Part::HadaW2b].iter().all(|&p| has(p)) {
+        Ok("loha")
+    } else if (has(Part::LokrW1) || has(Part::LokrW1a) && has(Part::LokrW1b)) && (has(Part::LokrW2) || has(Part::LokrW2a) && has(Part::LokrW2b)) {
+        Ok("lokr")
+    } else {
+        Err("an incomplete set of LoRA/LoHa/LoKr weights")
+    }
+}
 
 /// Read `specs` against the checkpoint's canonical names: patches by canonical name, plus the
 /// report of what could not be merged.
@@ -112,44 +198,68 @@ pub fn load_patches(specs: &[LoraSpec], canonical_names: &[&str], device: &Devic
         let label = spec.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // Group keys by module: `<module><suffix>`.
         let mut modules: BTreeMap<String, HashMap<Part, String>> = BTreeMap::new();
-        let mut lycoris: BTreeSet<String> = BTreeSet::new();
         for (key, _) in file.tensors() {
             match SUFFIXES.iter().find(|(suffix, _)| key.ends_with(suffix)) {
-                Some((suffix, Some(part))) => {
+                Some((suffix, part)) => {
                     modules.entry(key[..key.len() - suffix.len()].to_string()).or_default().insert(*part, key.clone());
-                }
-                Some((suffix, None)) => {
-                    lycoris.insert(key[..key.len() - suffix.len()].to_string());
                 }
                 None => report.unknown.push(format!("{label}: {key} (not a LoRA key focal reads)")),
             }
         }
-        for module in lycoris {
-            report.unknown.push(format!("{label}: {module} (LoHa/LoKr modules are not merged)"));
-        }
         for (module, parts) in modules {
-            let reason = match (by_module.get(&module), parts.contains_key(&Part::Down) && parts.contains_key(&Part::Up)) {
-                (Some(_), true) if parts.contains_key(&Part::Mid) => Some("LoCon mid weights are not merged"),
-                (Some(_), true) => None,
-                (None, _) => Some("matches no weight of this checkpoint"),
-                (Some(_), false) => Some("no up/down pair"),
+            let kind = match (by_module.get(&module), update_kind(&parts)) {
+                (None, _) => Err("matches no weight of this checkpoint"),
+                (Some(_), kind) => kind,
             };
-            if let Some(reason) = reason {
-                report.unknown.push(format!("{label}: {module} ({reason})"));
-                continue;
-            }
-            let load = |part: Part| file.load(&parts[&part], device).map_err(|e| EngineError::checkpoint(&spec.path, e.to_string()));
-            let (up, down) = (load(Part::Up)?, load(Part::Down)?);
-            let rank = down.dim(0).map_err(|e| EngineError::checkpoint(&spec.path, e.to_string()))?;
-            let alpha = match parts.get(&Part::Alpha) {
-                Some(_) => load(Part::Alpha)?
-                    .to_dtype(DType::F32)
-                    .and_then(|a| a.flatten_all()?.to_vec1::<f32>())
-                    .map_err(|e| EngineError::checkpoint(&spec.path, e.to_string()))?[0] as f64,
-                None => rank as f64,
+            let kind = match kind {
+                Ok(kind) => kind,
+                Err(reason) => {
+                    report.unknown.push(format!("{label}: {module} ({reason})"));
+                    continue;
+                }
             };
-            let scale = spec.weight as f64 * alpha / rank as f64;
-            patches.entry(by_module[&module].to_string()).or_default().push(LoraPatch { up, down, scale });
+            let bad = |e: candle_core::Error| EngineError::checkpoint(&spec.path, e.to_string());
+            let load = |part: Part| file.load(&parts[&part], device).map_err(bad);
+            let opt = |part: Part| parts.contains_key(&part).then(|| load(part)).transpose();
+            let alpha = match opt(Part::Alpha)? {
+                Some(a) => Some(a.to_dtype(DType::F32).and_then(|a| a.flatten_all()?.to_vec1::<f32>()).map_err(bad)?[0] as f64),
+                None => None,
+            };
+            // ComfyUI: alpha / dim when both exist, else a scale of 1.
+            let ratio = |dim: Option<usize>| match (alpha, dim) {
+                (Some(a), Some(d)) => a / d as f64,
+                _ => 1.0,
+            };
+            let (update, ratio) = match kind {
+                "lora" => {
+                    let (up, down) = (load(Part::Up)?, load(Part::Down)?);
+                    let rank = down.dim(0).map_err(bad)?;
+                    (Update::LowRank { up, down, mid: opt(Part::Mid)? }, ratio(Some(rank)))
+                }
+                "loha" => {
+                    let w1b = load(Part::HadaW1b)?;
+                    let dim = w1b.dim(0).map_err(bad)?;
+                    (Update::Hadamard { w1a: load(Part::HadaW1a)?, w1b, w2a: load(Part::HadaW2a)?, w2b: load(Part::HadaW2b)? }, ratio(Some(dim)))
+                }
+                _ => {
+                    // Each factor whole or as a product; the factorised one sets `dim`.
+                    let mut dim = None;
+                    let mut factor = |whole: Part, a: Part, b: Part| -> Result<Tensor> {
+                        match opt(whole)? {
+                            Some(w) => Ok(w),
+                            None => {
+                                let b = load(b)?;
+                                dim = Some(b.dim(0).map_err(bad)?);
+                                f32_2d(&load(a)?).and_then(|a| a.matmul(&f32_2d(&b)?)).map_err(bad)
+                            }
+                        }
+                    };
+                    let w1 = factor(Part::LokrW1, Part::LokrW1a, Part::LokrW1b)?;
+                    let w2 = factor(Part::LokrW2, Part::LokrW2a, Part::LokrW2b)?;
+                    (Update::Kronecker { w1, w2 }, ratio(dim))
+                }
+            };
+            patches.entry(by_module[&module].to_string()).or_default().push(LoraPatch { update, scale: spec.weight as f64 * ratio });
             report.patched += 1;
         }
     }

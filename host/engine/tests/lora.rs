@@ -95,3 +95,101 @@ fn lora_weights_merge_as_w_plus_scaled_up_down_and_unknown_keys_are_reported() {
     let model = SdxlModel::load(&path, &LoadOptions { loras: vec![spec], ..Default::default() }).unwrap();
     assert_eq!(model.lora_report, report);
 }
+
+/// LyCORIS modules on the tiny fixture, each merged weight against ComfyUI's formula written out
+/// with plain loops: LoHa `(w1a·w1b) ⊙ (w2a·w2b)·alpha/rank`, LoKr `kron(w1a·w1b, w2)·alpha/dim`,
+/// LoCon with a Tucker mid core on a 3×3 conv; a LoHa with a Tucker core is reported, not merged.
+#[test]
+fn loha_lokr_and_locon_mid_merge_as_comfyui_computes_them() {
+    let path = common::checkpoint(common::MODEL_A);
+    let base = Checkpoint::open(&path).unwrap();
+    let names = base.names();
+    let pick = |f: &dyn Fn(&str) -> bool| names.iter().find(|n| f(n)).unwrap().to_string();
+    let kohya = |n: &str| format!("lora_unet_{}", n.strip_prefix("unet.").unwrap().strip_suffix(".weight").unwrap().replace('.', "_"));
+    let loha_target = pick(&|n| n.starts_with("unet.") && n.ends_with("attn1.to_q.weight"));
+    let lokr_target = pick(&|n| n.starts_with("unet.") && n.ends_with("attn2.to_out.0.weight"));
+    let mid_target = pick(&|n| n.starts_with("unet.input_blocks.1.0.in_layers.2.weight"));
+    let tucker_target = pick(&|n| n.starts_with("unet.") && n.ends_with("attn1.to_k.weight"));
+    let w = |n: &str| base.tensor(n, DType::F32, &Device::Cpu).unwrap();
+    let (rank, alpha, weight) = (2usize, 3.0f32, 0.6f32);
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let a = Tensor::new(alpha, &Device::Cpu).unwrap();
+
+    let (out, cols) = w(&loha_target).dims2().unwrap();
+    let m = kohya(&loha_target);
+    let (w1a, w1b, w2a, w2b) = (random(31, &[out, rank]), random(32, &[rank, cols]), random(33, &[out, rank]), random(34, &[rank, cols]));
+    for (s, v) in [("hada_w1_a", &w1a), ("hada_w1_b", &w1b), ("hada_w2_a", &w2a), ("hada_w2_b", &w2b)] {
+        t.insert(format!("{m}.{s}"), v.clone());
+    }
+    t.insert(format!("{m}.alpha"), a.clone());
+
+    let (lo, lc) = w(&lokr_target).dims2().unwrap();
+    let m = kohya(&lokr_target);
+    let (k1a, k1b, k2) = (random(41, &[2, rank]), random(42, &[rank, 2]), random(43, &[lo / 2, lc / 2]));
+    t.insert(format!("{m}.lokr_w1_a"), k1a.clone());
+    t.insert(format!("{m}.lokr_w1_b"), k1b.clone());
+    t.insert(format!("{m}.lokr_w2"), k2.clone());
+    t.insert(format!("{m}.alpha"), a.clone());
+
+    let cw = w(&mid_target);
+    let (co, ci, kh, kw) = cw.dims4().unwrap();
+    let m = kohya(&mid_target);
+    let (down, mid, up) = (random(51, &[rank, ci, 1, 1]), random(52, &[rank, rank, kh, kw]), random(53, &[co, rank, 1, 1]));
+    t.insert(format!("{m}.lora_down.weight"), down.clone());
+    t.insert(format!("{m}.lora_mid.weight"), mid.clone());
+    t.insert(format!("{m}.lora_up.weight"), up.clone());
+    t.insert(format!("{m}.alpha"), a.clone());
+
+    let m = kohya(&tucker_target);
+    for (i, s) in ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1"].iter().enumerate() {
+        t.insert(format!("{m}.{s}"), random(60 + i as u64, &[2, 2]));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lycoris.safetensors");
+    candle_core::safetensors::save(&t, &file).unwrap();
+    let (merged, report) = Checkpoint::open(&path).unwrap().with_loras(&[LoraSpec { path: file, weight }]).unwrap();
+    assert_eq!(report.patched, 3);
+    assert_eq!(report.unknown, vec![format!("lycoris.safetensors: {m} (LoHa/LoKr Tucker cores are not merged)")]);
+    let scale = weight * alpha / rank as f32;
+    let close = |name: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{name}[{i}]: {g} vs {w}");
+        }
+    };
+    let get = |n: &str| values(&merged.tensor(n, DType::F32, &Device::Cpu).unwrap());
+
+    let (base_w, v1a, v1b, v2a, v2b) = (values(&w(&loha_target)), values(&w1a), values(&w1b), values(&w2a), values(&w2b));
+    let want: Vec<f32> = (0..out * cols)
+        .map(|i| {
+            let (o, c) = (i / cols, i % cols);
+            let p1: f32 = (0..rank).map(|r| v1a[o * rank + r] * v1b[r * cols + c]).sum();
+            let p2: f32 = (0..rank).map(|r| v2a[o * rank + r] * v2b[r * cols + c]).sum();
+            base_w[i] + scale * p1 * p2
+        })
+        .collect();
+    close("LoHa", &get(&loha_target), &want);
+
+    let (base_w, a1, b1, v2) = (values(&w(&lokr_target)), values(&k1a), values(&k1b), values(&k2));
+    let (p, q) = (lo / 2, lc / 2);
+    let w1 = |i: usize, l: usize| (0..rank).map(|r| a1[i * rank + r] * b1[r * 2 + l]).sum::<f32>();
+    let want: Vec<f32> = (0..lo * lc).map(|idx| {
+        let (row, col) = (idx / lc, idx % lc);
+        base_w[idx] + scale * w1(row / p, col / q) * v2[(row % p) * q + col % q]
+    }).collect();
+    close("LoKr", &get(&lokr_target), &want);
+
+    let (base_w, vd, vm, vu) = (values(&cw), values(&down), values(&mid), values(&up));
+    let want: Vec<f32> = (0..co * ci * kh * kw)
+        .map(|idx| {
+            let (o, i, y, x) = (idx / (ci * kh * kw), idx / (kh * kw) % ci, idx / kw % kh, idx % kw);
+            let d: f32 = (0..rank)
+                .flat_map(|r| (0..rank).map(move |s| (r, s)))
+                .map(|(r, s)| vu[o * rank + r] * vm[((r * rank + s) * kh + y) * kw + x] * vd[s * ci + i])
+                .sum();
+            base_w[idx] + scale * d
+        })
+        .collect();
+    close("LoCon mid", &get(&mid_target), &want);
+}
