@@ -63,7 +63,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let dtype = parse_dtype(&args.dtype)?;
     let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
-    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, ..Default::default() })?;
+    let embeddings_dir = Some(focal_models::ModelsDir::new(&args.models_dir).folder("embeddings"));
+    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, embeddings_dir, ..Default::default() })?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let cond = model.encode_prompt(&request.prompt, 2)?;

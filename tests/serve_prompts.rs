@@ -176,3 +176,25 @@ fn metadata_equals_the_real_fooocus_api() {
         }
     }
 }
+
+/// `embedding:NAME` reads `models/embeddings/NAME.safetensors` (an SDXL `clip_l`/`clip_g` pair), also
+/// when the file arrives while the server runs; before that the word is dropped, as ComfyUI does.
+#[test]
+fn textual_inversion_embeddings_from_the_models_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::serve_tiny(dir.path(), &[]);
+    let body = |prompt: &str| {
+        format!(
+            r#"{{"prompt": "{prompt}", "image_seed": 3, "aspect_ratios_selection": "64*64", "require_base64": true,
+                "advanced_params": {{"sampler_name": "euler", "overwrite_step": 1}}}}"#
+        )
+    };
+    let plain = common::pixels(&common::first_image(&server.addr, &body("a fox in snow")));
+    let missing = common::pixels(&common::first_image(&server.addr, &body("a fox embedding:sdxl_ti in snow")));
+    assert_eq!(missing, plain, "a missing embedding is dropped from the prompt");
+    std::fs::create_dir_all(dir.path().join("models/embeddings")).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prompts/embeddings/sdxl_ti.safetensors");
+    std::fs::copy(fixture, dir.path().join("models/embeddings/sdxl_ti.safetensors")).unwrap();
+    let with = common::pixels(&common::first_image(&server.addr, &body("a fox embedding:sdxl_ti in snow")));
+    assert_ne!(with, plain, "the embedding's vectors condition the image");
+}

@@ -5,6 +5,9 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::nn::{attention, layer_norm, linear};
 
+/// Token ids from here on name textual-inversion vectors rather than vocabulary entries.
+pub const VECTOR_ID_BASE: u32 = 1 << 24;
+
 /// Both SDXL encoders use 64-dimensional heads (CLIP-L 768/12, bigG 1280/20).
 const HEAD_DIM: usize = 64;
 
@@ -122,11 +125,36 @@ impl ClipTextModel {
     /// Encode token ids `[B, T]`. `skip` = 1 returns the last layer's hidden state, 2 the
     /// penultimate (SDXL), … The pooled output is computed only when `pooled` is set.
     pub fn encode(&self, ids: &[Vec<u32>], skip: usize, pooled: bool, device: &Device) -> Result<ClipOutput> {
+        self.encode_with_vectors(ids, &[], skip, pooled, device)
+    }
+
+    /// [`encode`](Self::encode) where ids from [`VECTOR_ID_BASE`] on stand for `vectors[id − base]`
+    /// (textual-inversion embeddings) instead of vocabulary entries.
+    pub fn encode_with_vectors(&self, ids: &[Vec<u32>], vectors: &[Option<Tensor>], skip: usize, pooled: bool, device: &Device) -> Result<ClipOutput> {
         let (b, t) = (ids.len(), ids[0].len());
-        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let flat: Vec<u32> = ids.iter().flatten().map(|&id| if id >= VECTOR_ID_BASE { 0 } else { id }).collect();
         let ids_t = Tensor::from_vec(flat, (b, t), device)?;
         let pos = self.position_embedding.narrow(0, 0, t)?;
-        let mut x = self.token_embedding.forward(&ids_t)?.broadcast_add(&pos)?;
+        let mut tokens = self.token_embedding.forward(&ids_t)?;
+        if ids.iter().flatten().any(|&id| id >= VECTOR_ID_BASE) {
+            let rows = ids
+                .iter()
+                .enumerate()
+                .map(|(i, seq)| {
+                    let row = seq
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &id)| match id.checked_sub(VECTOR_ID_BASE).and_then(|v| vectors.get(v as usize)?.as_ref()) {
+                            Some(v) => v.to_dtype(tokens.dtype())?.to_device(device)?.reshape((1, self.width)),
+                            None => tokens.get(i)?.narrow(0, j, 1),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&row, 0)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            tokens = Tensor::stack(&rows, 0)?;
+        }
+        let mut x = tokens.broadcast_add(&pos)?;
         let mask = causal_mask(t, device)?;
         let keep = self.layers.len().saturating_sub(skip.max(1) - 1);
         let run = if pooled { self.layers.len() } else { keep };
@@ -163,14 +191,29 @@ impl ClipTextModel {
     /// `e + (z − e)·w` (`e`: the encoding of an empty window `[BOS, EOS, pad…]`, per position)
     /// and the window is rescaled to keep its mean. Windows concatenate along the sequence; the
     /// pooled output (when asked) is the first window's.
+    ///
+    /// `vectors` back the embedding ids (see [`encode_with_vectors`](Self::encode_with_vectors));
+    /// a `None` (an embedding of another width) is dropped from its window, which is padded at the
+    /// end while the weights keep their positions, as ComfyUI's `set_up_textual_embeddings` does.
     pub fn encode_weighted(
         &self,
         windows: &[(Vec<u32>, Vec<f32>)],
+        vectors: &[Option<Tensor>],
         pad: u32,
         skip: usize,
         pooled: bool,
         device: &Device,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let usable = |id: u32| id.checked_sub(VECTOR_ID_BASE).is_none_or(|v| vectors[v as usize].is_some());
+        let windows: Vec<(Vec<u32>, Vec<f32>)> = windows
+            .iter()
+            .map(|(ids, w)| {
+                let mut kept: Vec<u32> = ids.iter().copied().filter(|&id| usable(id)).collect();
+                kept.resize(ids.len(), pad);
+                (kept, w.clone())
+            })
+            .collect();
+
         let has_weights = windows.iter().any(|(_, w)| w.iter().any(|&x| x != 1.0));
         let empty = if has_weights {
             let len = windows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(crate::tokenizer::CHUNK_LEN);
@@ -183,7 +226,7 @@ impl ClipTextModel {
         let mut outputs = Vec::with_capacity(windows.len());
         let mut first_pooled = None;
         for (k, (ids, weights)) in windows.iter().enumerate() {
-            let out = self.encode(std::slice::from_ref(ids), skip, pooled && k == 0, device)?;
+            let out = self.encode_with_vectors(std::slice::from_ref(ids), vectors, skip, pooled && k == 0, device)?;
             if k == 0 {
                 first_pooled = out.pooled;
             }

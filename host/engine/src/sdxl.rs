@@ -11,6 +11,8 @@ use crate::clip::{Activation, ClipTextModel};
 use crate::error::{EngineError, Result};
 use crate::lora::{LoraReport, LoraSpec};
 use crate::nn::timestep_embedding;
+use crate::clip::VECTOR_ID_BASE;
+use crate::embeddings::Embeddings;
 use crate::tokenizer::{ClipTokenizer, EOS};
 use crate::unet::UNet;
 use crate::vae::AutoEncoder;
@@ -46,11 +48,13 @@ pub struct LoadOptions {
     pub device: Device,
     /// LoRAs merged into the weights at load.
     pub loras: Vec<LoraSpec>,
+    /// Where `embedding:NAME` prompt words are looked up (`None`: they are plain text).
+    pub embeddings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new() }
+        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new(), embeddings_dir: None }
     }
 }
 
@@ -64,6 +68,7 @@ pub struct SdxlModel {
     pub device: Device,
     /// What merging `LoadOptions::loras` did (unmerged keys are listed for the caller to report).
     pub lora_report: LoraReport,
+    pub embeddings: Option<Embeddings>,
 }
 
 impl SdxlModel {
@@ -92,16 +97,37 @@ impl SdxlModel {
                 ));
             }
         }
-        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone(), lora_report })
+        let embeddings = opts.embeddings_dir.as_ref().map(Embeddings::new);
+        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone(), lora_report, embeddings })
     }
 
     /// Encode a prompt as Fooocus does (`clip_skip` 2 = penultimate layer, SDXL's default):
     /// `(text:w)` weights, words packed into 77-token windows, both encoders' hidden states
     /// concatenated per token, the pooled vector from CLIP-G's first window.
     pub fn encode_prompt(&self, prompt: &str, clip_skip: usize) -> Result<Conditioning> {
-        let l = self.tokenizer.weighted_chunks(prompt, EOS);
-        let g = self.tokenizer.weighted_chunks(prompt, 0);
-        self.encode_windows(&l, &g, clip_skip)
+        let (l, l_vectors) = self.windows(prompt, EOS, "clip_l", self.clip_l.width);
+        let (g, g_vectors) = self.windows(prompt, 0, "clip_g", self.clip_g.width);
+        let (context_l, _) = self.clip_l.encode_weighted(&l, &l_vectors, EOS, clip_skip, false, &self.device)?;
+        let (context_g, pooled) = self.clip_g.encode_weighted(&g, &g_vectors, 0, clip_skip, true, &self.device)?;
+        self.conditioning(context_l, context_g, pooled)
+    }
+
+    /// One encoder's weighted windows, with the vectors behind its embedding ids (`None` for an
+    /// embedding of another width, which the encoder drops, as ComfyUI does).
+    pub fn windows(&self, prompt: &str, pad: u32, key: &str, width: usize) -> (Vec<(Vec<u32>, Vec<f32>)>, Vec<Option<Tensor>>) {
+        let Some(embeddings) = &self.embeddings else { return (self.tokenizer.weighted_chunks(prompt, pad), vec![]) };
+        let mut vectors: Vec<Option<Tensor>> = Vec::new();
+        let mut resolve = |name: &str| -> Option<Vec<u32>> {
+            let t = embeddings.vectors(name, key)?;
+            let (n, w) = t.dims2().ok()?;
+            let first = VECTOR_ID_BASE + vectors.len() as u32;
+            for i in 0..n {
+                vectors.push(if w == width { t.get(i).ok() } else { None });
+            }
+            Some((first..first + n as u32).collect())
+        };
+        let windows = self.tokenizer.weighted_chunks_with(prompt, pad, Some(&mut resolve));
+        (windows, vectors)
     }
 
     /// Fooocus's `clip_encode`: each workload encoded on its own, the contexts concatenated
@@ -132,8 +158,12 @@ impl SdxlModel {
     }
 
     fn encode_windows(&self, l: &[(Vec<u32>, Vec<f32>)], g: &[(Vec<u32>, Vec<f32>)], clip_skip: usize) -> Result<Conditioning> {
-        let (context_l, _) = self.clip_l.encode_weighted(l, EOS, clip_skip, false, &self.device)?;
-        let (context_g, pooled) = self.clip_g.encode_weighted(g, 0, clip_skip, true, &self.device)?;
+        let (context_l, _) = self.clip_l.encode_weighted(l, &[], EOS, clip_skip, false, &self.device)?;
+        let (context_g, pooled) = self.clip_g.encode_weighted(g, &[], 0, clip_skip, true, &self.device)?;
+        self.conditioning(context_l, context_g, pooled)
+    }
+
+    fn conditioning(&self, context_l: Tensor, context_g: Tensor, pooled: Option<Tensor>) -> Result<Conditioning> {
         let pooled = pooled.ok_or_else(|| EngineError::invalid("checkpoint", "bigG has no text_projection"))?;
         Ok(Conditioning { context: Tensor::cat(&[context_l, context_g], 2)?, pooled })
     }

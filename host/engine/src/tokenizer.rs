@@ -48,6 +48,9 @@ impl ClipTokenizer {
     }
 }
 
+/// How a prompt names a textual-inversion embedding.
+pub const EMBEDDING_PREFIX: &str = "embedding:";
+
 /// ComfyUI's `max_word_length`: a word of this many tokens or more may be split across windows;
 /// shorter words move whole to the next one.
 const MAX_WORD_TOKENS: usize = 8;
@@ -57,10 +60,42 @@ impl ClipTokenizer {
     /// parsed, each space-separated word tokenized on its own, words packed into 77-token
     /// windows `[BOS] + ≤75 + [EOS]` padded with `pad`. Returns per window the ids and weights.
     pub fn weighted_chunks(&self, text: &str, pad: u32) -> Vec<(Vec<u32>, Vec<f32>)> {
+        self.weighted_chunks_with(text, pad, None)
+    }
+
+    /// [`weighted_chunks`](Self::weighted_chunks) with textual-inversion embeddings: a word
+    /// `embedding:NAME` becomes the ids `embed(NAME)` stands for (one per vector); a name not
+    /// found is retried without trailing commas (the commas then tokenized as text), else the
+    /// word is dropped, as ComfyUI's `_try_get_embedding` does. Without `embed`, such words are
+    /// plain text.
+    pub fn weighted_chunks_with(&self, text: &str, pad: u32, mut embed: Option<&mut dyn FnMut(&str) -> Option<Vec<u32>>>) -> Vec<(Vec<u32>, Vec<f32>)> {
         let mut words: Vec<Vec<(u32, f32)>> = Vec::new();
         for (segment, weight) in parse_weights(text) {
+            let weight = weight as f32;
             for word in segment.replace('\n', " ").split(' ').filter(|w| !w.is_empty()) {
-                words.push(self.encode(word).into_iter().map(|t| (t, weight as f32)).collect());
+                let mut word = word;
+                if let (Some(name), Some(embed)) = (word.strip_prefix(EMBEDDING_PREFIX), embed.as_mut()) {
+                    let (ids, leftover) = match embed(name) {
+                        Some(ids) => (Some(ids), ""),
+                        None => {
+                            let stripped = name.trim_matches(',');
+                            if stripped.len() < name.len() {
+                                (embed(stripped), &name[stripped.len()..])
+                            } else {
+                                (None, "")
+                            }
+                        }
+                    };
+                    match ids {
+                        Some(ids) => words.push(ids.into_iter().map(|t| (t, weight)).collect()),
+                        None => eprintln!("warning: embedding:{name} does not exist, ignoring"),
+                    }
+                    if leftover.is_empty() {
+                        continue;
+                    }
+                    word = leftover;
+                }
+                words.push(self.encode(word).into_iter().map(|t| (t, weight)).collect());
             }
         }
         let mut windows: Vec<Vec<(u32, f32)>> = vec![vec![(BOS, 1.0)]];

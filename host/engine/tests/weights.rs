@@ -2,10 +2,12 @@
 //! ComfyUI's tokenizer (`tokenize_with_weights`, `token_weights`) and Fooocus's
 //! `patched_encode_token_weights` on the tiny SDXL's text encoders in transformers
 //! (`tests/fixtures/prompts/make_weighted_refs.py`): token ids and weights per window, then the
-//! conditioning (context and pooled).
+//! conditioning (context and pooled); textual-inversion embeddings (SDXL pairs, a single-tensor
+//! file, a width that fits no encoder, a missing name, trailing commas) included.
 mod common;
 
 use candle_core::Device;
+use focal_engine::clip::VECTOR_ID_BASE;
 use focal_engine::tokenizer::{parse_weights, EOS};
 use focal_engine::{LoadOptions, SdxlModel};
 
@@ -16,16 +18,19 @@ fn weighted_prompts_match_comfyui_and_fooocus() {
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let prompts: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["prompts"]).unwrap();
-    let model = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions::default()).unwrap();
+    let embeddings = path.parent().unwrap().join("embeddings");
+    let options = LoadOptions { embeddings_dir: Some(embeddings), ..Default::default() };
+    let model = SdxlModel::load(&common::checkpoint(common::MODEL_A), &options).unwrap();
     for (i, prompt) in prompts.iter().enumerate() {
-        let ids = |key: &str| -> Vec<Vec<u32>> {
-            refs[&format!("{i}/{key}")].to_vec2::<i64>().unwrap().into_iter().map(|r| r.into_iter().map(|v| v as u32).collect()).collect()
+        // -1 marks a textual-inversion vector.
+        let ids = |key: &str| -> Vec<Vec<i64>> { refs[&format!("{i}/{key}")].to_vec2::<i64>().unwrap() };
+        let marked = |windows: &[(Vec<u32>, Vec<f32>)]| -> Vec<Vec<i64>> {
+            windows.iter().map(|(ids, _)| ids.iter().map(|&id| if id >= VECTOR_ID_BASE { -1 } else { id as i64 }).collect()).collect()
         };
-        let windows = model.tokenizer.weighted_chunks(prompt, EOS);
-        let got_ids: Vec<Vec<u32>> = windows.iter().map(|(ids, _)| ids.clone()).collect();
-        assert_eq!(got_ids, ids("ids_l"), "{prompt:?}: clip_l windows");
-        let got_g: Vec<Vec<u32>> = model.tokenizer.weighted_chunks(prompt, 0).into_iter().map(|(ids, _)| ids).collect();
-        assert_eq!(got_g, ids("ids_g"), "{prompt:?}: clip_g windows");
+        let (windows, _) = model.windows(prompt, EOS, "clip_l", model.clip_l.width);
+        assert_eq!(marked(&windows), ids("ids_l"), "{prompt:?}: clip_l windows");
+        let (windows_g, _) = model.windows(prompt, 0, "clip_g", model.clip_g.width);
+        assert_eq!(marked(&windows_g), ids("ids_g"), "{prompt:?}: clip_g windows");
         let want_w = refs[&format!("{i}/weights")].to_vec2::<f32>().unwrap();
         let got_w: Vec<Vec<f32>> = windows.iter().map(|(_, w)| w.clone()).collect();
         assert_eq!(got_w, want_w, "{prompt:?}: weights");

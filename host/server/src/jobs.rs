@@ -382,7 +382,7 @@ impl JobManager {
             *loaded = None; // free the old models before loading the next
             self.download_if_missing(id, &checkpoint)?;
             tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
-            let options = LoadOptions { loras: loras.clone(), ..Default::default() };
+            let options = LoadOptions { loras: loras.clone(), embeddings_dir: Some(self.options.models.folder("embeddings")), ..Default::default() };
             let base = SdxlModel::load(&checkpoint, &options)
                 .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
             for unknown in &base.lora_report.unknown {
