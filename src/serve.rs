@@ -151,10 +151,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             expansion: Some(Arc::new(HostExpansion::new(expansion_dir))),
             prompts: Some(prompts.clone()),
         };
-        let settings = BTreeMap::from([
+        let mut settings = BTreeMap::from([
             ("base-url".to_string(), base_url),
             ("persistent".to_string(), args.persistent.to_string()),
         ]);
+        // A named preset sets the request defaults, as Fooocus's config does for Fooocus-API.
+        if args.preset.is_some() {
+            settings.insert("request-defaults".to_string(), preset.request_defaults().to_string());
+        }
         let wildcards = ModelsDir::new(&args.models_dir).folder("wildcards");
         let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);

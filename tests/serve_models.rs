@@ -199,3 +199,39 @@ fn freeu_from_advanced_params_changes_the_image_and_is_logged() {
     assert!(String::from_utf8_lossy(&freeu).contains(r#""freeu": "(1.01, 1.4, 0.99, 0.2)""#), "FreeU in the metadata");
     assert!(!String::from_utf8_lossy(&plain).contains(r#""freeu""#), "FreeU off: not logged, as Fooocus");
 }
+
+/// `--preset FILE` sets the request defaults the preset names (as Fooocus's config does for
+/// Fooocus-API): model, guidance, sampler, styles, aspect ratio (UI spelling), steps, LoRAs;
+/// what a request sends still wins.
+#[test]
+fn a_preset_sets_the_request_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
+    let preset = dir.path().join("tiny-preset.json");
+    std::fs::write(
+        &preset,
+        r#"{"default_model": "tiny.safetensors", "default_cfg_scale": 3.0, "default_sampler": "euler", "default_scheduler": "simple",
+            "default_styles": ["Fooocus Sharp"], "default_aspect_ratio": "64×64 ∣ 1:1", "default_overwrite_step": 1,
+            "default_loras": [[true, "None", 1.0]], "default_sample_sharpness": 0.0}"#,
+    )
+    .unwrap();
+    let server = common::serve_in(dir.path(), &["--preset".as_ref(), preset.as_os_str()]);
+    let meta = |body: &str| String::from_utf8_lossy(&common::first_image(&server.addr, body)).into_owned();
+    let m = meta(r#"{"prompt": "a fox", "image_seed": 1, "require_base64": true}"#);
+    for expected in [
+        r#""base_model": "tiny""#,
+        r#""guidance_scale": 3.0"#,
+        r#""sampler": "euler""#,
+        r#""scheduler": "simple""#,
+        r#""styles": "['Fooocus Sharp']""#,
+        r#""resolution": "(64, 64)""#,
+        r#""steps": 1"#,
+        r#""sharpness": 0.0"#,
+        r#""loras": []"#,
+    ] {
+        assert!(m.contains(expected), "{expected} in {m}");
+    }
+    let m = meta(r#"{"prompt": "a fox", "image_seed": 1, "require_base64": true, "guidance_scale": 5.0, "advanced_params": {"scheduler_name": "karras"}}"#);
+    assert!(m.contains(r#""guidance_scale": 5.0"#) && m.contains(r#""scheduler": "karras""#) && m.contains(r#""sampler": "euler""#), "{m}");
+}

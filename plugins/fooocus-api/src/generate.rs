@@ -99,13 +99,34 @@ fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> R
     Ok(inputs)
 }
 
+/// Fill fields the request leaves out from the host's preset (`host.request-defaults`, set by
+/// `focal serve --preset`), one level into `advanced_params`.
+fn with_preset_defaults(raw: &Map<String, Value>) -> Map<String, Value> {
+    let mut raw = raw.clone();
+    let Some(Ok(Value::Object(defaults))) = crate::host_config("host.request-defaults").map(|t| serde_json::from_str::<Value>(&t)) else { return raw };
+    for (key, value) in defaults {
+        match (raw.get_mut(&key), value) {
+            (Some(Value::Object(given)), Value::Object(nested)) => {
+                for (k, v) in nested {
+                    given.entry(k).or_insert(v);
+                }
+            }
+            (Some(_), _) => {}
+            (None, value) => {
+                raw.insert(key, value);
+            }
+        }
+    }
+    raw
+}
+
 pub fn handle(e: &Endpoint, req: &Request) -> Response {
     let (raw, uploads) = match read_body(e, req) {
         Ok(b) => b,
         Err(r) => return r,
     };
     let mut errors = Vec::new();
-    let body = fields::parse(&request::fields_of(e), &raw, &[json!("body")], &mut errors);
+    let body = fields::parse(&request::fields_of(e), &with_preset_defaults(&raw), &[json!("body")], &mut errors);
     if !errors.is_empty() {
         return unprocessable(errors, Value::Object(raw));
     }
