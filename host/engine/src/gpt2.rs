@@ -41,22 +41,55 @@ impl Gpt2Config {
     }
 }
 
+/// `x · W` for `W` `[in, out]`, with `W` stored as column blocks: decoding multiplies one row at
+/// a time, which the CPU GEMM runs on a single thread; the blocks run on one thread each.
+struct ColumnBlocks {
+    blocks: Vec<Tensor>,
+}
+
+impl ColumnBlocks {
+    fn new(weight: &Tensor) -> Result<Self> {
+        let out = weight.dim(1)?;
+        let n = candle_core::utils::get_num_threads().clamp(1, 8).min(out);
+        let step = out.div_ceil(n);
+        let blocks = (0..out).step_by(step).map(|start| weight.narrow(1, start, step.min(out - start))?.contiguous()).collect::<Result<_>>()?;
+        Ok(Self { blocks })
+    }
+
+    /// `x` `[rows, in]` → `[rows, out]`.
+    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        if self.blocks.len() == 1 {
+            return x.matmul(&self.blocks[0]);
+        }
+        let parts = if x.dim(0)? == 1 {
+            std::thread::scope(|s| {
+                let running: Vec<_> = self.blocks.iter().map(|w| s.spawn(move || x.matmul(w))).collect();
+                running.into_iter().map(|r| r.join().expect("a GEMM thread panicked")).collect::<Result<Vec<_>>>()
+            })?
+        } else {
+            // Several rows: the GEMM is multi-threaded on its own.
+            self.blocks.iter().map(|w| x.matmul(w)).collect::<Result<Vec<_>>>()?
+        };
+        Tensor::cat(&parts, 1)
+    }
+}
+
 /// `Conv1D`: weight `[in, out]`.
 struct Conv1d {
-    weight: Tensor,
+    weight: ColumnBlocks,
     bias: Tensor,
 }
 
 impl Conv1d {
     fn new(vb: &VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get_unchecked("weight")?, bias: vb.get_unchecked("bias")? })
+        Ok(Self { weight: ColumnBlocks::new(&vb.get_unchecked("weight")?)?, bias: vb.get_unchecked("bias")? })
     }
 }
 
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        x.reshape((b * t, d))?.matmul(&self.weight)?.broadcast_add(&self.bias)?.reshape((b, t, ()))
+        self.weight.matmul(&x.reshape((b * t, d))?)?.broadcast_add(&self.bias)?.reshape((b, t, ()))
     }
 }
 
@@ -129,7 +162,8 @@ impl Block {
 pub struct Gpt2Model {
     pub config: Gpt2Config,
     wte: Embedding,
-    lm_head: Tensor,
+    /// `wteᵀ` `[n_embd, vocab]`, laid out once (a transposed view would be copied per token).
+    lm_head: ColumnBlocks,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -145,8 +179,7 @@ impl Gpt2Model {
             (0..config.n_layer).map(|i| Block::new(t.pp(format!("h.{i}")), config.layer_norm_epsilon)).collect::<Result<_>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), config.layer_norm_epsilon)?;
         let device = wte.device().clone();
-        // Laid out `[n_embd, vocab]` once: a transposed view would be copied on every token.
-        let lm_head = wte.t()?.contiguous()?;
+        let lm_head = ColumnBlocks::new(&wte.t()?)?;
         Ok(Self { wte: Embedding::new(wte, config.n_embd), lm_head, wpe, blocks, ln_f, device, config })
     }
 
@@ -199,7 +232,8 @@ impl Gpt2Model {
 
     /// The tied LM head: `x · wteᵀ`.
     fn lm_head(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_matmul(&self.lm_head)
+        let (b, t, d) = x.dims3()?;
+        self.lm_head.matmul(&x.reshape((b * t, d))?)?.reshape((b, t, ()))
     }
 
     /// Logits of the last position only, as a flat f32 vector.
