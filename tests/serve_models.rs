@@ -235,3 +235,42 @@ fn a_preset_sets_the_request_defaults() {
     let m = meta(r#"{"prompt": "a fox", "image_seed": 1, "require_base64": true, "guidance_scale": 5.0, "advanced_params": {"scheduler_name": "karras"}}"#);
     assert!(m.contains(r#""guidance_scale": 5.0"#) && m.contains(r#""scheduler": "karras""#) && m.contains(r#""sampler": "euler""#), "{m}");
 }
+
+/// `advanced_params.vae_name` swaps in a VAE from `models/vae` (the fixture's diffusers VAE with a
+/// shifted output bias, so the decode visibly changes); the metadata names it; an unknown name
+/// fails the job saying where VAEs go (Fooocus fails too) instead of decoding with another VAE.
+#[test]
+fn vae_name_swaps_the_vae_and_unknown_names_fail_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/vae")).unwrap();
+    let source = common::fixtures().join("diffusers/vae/diffusion_pytorch_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&source, &candle_core::Device::Cpu).unwrap();
+    let bias = tensors["decoder.conv_out.bias"].clone();
+    tensors.insert("decoder.conv_out.bias".into(), (bias + 0.5).unwrap());
+    candle_core::safetensors::save(&tensors, dir.path().join("models/vae/bright.safetensors")).unwrap();
+    let server = common::serve_tiny(dir.path(), &[]);
+    let body = |vae: &str| {
+        format!(
+            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                "advanced_params": {{"overwrite_step": 1, "sampler_name": "euler", "vae_name": "{vae}"}}}}"#
+        )
+    };
+    let plain = common::first_image(&server.addr, &body("Default (model)"));
+    let bright = common::first_image(&server.addr, &body("bright.safetensors"));
+    assert_ne!(common::pixels(&bright), common::pixels(&plain), "the VAE file decodes the image");
+    assert!(String::from_utf8_lossy(&bright).contains(r#""vae": "bright.safetensors""#), "VAE in the metadata");
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("missing.safetensors").replace(r#""require_base64": true"#, r#""async_process": true"#));
+    assert_eq!(status, 200);
+    let job = common::json(&raw)["job_id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    loop {
+        let (_, raw) = common::get(&server.addr, &format!("/v1/generation/query-job?job_id={job}"));
+        let v = common::json(raw.as_bytes());
+        if v["job_stage"] == "ERROR" {
+            assert!(v["job_status"].as_str().unwrap().contains("vae_name 'missing.safetensors'"), "{v}");
+            break;
+        }
+        assert!(v["job_stage"] != "SUCCESS" && t.elapsed().as_secs() < 60, "{v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

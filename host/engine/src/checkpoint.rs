@@ -68,6 +68,32 @@ impl Checkpoint {
         &self.path
     }
 
+    /// Take the VAE from `path` instead (Fooocus's `vae_name`): a standalone VAE file in LDM
+    /// naming (`encoder.…`, optionally under `first_stage_model.`) or diffusers naming
+    /// (`encoder.down_blocks.…`).
+    pub fn with_vae(mut self, path: &Path) -> Result<Self> {
+        let file = Self::mmap(path)?;
+        let names: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+        let index = self.files.len();
+        let diffusers = names.iter().any(|n| n.starts_with("decoder.up_blocks."));
+        let levels = count_indices(&names, "decoder.up_blocks.");
+        let vae: HashMap<String, Source> = names
+            .iter()
+            .map(|n| {
+                let ldm = n.strip_prefix("first_stage_model.").unwrap_or(n);
+                let canonical = if diffusers { diffusers_vae_to_ldm(ldm, levels) } else { ldm.to_string() };
+                (format!("vae.{canonical}"), Source::Plain { file: index, key: n.clone() })
+            })
+            .collect();
+        if !vae.contains_key("vae.decoder.conv_in.weight") || !vae.contains_key("vae.encoder.conv_in.weight") {
+            return Err(EngineError::checkpoint(path, "not an autoencoder (no encoder/decoder conv_in)"));
+        }
+        self.entries.retain(|k, _| !k.starts_with("vae."));
+        self.entries.extend(vae);
+        self.files.push(file);
+        Ok(self)
+    }
+
     /// Merge `specs` into the weights this checkpoint hands out (see `lora`).
     pub fn with_loras(mut self, specs: &[LoraSpec]) -> Result<(Self, LoraReport)> {
         let names = self.names();

@@ -43,6 +43,7 @@ impl SizeIds {
     }
 }
 
+#[derive(Clone)]
 pub struct LoadOptions {
     pub dtype: DType,
     pub device: Device,
@@ -50,11 +51,13 @@ pub struct LoadOptions {
     pub loras: Vec<LoraSpec>,
     /// Where `embedding:NAME` prompt words are looked up (`None`: they are plain text).
     pub embeddings_dir: Option<std::path::PathBuf>,
+    /// A VAE file that replaces the checkpoint's (`None`: the checkpoint's own).
+    pub vae: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new(), embeddings_dir: None }
+        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new(), embeddings_dir: None, vae: None }
     }
 }
 
@@ -77,7 +80,12 @@ impl SdxlModel {
             // candle's CPU matmul has no bf16 kernel.
             return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
         }
-        let (ckpt, lora_report) = Checkpoint::open(path)?.with_loras(&opts.loras)?;
+        let ckpt = Checkpoint::open(path)?;
+        let ckpt = match &opts.vae {
+            Some(vae) => ckpt.with_vae(vae)?,
+            None => ckpt,
+        };
+        let (ckpt, lora_report) = ckpt.with_loras(&opts.loras)?;
         let ckpt = Arc::new(ckpt);
         let vb = ckpt.var_builder(opts.dtype, &opts.device);
         let fail = |part: &str, e: candle_core::Error| EngineError::checkpoint(path, format!("cannot build the {part}: {e}"));

@@ -67,3 +67,34 @@ fn ldm_unet_names_map_to_the_diffusers_names_of_the_same_model() {
     }
     assert_eq!(mapped, diffusers.len(), "every diffusers tensor is reached");
 }
+
+/// Fooocus's `vae_name`: a standalone VAE file replaces the checkpoint's. The fixture's diffusers
+/// VAE and an LDM-named file cut out of the single-file checkpoint both give exactly the
+/// single-file's VAE tensors; a file that is no autoencoder is refused.
+#[test]
+fn a_standalone_vae_file_replaces_the_checkpoints() {
+    let single = common::checkpoint(common::MODEL_A);
+    let base = Checkpoint::open(&single).unwrap();
+    let vae_names: Vec<String> = base.names().into_iter().filter(|n| n.starts_with("vae.")).map(str::to_string).collect();
+    assert!(!vae_names.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let ldm: std::collections::HashMap<String, candle_core::Tensor> =
+        vae_names.iter().map(|n| (n.strip_prefix("vae.").unwrap().to_string(), base.tensor(n, DType::F32, &Device::Cpu).unwrap())).collect();
+    let ldm_file = dir.path().join("ldm_vae.safetensors");
+    candle_core::safetensors::save(&ldm, &ldm_file).unwrap();
+    let diffusers_file = common::fixtures().join("diffusers/vae/diffusion_pytorch_model.safetensors");
+    for file in [&ldm_file, &diffusers_file] {
+        let swapped = Checkpoint::open(&single).unwrap().with_vae(file).unwrap();
+        let swapped_vae: Vec<&str> = swapped.names().into_iter().filter(|n| n.starts_with("vae.")).collect();
+        assert_eq!(swapped_vae, vae_names.iter().map(String::as_str).collect::<Vec<_>>(), "{}", file.display());
+        for n in &vae_names {
+            // Diffusers stores the attention projections as linear weights, LDM as 1×1 convs: same values.
+            let values = |c: &Checkpoint| c.tensor(n, DType::F32, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(values(&swapped), values(&base), "{n} from {}", file.display());
+        }
+    }
+    let not_vae = dir.path().join("not_vae.safetensors");
+    candle_core::safetensors::save(&std::collections::HashMap::from([("x".to_string(), candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())]), &not_vae).unwrap();
+    let err = Checkpoint::open(&single).unwrap().with_vae(&not_vae).err().unwrap().to_string();
+    assert!(err.contains("not an autoencoder"), "{err}");
+}

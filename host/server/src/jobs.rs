@@ -73,6 +73,7 @@ struct ModelKey {
     checkpoint: PathBuf,
     loras: Vec<LoraSpec>,
     refiner: Option<PathBuf>,
+    vae: Option<PathBuf>,
 }
 
 /// The loaded base model and, when the job has one, its refiner.
@@ -376,14 +377,21 @@ impl JobManager {
                 None
             }
         });
-        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone(), refiner: refiner.clone() };
+        // Fooocus's vae_name: a file from models/vae; an unknown name is an error there too.
+        let vae = match p.vae.as_str() {
+            "" | "Default (model)" | "None" => None,
+            name => Some(self.options.models.find("vae", name).filter(|f| f.is_file()).ok_or_else(|| {
+                format!("vae_name '{name}' is not in the models folder's vae/ (available: {})", self.options.models.list("vae").join(", "))
+            })?),
+        };
+        let key = ModelKey { checkpoint: checkpoint.clone(), loras: loras.clone(), refiner: refiner.clone(), vae: vae.clone() };
         // The same checkpoints and LoRA set reuse the merged models; anything else reloads.
         if loaded.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
             *loaded = None; // free the old models before loading the next
             self.download_if_missing(id, &checkpoint)?;
             tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
             let options = LoadOptions { loras: loras.clone(), embeddings_dir: Some(self.options.models.folder("embeddings")), ..Default::default() };
-            let base = SdxlModel::load(&checkpoint, &options)
+            let base = SdxlModel::load(&checkpoint, &LoadOptions { vae, ..options.clone() })
                 .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
             for unknown in &base.lora_report.unknown {
                 tracing::warn!(job = %id, "LoRA key not merged: {unknown}");

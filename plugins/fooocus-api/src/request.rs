@@ -431,6 +431,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
         patches: Some(patches),
         freeu,
+        vae: str_of(&adv, "vae_name").to_string(),
         loras,
         refiner,
         styles: known_styles(body),
