@@ -22,6 +22,15 @@ use candle_nn::VarBuilder;
 use crate::error::{EngineError, Result};
 use crate::lora::{self, LoraPatch, LoraReport, LoraSpec};
 
+/// The two SDXL UNet families Fooocus runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// SDXL base (and fine-tunes): CLIP-L + bigG context, ADM = pooled + 6 size ids.
+    Sdxl,
+    /// SDXL refiner: bigG-only context, ADM = pooled + h, w, crop, aesthetic score.
+    SdxlRefiner,
+}
+
 /// Where a canonical tensor comes from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -54,14 +63,42 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Open a single-file checkpoint or a diffusers folder.
+    /// Open an SDXL base checkpoint: a single file or a diffusers folder.
     pub fn open(path: &Path) -> Result<Self> {
+        let ckpt = Self::open_any(path)?;
+        ckpt.require_sdxl()?;
+        Ok(ckpt)
+    }
+
+    /// Open a checkpoint of either SDXL architecture (base or refiner) without requiring the
+    /// parts only a base model needs; see [`architecture`](Self::architecture).
+    pub fn open_any(path: &Path) -> Result<Self> {
         if !path.exists() {
             return Err(EngineError::checkpoint(path, "no such file or folder"));
         }
         let ckpt = if path.is_dir() { Self::open_diffusers(path)? } else { Self::open_single_file(path)? };
-        ckpt.require_sdxl()?;
+        if !ckpt.contains("unet.input_blocks.0.0.weight") || !ckpt.contains("unet.label_emb.0.0.weight") {
+            return Err(EngineError::checkpoint(path, "no SDXL UNet (with its label_emb) in this checkpoint"));
+        }
         Ok(ckpt)
+    }
+
+    /// Which SDXL UNet this is, read from its widths: the refiner's ADM vector is its pooled
+    /// bigG output (as wide as its context) plus 5 × 256 (size, crop, aesthetic score); the
+    /// base's adds 6 × 256 to a pooled vector narrower than its CLIP-L + bigG context.
+    pub fn architecture(&self) -> Result<Architecture> {
+        let width = |name: &str, dim: usize| self.shape(name).and_then(|s| s.get(dim).copied());
+        let adm = width("unet.label_emb.0.0.weight", 1);
+        let context = self
+            .names()
+            .into_iter()
+            .find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight"))
+            .and_then(|n| width(n, 1));
+        match (adm, context) {
+            (Some(adm), Some(context)) if adm == context + 5 * 256 => Ok(Architecture::SdxlRefiner),
+            (Some(_), Some(_)) => Ok(Architecture::Sdxl),
+            _ => Err(EngineError::checkpoint(&self.path, "cannot read the UNet's ADM and context widths")),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -97,7 +134,7 @@ impl Checkpoint {
     /// Merge `specs` into the weights this checkpoint hands out (see `lora`).
     pub fn with_loras(mut self, specs: &[LoraSpec]) -> Result<(Self, LoraReport)> {
         let names = self.names();
-        let (patches, report) = lora::load_patches(specs, &names, &Device::Cpu)?;
+        let (patches, report) = lora::load_patches(specs, &names, &|n| self.shape(n), &Device::Cpu)?;
         self.loras = patches;
         Ok((self, report))
     }
@@ -130,7 +167,10 @@ impl Checkpoint {
                 entries.insert(format!("vae.{rest}"), Source::Plain { file: 0, key: name.clone() });
             } else if let Some(rest) = name.strip_prefix("conditioner.embedders.0.transformer.") {
                 entries.insert(format!("clip_l.{}", with_text_model_prefix(rest)), Source::Plain { file: 0, key: name.clone() });
-            } else if let Some(rest) = name.strip_prefix("conditioner.embedders.1.model.") {
+            } else if let Some(rest) =
+                name.strip_prefix("conditioner.embedders.1.model.").or_else(|| name.strip_prefix("conditioner.embedders.0.model."))
+            {
+                // bigG: the base's second embedder, the refiner's only one.
                 for (canonical, source) in open_clip_to_hf(0, name, rest) {
                     entries.insert(format!("clip_g.{canonical}"), source);
                 }
@@ -152,12 +192,12 @@ impl Checkpoint {
             }
             Err(EngineError::checkpoint(dir, format!("missing {sub}/{stem}.safetensors")))
         };
-        let parts = [
-            ("unet", find("unet", "diffusion_pytorch_model")?),
-            ("vae", find("vae", "diffusion_pytorch_model")?),
-            ("clip_l", find("text_encoder", "model")?),
-            ("clip_g", find("text_encoder_2", "model")?),
-        ];
+        // A refiner pipeline has no `text_encoder` (CLIP-L); `require_sdxl` says so for a base.
+        let mut parts = vec![("unet", find("unet", "diffusion_pytorch_model")?), ("vae", find("vae", "diffusion_pytorch_model")?)];
+        if dir.join("text_encoder").is_dir() {
+            parts.push(("clip_l", find("text_encoder", "model")?));
+        }
+        parts.push(("clip_g", find("text_encoder_2", "model")?));
         let mut files = Vec::new();
         let mut entries = HashMap::new();
         for (index, (component, path)) in parts.iter().enumerate() {
@@ -201,6 +241,12 @@ impl Checkpoint {
     }
 
     fn require_sdxl(&self) -> Result<()> {
+        if self.architecture()? == Architecture::SdxlRefiner {
+            return Err(EngineError::checkpoint(
+                &self.path,
+                "this is an SDXL refiner checkpoint; it cannot be the base model (select it as the refiner)",
+            ));
+        }
         let needed = [
             ("unet.input_blocks.0.0.weight", "an SDXL UNet"),
             ("unet.label_emb.0.0.weight", "the SDXL UNet's size/pooled-text embedding (label_emb)"),
@@ -215,6 +261,19 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+
+    /// A canonical tensor's shape, from the file header (no data read).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let source = self.entries.get(name)?;
+        let (file, key) = source.file_and_key();
+        let mut dims = self.files[file].get(key).ok()?.shape().to_vec();
+        match source {
+            Source::Plain { .. } => {}
+            Source::Third { .. } => dims[0] /= 3,
+            Source::Transposed { .. } => dims.reverse(),
+        }
+        Some(dims)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -299,8 +358,6 @@ fn reject_other_formats(path: &Path, names: &[String]) -> Result<()> {
         Some("this is a FLUX checkpoint; focal runs SDXL checkpoints")
     } else if any(&|n| n.starts_with("cond_stage_model.")) {
         Some("this is a Stable Diffusion 1.x/2.x checkpoint; focal runs SDXL checkpoints")
-    } else if any(&|n| n.starts_with("conditioner.embedders.0.model.")) && !any(&|n| n.starts_with("conditioner.embedders.1.")) {
-        Some("this is an SDXL refiner checkpoint; it cannot be used as the base model")
     } else if names.is_empty() {
         Some("the file holds no tensors")
     } else {

@@ -14,6 +14,7 @@ pub mod lora;
 pub mod nn;
 pub mod patches;
 pub mod pipeline;
+pub mod refiner;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

@@ -75,6 +75,18 @@ impl LoraPatch {
         };
         (delta * self.scale)?.reshape(shape)
     }
+
+    /// How many elements ΔW has (what the patched weight must hold).
+    pub fn delta_len(&self) -> usize {
+        let cols = |t: &Tensor| t.elem_count() / t.dims().first().copied().unwrap_or(1).max(1);
+        let dim = |t: &Tensor, i: usize| t.dims().get(i).copied().unwrap_or(1);
+        match &self.update {
+            Update::LowRank { up, down, mid: None } => dim(up, 0) * cols(down),
+            Update::LowRank { up, down, mid: Some(mid) } => dim(up, 0) * dim(down, 1) * dim(mid, 2) * dim(mid, 3),
+            Update::Hadamard { w1a, w1b, .. } => dim(w1a, 0) * cols(w1b),
+            Update::Kronecker { w1, w2 } => w1.elem_count() * w2.elem_count(),
+        }
+    }
 }
 
 /// `torch.kron` of a 2-D `a` `[m, n]` (or `[m, n, 1, 1]`) and `b` `[p, q, …]`: `[m·p, n·q, …]`.
@@ -186,8 +198,15 @@ fn update_kind(parts: &HashMap<Part, String>) -> std::result::Result<&'static st
 }
 
 /// Read `specs` against the checkpoint's canonical names: patches by canonical name, plus the
-/// report of what could not be merged.
-pub fn load_patches(specs: &[LoraSpec], canonical_names: &[&str], device: &Device) -> Result<(HashMap<String, Vec<LoraPatch>>, LoraReport)> {
+/// report of what could not be merged. `shape_of` gives a weight's shape: an update of another
+/// size is reported and left out, as Fooocus does ("WEIGHT NOT MERGED"), so an SDXL LoRA on a
+/// refiner of another architecture merges what fits.
+pub fn load_patches(
+    specs: &[LoraSpec],
+    canonical_names: &[&str],
+    shape_of: &dyn Fn(&str) -> Option<Vec<usize>>,
+    device: &Device,
+) -> Result<(HashMap<String, Vec<LoraPatch>>, LoraReport)> {
     let unet_ldm: Vec<&str> = canonical_names.iter().filter_map(|n| n.strip_prefix("unet.")).collect();
     let by_module: HashMap<String, &str> =
         canonical_names.iter().flat_map(|n| module_names(n, &unet_ldm).into_iter().map(move |m| (m, *n))).collect();
@@ -259,7 +278,15 @@ pub fn load_patches(specs: &[LoraSpec], canonical_names: &[&str], device: &Devic
                     (Update::Kronecker { w1, w2 }, ratio(dim))
                 }
             };
-            patches.entry(by_module[&module].to_string()).or_default().push(LoraPatch { update, scale: spec.weight as f64 * ratio });
+            let target = by_module[&module];
+            let patch = LoraPatch { update, scale: spec.weight as f64 * ratio };
+            if let Some(shape) = shape_of(target) {
+                if shape.iter().product::<usize>() != patch.delta_len() {
+                    report.unknown.push(format!("{label}: {module} (its update does not fit the weight's shape {shape:?}; not merged)"));
+                    continue;
+                }
+            }
+            patches.entry(target.to_string()).or_default().push(patch);
             report.patched += 1;
         }
     }

@@ -1,7 +1,7 @@
 //! One generation: text conditioning, initial latent, sampling with CFG, decoding.
 //! The same API serves the CLI, the server's worker and the benchmarks.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::image::{latent_preview, RgbImage};
@@ -10,7 +10,10 @@ use crate::patches::{self, FooocusPatches};
 use crate::rng::TorchRng;
 use crate::sampler::{sample, Denoiser, NoiseSource, Sampler};
 use crate::schedule::{sampling_sigmas, ModelSampling, Prediction, Scheduler, EDM_SIGMA_DATA};
-use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
+use crate::checkpoint::Architecture;
+use crate::refiner::{refiner_adm, RefinerModel};
+use crate::sdxl::{size_adm, Conditioning, SdxlModel, SizeIds};
+use crate::unet::UNet;
 use crate::vae::Tiling;
 
 /// Latents larger than this (in latent pixels; 128² is a 1024² image) go through the VAE in
@@ -112,21 +115,81 @@ impl Cond {
             _ => &self.y,
         }
     }
+
+    /// An SDXL-architecture UNet's conditioning; `adm_scale` = Fooocus's ADM scaler for it.
+    fn sdxl(unet: &UNet, dtype: DType, device: &Device, c: &Conditioning, size: SizeIds, adm_scale: Option<f32>) -> Result<Self> {
+        let adm = |s: SizeIds| -> Result<Tensor> { Ok(size_adm(unet.adm_in_channels, &c.pooled, s, device)?.to_dtype(dtype)?) };
+        let context = c.context.to_dtype(dtype)?;
+        Ok(match adm_scale {
+            None => Cond { context, y: adm(size)?, y_late: None },
+            Some(s) => {
+                let (emphasized, consistent) = patches::adm_sizes(size.width, size.height, s);
+                Cond { context, y: adm(emphasized)?, y_late: Some(adm(consistent)?) }
+            }
+        })
+    }
+}
+
+/// One UNet with the conditioning it samples under.
+struct Stage<'a> {
+    unet: &'a UNet,
+    dtype: DType,
+    cond: Cond,
+    uncond: Cond,
+    freeu: Option<FreeU>,
+}
+
+impl<'a> Stage<'a> {
+    fn base(model: &'a SdxlModel, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, patches: Option<FooocusPatches>) -> Result<Self> {
+        let (unet, dt, dev) = (&model.unet, model.dtype, &model.device);
+        Ok(Self {
+            unet,
+            dtype: dt,
+            cond: Cond::sdxl(unet, dt, dev, cond, size, patches.map(|p| p.adm_positive))?,
+            uncond: Cond::sdxl(unet, dt, dev, uncond, size, patches.map(|p| p.adm_negative))?,
+            freeu: None,
+        })
+    }
+
+    /// Fooocus re-encodes the conditioning for the refiner: an SDXL-architecture one gets the
+    /// base's (ADM scaling included), an SDXL refiner the bigG context and aesthetic scores.
+    fn refiner(model: &'a RefinerModel, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, patches: Option<FooocusPatches>) -> Result<Self> {
+        let (unet, dt, dev) = (&model.unet, model.dtype, &model.device);
+        let (cond, uncond) = (model.conditioning(cond)?, model.conditioning(uncond)?);
+        let (c, u) = match model.architecture {
+            Architecture::Sdxl => (
+                Cond::sdxl(unet, dt, dev, &cond, size, patches.map(|p| p.adm_positive))?,
+                Cond::sdxl(unet, dt, dev, &uncond, size, patches.map(|p| p.adm_negative))?,
+            ),
+            Architecture::SdxlRefiner => {
+                let build = |c: &Conditioning, negative: bool| -> Result<Cond> {
+                    let y = refiner_adm(model, &c.pooled, size.width, size.height, negative)?.to_dtype(dt)?;
+                    Ok(Cond { context: c.context.to_dtype(dt)?, y, y_late: None })
+                };
+                (build(&cond, false)?, build(&uncond, true)?)
+            }
+        };
+        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None })
+    }
+
+    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
+        Ok(self.unet.forward_freeu(x_in, &vec![t; x_in.dim(0)?], ctx, y, self.freeu.as_ref())?)
+    }
 }
 
 /// CFG around the UNet: `D = D_u + cfg·(D_c − D_u)`, cond and uncond in one batch when their
 /// contexts have the same length; with `patches`, Fooocus's sharpness/adaptive CFG/ADM.
 pub struct CfgDenoiser<'a> {
-    model: &'a SdxlModel,
-    /// Swapped in for `model` after the first model call of the given step ("joint" swap).
-    refiner: Option<(&'a SdxlModel, usize)>,
+    stage: Stage<'a>,
+    /// Swapped in after the first model call of the given step ("joint" swap).
+    next: Option<(Stage<'a>, usize)>,
     sampling: &'a ModelSampling,
-    cond: Cond,
-    uncond: Cond,
+    size: SizeIds,
     cfg: f64,
     patches: Option<FooocusPatches>,
-    /// Applies to `model` until a refiner takes over.
-    freeu: Option<FreeU>,
+    /// `(x − D)/σ` of the last call, kept when asked for (Fooocus's `eps_record`, which the
+    /// "vae" refiner swap uses as the mean of its fresh noise).
+    last_eps: Option<Option<Tensor>>,
 }
 
 impl<'a> CfgDenoiser<'a> {
@@ -143,46 +206,50 @@ impl<'a> CfgDenoiser<'a> {
         cfg: f32,
         patches: Option<FooocusPatches>,
     ) -> Result<Self> {
-        let dt = model.dtype;
-        let build = |c: &Conditioning, scale: Option<f32>| -> Result<Cond> {
-            let context = c.context.to_dtype(dt)?;
-            Ok(match scale {
-                None => Cond { context, y: model.adm(&c.pooled, size)?.to_dtype(dt)?, y_late: None },
-                Some(s) => {
-                    let (emphasized, consistent) = patches::adm_sizes(size.width, size.height, s);
-                    let y = model.adm(&c.pooled, emphasized)?.to_dtype(dt)?;
-                    Cond { context, y, y_late: Some(model.adm(&c.pooled, consistent)?.to_dtype(dt)?) }
-                }
-            })
-        };
-        Ok(Self {
-            model,
-            refiner: None,
-            sampling,
-            cond: build(cond, patches.map(|p| p.adm_positive))?,
-            uncond: build(uncond, patches.map(|p| p.adm_negative))?,
-            cfg: cfg as f64,
-            patches,
-            freeu: None,
-        })
+        Ok(Self::around(Stage::base(model, cond, uncond, size, patches)?, sampling, size, cfg, patches))
+    }
+
+    /// Sampling with the refiner alone (its part of a "separate" or "vae" swap), from the
+    /// base's conditioning.
+    pub fn for_refiner(
+        refiner: &'a RefinerModel,
+        sampling: &'a ModelSampling,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        size: SizeIds,
+        cfg: f32,
+        patches: Option<FooocusPatches>,
+    ) -> Result<Self> {
+        Ok(Self::around(Stage::refiner(refiner, cond, uncond, size, patches)?, sampling, size, cfg, patches))
+    }
+
+    fn around(stage: Stage<'a>, sampling: &'a ModelSampling, size: SizeIds, cfg: f32, patches: Option<FooocusPatches>) -> Self {
+        Self { stage, next: None, sampling, size, cfg: cfg as f64, patches, last_eps: None }
     }
 
     /// Continue with `refiner` after the model call at step `switch` (Fooocus's "joint" swap:
-    /// the sampler's history and noise carry on; an SDXL refiner of the base's architecture
-    /// takes the base's conditioning unchanged, as Fooocus does).
-    pub fn with_refiner(mut self, refiner: &'a SdxlModel, switch: usize) -> Self {
-        self.refiner = Some((refiner, switch));
-        self
+    /// the sampler's history and noise carry on; the refiner's conditioning is made from the
+    /// base's `cond`/`uncond` as [`RefinerModel::conditioning`] says).
+    pub fn with_refiner(mut self, refiner: &'a RefinerModel, switch: usize, cond: &Conditioning, uncond: &Conditioning) -> Result<Self> {
+        self.next = Some((Stage::refiner(refiner, cond, uncond, self.size, self.patches)?, switch));
+        Ok(self)
     }
 
     /// Patch the base model's UNet with FreeU (as Fooocus's `apply_freeu` patches `final_unet`).
     pub fn with_freeu(mut self, freeu: Option<FreeU>) -> Self {
-        self.freeu = freeu;
+        self.stage.freeu = freeu;
         self
     }
 
-    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
-        Ok(self.model.unet.forward_freeu(x_in, &vec![t; x_in.dim(0)?], ctx, y, self.freeu.as_ref())?)
+    /// Keep `(x − D)/σ` of the latest call (see [`last_eps`](Self::last_eps)).
+    pub fn recording_eps(mut self) -> Self {
+        self.last_eps = Some(None);
+        self
+    }
+
+    /// The noise prediction of the latest call, when recording.
+    pub fn last_eps(&self) -> Option<&Tensor> {
+        self.last_eps.as_ref().and_then(Option::as_ref)
     }
 }
 
@@ -194,12 +261,20 @@ pub enum RefinerSwap {
     /// The base samples steps `[0, switch)` without the final denoise, then a second run on the
     /// refiner continues from that latent over the remaining sigmas with no added noise.
     Separate,
+    /// The base denoises fully over steps `[0, switch)`; the refiner re-noises that image with
+    /// fresh noise (seed + 1) whose per-pixel channel mean is the base's last noise prediction,
+    /// and samples the remaining sigmas × 1.4 (Fooocus's "vae" swap; with an SDXL-class refiner
+    /// both share the latent space, so no interposer is needed).
+    Vae,
 }
+
+/// Fooocus's `k_sigmas` for the "vae" swap's second run.
+const VAE_SWAP_SIGMA_SCALE: f64 = 1.4;
 
 /// A refiner for one generation.
 #[derive(Clone, Copy)]
 pub struct Refiner<'a> {
-    pub model: &'a SdxlModel,
+    pub model: &'a RefinerModel,
     pub switch: usize,
     pub swap: RefinerSwap,
 }
@@ -215,16 +290,23 @@ pub fn refiner_switch_step(steps: usize, refiner_switch: f32) -> usize {
 
 impl Denoiser for CfgDenoiser<'_> {
     fn first_eval_done(&mut self, step: usize) {
-        if let Some((refiner, switch)) = self.refiner {
-            // `>=`: solvers that report progress in jumps may step over the switch itself.
-            if step >= switch {
-                self.model = refiner;
-                self.freeu = None;
-            }
+        // `>=`: solvers that report progress in jumps may step over the switch itself.
+        if self.next.as_ref().is_some_and(|(_, switch)| step >= *switch) {
+            self.stage = self.next.take().expect("checked").0;
         }
     }
 
     fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor> {
+        let denoised = self.guided(x, sigma)?;
+        if let Some(last) = self.last_eps.as_mut() {
+            *last = Some(((x - &denoised)? / sigma as f64)?);
+        }
+        Ok(denoised)
+    }
+}
+
+impl CfgDenoiser<'_> {
+    fn guided(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor> {
         let t = self.sampling.model_timestep(sigma);
         let s = sigma as f64;
         let prediction = self.sampling.prediction;
@@ -232,7 +314,8 @@ impl Denoiser for CfgDenoiser<'_> {
             Prediction::Edm => 1.0 / (s * s + EDM_SIGMA_DATA * EDM_SIGMA_DATA).sqrt(),
             Prediction::Eps | Prediction::Lcm => 1.0 / (s * s + 1.0).sqrt(),
         };
-        let x_in = (x * c_in)?.to_dtype(self.model.dtype)?;
+        let stage = &self.stage;
+        let x_in = (x * c_in)?.to_dtype(stage.dtype)?;
         let to_denoised = |out: Tensor| -> Result<Tensor> {
             let out = out.to_dtype(DType::F32)?;
             match prediction {
@@ -253,19 +336,19 @@ impl Denoiser for CfgDenoiser<'_> {
             }
         };
         let patches = self.patches.as_ref();
-        let (yc, yu) = (self.cond.y_at(t, patches), self.uncond.y_at(t, patches));
+        let (yc, yu) = (stage.cond.y_at(t, patches), stage.uncond.y_at(t, patches));
         if (self.cfg - 1.0).abs() < 1e-6 {
             // Fooocus too: at CFG 1 only the positive branch runs, unpatched.
-            return to_denoised(self.eps(&x_in, t, &self.cond.context, yc)?);
+            return to_denoised(stage.eps(&x_in, t, &stage.cond.context, yc)?);
         }
-        let (ec, eu) = if self.cond.context.dims() == self.uncond.context.dims() {
+        let (ec, eu) = if stage.cond.context.dims() == stage.uncond.context.dims() {
             let both = Tensor::cat(&[&x_in, &x_in], 0)?;
-            let ctx = Tensor::cat(&[&self.cond.context, &self.uncond.context], 0)?;
+            let ctx = Tensor::cat(&[&stage.cond.context, &stage.uncond.context], 0)?;
             let y = Tensor::cat(&[yc, yu], 0)?;
-            let eps = self.eps(&both, t, &ctx, &y)?;
+            let eps = stage.eps(&both, t, &ctx, &y)?;
             (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
         } else {
-            (self.eps(&x_in, t, &self.cond.context, yc)?, self.eps(&x_in, t, &self.uncond.context, yu)?)
+            (stage.eps(&x_in, t, &stage.cond.context, yc)?, stage.eps(&x_in, t, &stage.uncond.context, yu)?)
         };
         let (dc, du) = (to_denoised(ec)?, to_denoised(eu)?);
         let Some(p) = patches else {
@@ -306,6 +389,13 @@ fn playground_to_vae(latent: &Tensor) -> Result<Tensor> {
 fn vae_to_playground(latent: &Tensor) -> Result<Tensor> {
     let raw = (latent / crate::vae::SDXL_SCALING_FACTOR)?;
     Ok((raw.broadcast_sub(&channel_vector(PLAYGROUND_MEAN, latent)?)? * 0.5)?.broadcast_div(&channel_vector(PLAYGROUND_STD, latent)?)?)
+}
+
+/// ComfyUI's `KSAMPLER.sample`: noise enters at σ₀, or as `sqrt(1 + σ₀²)` when σ₀ is the
+/// model's largest σ or beyond ("max_denoise").
+fn first_noise_scale(sigma0: f32, sampling: &ModelSampling) -> f64 {
+    let (s0, max) = (sigma0 as f64, sampling.sigma_max() as f64);
+    if (s0 - max).abs() <= 1e-5 * s0.abs().max(max.abs()) || s0 > max { (1.0 + s0 * s0).sqrt() } else { s0 }
 }
 
 /// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
@@ -352,6 +442,9 @@ impl SdxlModel {
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
+        if let Some(r) = &refiner {
+            r.model.check_fits(cond.context.dim(2)?, cond.pooled.dim(1)?)?;
+        }
         let sampling = ModelSampling::for_scheduler(params.scheduler);
         let playground = sampling.prediction == Prediction::Edm;
         let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
@@ -363,17 +456,12 @@ impl SdxlModel {
                 let latent = if playground { vae_to_playground(&latent)? } else { latent };
                 (latent + (noise * sigmas[0] as f64)?)?
             }
-            _ => {
-                // ComfyUI "max_denoise": the first sigma is the model's largest.
-                let s0 = sigmas[0] as f64;
-                let scale = if (s0 - sampling.sigma_max() as f64).abs() <= 1e-5 * s0 { (1.0 + s0 * s0).sqrt() } else { s0 };
-                (noise * scale)?
-            }
+            _ => (noise * first_noise_scale(sigmas[0], &sampling))?,
         };
         let size = SizeIds::plain(params.width, params.height);
         let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?.with_freeu(params.freeu);
         let total = sigmas.len() - 1;
-        // Steps count across both runs of a separate swap.
+        // Steps count across both runs of a separate or vae swap.
         let mut report = |step: usize, denoised: &Tensor| -> Result<()> {
             let preview = match (want_previews, playground) {
                 (false, _) => None,
@@ -382,18 +470,35 @@ impl SdxlModel {
             };
             if on_progress(Progress { step, total, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
         };
-        let noise = || NoiseSource::new(params.seed.wrapping_add(1));
+        // Noise the sampler adds along the way (ancestral/SDE steps), per sampler run.
+        let noise = |seed: u64| NoiseSource::new(seed.wrapping_add(1));
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
-                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?;
-                let mut refined = CfgDenoiser::with_patches(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
+                let mut refined = CfgDenoiser::for_refiner(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+            }
+            Some(r) if r.swap == RefinerSwap::Vae && r.switch > 0 && r.switch < total => {
+                // Base: steps [0, switch) down to σ = 0 (Fooocus's force_full_denoise).
+                let mut head = sigmas[..=r.switch].to_vec();
+                *head.last_mut().expect("switch > 0") = 0.0;
+                let mut denoiser = denoiser.recording_eps();
+                let x0 = sample(params.sampler, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
+                let eps = denoiser.last_eps().ok_or_else(|| EngineError::invalid("refiner_swap_method", "the base made no model call"))?;
+                // Refiner: fresh noise from seed + 1, its channel mean replaced by the base's last ε.
+                let tail: Vec<f32> = sigmas[r.switch..].iter().map(|&s| (s as f64 * VAE_SWAP_SIGMA_SCALE) as f32).collect();
+                let seed = params.seed.wrapping_add(1);
+                let fresh = initial_noise(seed, (1, 4, lh, lw))?.to_device(&self.device)?;
+                let fresh = fresh.broadcast_add(&(eps.mean_keepdim(1)? - fresh.mean_keepdim(1)?)?)?;
+                let x = (x0 + (fresh * first_noise_scale(tail[0], &sampling))?)?;
+                let mut refined = CfgDenoiser::for_refiner(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+                sample(params.sampler, &mut refined, x, &tail, &sampling, &mut noise(seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
             }
             _ => {
                 if let Some(r) = refiner {
-                    denoiser = denoiser.with_refiner(r.model, r.switch);
+                    denoiser = denoiser.with_refiner(r.model, r.switch, cond, uncond)?;
                 }
-                sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(), &mut |i, _, _, d| report(i + 1, d))?
+                sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
         let image = if playground { self.decode_latent(&playground_to_vae(&latent)?)? } else { self.decode_latent(&latent)? };

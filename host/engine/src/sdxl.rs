@@ -178,11 +178,33 @@ impl SdxlModel {
 
     /// The ADM vector `y = [pooled, e(h), e(w), e(crop_top), e(crop_left), e(target_h), e(target_w)]`.
     pub fn adm(&self, pooled: &Tensor, size: SizeIds) -> Result<Tensor> {
-        let pooled_dim = pooled.dim(1)?;
-        let per_id = (self.unet.adm_in_channels - pooled_dim) / 6;
-        let values = [size.height, size.width, size.crop_top, size.crop_left, size.target_height, size.target_width]
-            .map(|v| v as f32);
-        let emb = timestep_embedding(&values, per_id, &self.device)?.flatten_all()?.unsqueeze(0)?;
-        Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &emb], 1)?)
+        size_adm(self.unet.adm_in_channels, pooled, size, &self.device)
     }
+}
+
+/// `[pooled, e(v) for v in values]`, each `e` a 256-wide (for real SDXL) sinusoidal embedding as
+/// wide as the UNet's ADM input leaves room for.
+fn adm_vector(adm_in_channels: usize, pooled: &Tensor, values: &[f32], device: &Device) -> Result<Tensor> {
+    let pooled_dim = pooled.dim(1)?;
+    let per_id = adm_in_channels.checked_sub(pooled_dim).map(|free| free / values.len()).unwrap_or(0);
+    if per_id == 0 || pooled_dim + per_id * values.len() != adm_in_channels {
+        return Err(EngineError::invalid(
+            "checkpoint",
+            format!("a pooled vector of {pooled_dim} and {} embeddings do not fill the UNet's ADM input of {adm_in_channels}", values.len()),
+        ));
+    }
+    let emb = timestep_embedding(values, per_id, device)?.flatten_all()?.unsqueeze(0)?;
+    Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &emb], 1)?)
+}
+
+/// The SDXL base's ADM vector (ComfyUI `SDXL.encode_adm`): pooled text and six size ids.
+pub fn size_adm(adm_in_channels: usize, pooled: &Tensor, size: SizeIds, device: &Device) -> Result<Tensor> {
+    let values = [size.height, size.width, size.crop_top, size.crop_left, size.target_height, size.target_width].map(|v| v as f32);
+    adm_vector(adm_in_channels, pooled, &values, device)
+}
+
+/// The SDXL refiner's ADM vector (ComfyUI `SDXLRefiner.encode_adm`): pooled text, the size, a
+/// zero crop and the aesthetic score.
+pub fn aesthetic_adm(adm_in_channels: usize, pooled: &Tensor, width: u32, height: u32, aesthetic_score: f32, device: &Device) -> Result<Tensor> {
+    adm_vector(adm_in_channels, pooled, &[height as f32, width as f32, 0.0, 0.0, aesthetic_score], device)
 }

@@ -1,20 +1,26 @@
-//! The refiner swap on two tiny checkpoints: the tiny base, and the same architecture with
-//! different weights (the base plus a LoRA) as the refiner. A joint swap at step `k` must equal
-//! sampling steps 0..=k with the base and the rest with the refiner, and a separate swap steps
-//! 0..k with the base and the rest with the refiner, each composed here from two sampler runs.
+//! The refiner swap on tiny checkpoints.
+//! * An SDXL-architecture refiner (the tiny base plus a LoRA): a joint swap at step `k` must equal
+//!   sampling steps 0..=k with the base and the rest with the refiner, and a separate swap steps
+//!   0..k with the base and the rest with the refiner, each composed here from two sampler runs.
+//! * An SDXL-Refiner-architecture checkpoint (`tests/fixtures/tiny-sdxl-refiner`): its UNet, its
+//!   ADM vector and every swap method against Fooocus 2.5.5's own pipeline
+//!   (`make_refiner_refs.py` there).
 mod common;
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use focal_engine::lora::LoraSpec;
+use focal_engine::checkpoint::Architecture;
+use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser, Refiner, RefinerSwap};
+use focal_engine::refiner::{refiner_adm, RefinerModel};
 use focal_engine::sampler::{sample, NoiseSource, Sampler};
 use focal_engine::schedule::{sampling_sigmas, ModelSampling, Scheduler};
 use focal_engine::sdxl::SizeIds;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 
-fn refiner_model(dir: &std::path::Path) -> SdxlModel {
+fn refiner_model(dir: &std::path::Path) -> RefinerModel {
     let path = common::checkpoint(common::MODEL_A);
     let ckpt = focal_engine::checkpoint::Checkpoint::open(&path).unwrap();
     let name = ckpt.names().into_iter().find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight")).unwrap().to_string();
@@ -26,7 +32,9 @@ fn refiner_model(dir: &std::path::Path) -> SdxlModel {
     ]);
     let lora = dir.join("refiner-delta.safetensors");
     candle_core::safetensors::save(&tensors, &lora).unwrap();
-    SdxlModel::load(&path, &LoadOptions { loras: vec![LoraSpec { path: lora, weight: 1.0 }], ..Default::default() }).unwrap()
+    let refiner = RefinerModel::load(&path, &LoadOptions { loras: vec![LoraSpec { path: lora, weight: 1.0 }], ..Default::default() }).unwrap();
+    assert_eq!((refiner.architecture, refiner.lora_report.patched), (Architecture::Sdxl, 1));
+    refiner
 }
 
 #[test]
@@ -62,7 +70,7 @@ fn joint_and_separate_swaps_run_the_base_and_the_refiner_on_the_right_sigmas() {
     let x = (initial_noise(11, (1, 4, 8, 8)).unwrap() * (1.0 + s0 * s0).sqrt()).unwrap();
     let size = SizeIds::plain(64, 64);
     let mut d_base = CfgDenoiser::new(&base, &ms, &cond, &uncond, size, params.cfg).unwrap();
-    let mut d_ref = CfgDenoiser::new(&refiner, &ms, &cond, &uncond, size, params.cfg).unwrap();
+    let mut d_ref = CfgDenoiser::for_refiner(&refiner, &ms, &cond, &uncond, size, params.cfg, None).unwrap();
     let mut quiet = |_: usize, _: usize, _: &Tensor, _: &Tensor| Ok(());
     let x_k = sample(Sampler::Euler, &mut d_base, x.clone(), &sigmas[..=k + 1], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
     let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k + 1..], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
@@ -81,4 +89,81 @@ fn joint_and_separate_swaps_run_the_base_and_the_refiner_on_the_right_sigmas() {
     let base_only = run(None);
     assert!(common::rel_l2(&common::to_vec(&joint), &common::to_vec(&base_only)) > 1e-4);
     assert_eq!(common::to_vec(&run(Some(6))), common::to_vec(&base_only));
+}
+
+fn refiner_fixture() -> std::path::PathBuf {
+    common::fixture_dir("tiny-sdxl-refiner")
+}
+
+fn refiner_refs() -> (HashMap<String, Tensor>, serde_json::Value) {
+    let dir = refiner_fixture();
+    let tensors = candle_core::safetensors::load(dir.join("refs.safetensors"), &Device::Cpu).unwrap();
+    let doc = serde_json::from_str(&std::fs::read_to_string(dir.join("refs.json")).unwrap()).unwrap();
+    (tensors, doc)
+}
+
+#[test]
+fn the_sdxl_refiner_unet_and_its_adm_vector_match_fooocus() {
+    let refiner = RefinerModel::load(&refiner_fixture().join("tiny-sdxl-refiner.safetensors"), &LoadOptions::default()).unwrap();
+    assert_eq!(refiner.architecture, Architecture::SdxlRefiner);
+    let (refs, _) = refiner_refs();
+    let check = |what: &str, got: &Tensor, want: &Tensor, tol: f64| {
+        assert_eq!(got.dims(), want.dims(), "{what}");
+        let err = common::rel_l2(&common::to_vec(got), &common::to_vec(want));
+        assert!(err < tol, "{what}: rel L2 {err}");
+        eprintln!("{what}: rel L2 {err:.2e}");
+    };
+    let pooled = &refs["unet.pooled"];
+    // [pooled, e(h=96), e(w=128), e(0), e(0), e(6.0 or 2.5)]
+    check("positive ADM", &refiner_adm(&refiner, pooled, 128, 96, false).unwrap(), &refs["unet.y_pos"], 1e-6);
+    check("negative ADM", &refiner_adm(&refiner, pooled, 128, 96, true).unwrap(), &refs["unet.y_neg"], 1e-6);
+    let eps = refiner.unet.forward(&refs["unet.x"], &[500.0], &refs["unet.context"], &refs["unet.y_pos"]).unwrap();
+    check("refiner UNet", &eps, &refs["unet.eps"], 1e-5);
+}
+
+#[test]
+fn a_refiner_is_not_a_base_model() {
+    let err = SdxlModel::load(&refiner_fixture().join("tiny-sdxl-refiner.safetensors"), &LoadOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("refiner"), "{err}");
+}
+
+#[test]
+fn every_swap_method_with_an_sdxl_refiner_matches_fooocus() {
+    let base = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions::default()).unwrap();
+    let refiner = RefinerModel::load(&refiner_fixture().join("tiny-sdxl-refiner.safetensors"), &LoadOptions::default()).unwrap();
+    let (refs, doc) = refiner_refs();
+    let cond = base.encode_prompt(doc["prompt"].as_str().unwrap(), 2).unwrap();
+    let uncond = base.encode_prompt(doc["negative_prompt"].as_str().unwrap(), 2).unwrap();
+    let patches = FooocusPatches::default();
+    assert_eq!(doc["patches"]["sharpness"].as_f64(), Some(patches.sharpness as f64));
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let num = |k: &str| case[k].as_f64().unwrap();
+        let mut params = GenerationParams::txt2img("", num("width") as u32, num("height") as u32, num("steps") as usize, num("seed") as u64);
+        params.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
+        params.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
+        params.cfg = num("cfg") as f32;
+        params.patches = Some(patches);
+        let swap = match case["swap"].as_str().unwrap() {
+            "joint" => RefinerSwap::Joint,
+            "separate" => RefinerSwap::Separate,
+            _ => RefinerSwap::Vae,
+        };
+        let switch = num("switch") as usize;
+        // Fooocus's trace of which UNet ran each model call agrees with where focal swaps.
+        let calls: Vec<&str> = case["unet_calls"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let base_calls = calls.iter().take_while(|c| **c == "base").count();
+        assert_eq!(base_calls, if swap == RefinerSwap::Joint { switch + 1 } else { switch }, "{name}: {calls:?}");
+        let run = |r: Option<Refiner>| base.generate_with_refiner(&params, &cond, &uncond, r, false, &mut |_| true).unwrap().latent;
+        let got = run(Some(Refiner { model: &refiner, switch, swap }));
+        let want = common::to_vec(&refs[name]);
+        let err = common::rel_l2(&common::to_vec(&got), &want);
+        assert!(err < 1e-4, "{name}: rel L2 {err} against Fooocus");
+        // The reference tells the refiner's part apart: the base alone is far from it.
+        let base_only = common::rel_l2(&common::to_vec(&run(None)), &want);
+        assert!(base_only > 100.0 * err.max(1e-6), "{name}: base alone {base_only} vs refined {err}");
+        eprintln!("{name}: rel L2 {err:.2e} against Fooocus (base alone {base_only:.2e})");
+    }
 }

@@ -1,0 +1,90 @@
+//! A refiner as Fooocus loads one (`default_pipeline.refresh_refiner_model`): only the UNet is
+//! kept, since the base model's text encoders and VAE serve both; the base's conditioning is
+//! adapted to it (`sample_hijack.clip_separate`).
+//!
+//! * An SDXL-architecture refiner takes the base's context and ADM vector unchanged.
+//! * An SDXL refiner (`sd_xl_refiner_1.0`) attends to the bigG part of the context only (its
+//!   last channels) and embeds, after the pooled vector, the image size, a zero crop and an
+//!   aesthetic score: 6.0 for the positive prompt, 2.5 for the negative (ComfyUI's defaults,
+//!   which Fooocus keeps).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{Architecture, Checkpoint};
+use crate::error::{EngineError, Result};
+use crate::lora::LoraReport;
+use crate::sdxl::{Conditioning, LoadOptions};
+use crate::unet::UNet;
+
+/// ComfyUI `SDXLRefiner.encode_adm`'s aesthetic scores.
+pub const POSITIVE_AESTHETIC_SCORE: f32 = 6.0;
+pub const NEGATIVE_AESTHETIC_SCORE: f32 = 2.5;
+
+pub struct RefinerModel {
+    pub unet: UNet,
+    pub architecture: Architecture,
+    pub dtype: DType,
+    pub device: Device,
+    /// What merging `LoadOptions::loras` did; Fooocus gives the refiner the user's LoRAs too.
+    pub lora_report: LoraReport,
+}
+
+impl RefinerModel {
+    /// Load the UNet of an SDXL or SDXL-refiner checkpoint (single file or diffusers folder).
+    /// `opts.vae` and `opts.embeddings_dir` do not apply: the base encodes and decodes.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        if opts.device.is_cpu() && opts.dtype == DType::BF16 {
+            return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
+        }
+        let ckpt = Checkpoint::open_any(path)?;
+        let architecture = ckpt.architecture()?;
+        let (ckpt, lora_report) = ckpt.with_loras(&opts.loras)?;
+        let ckpt = Arc::new(ckpt);
+        let unet = UNet::new(ckpt.var_builder(opts.dtype, &opts.device).pp("unet"))
+            .map_err(|e| EngineError::checkpoint(path, format!("cannot build the refiner's UNet: {e}")))?;
+        Ok(Self { unet, architecture, dtype: opts.dtype, device: opts.device.clone(), lora_report })
+    }
+
+    /// The base's conditioning as this refiner takes it (Fooocus `clip_separate`).
+    pub fn conditioning(&self, base: &Conditioning) -> Result<Conditioning> {
+        match self.architecture {
+            Architecture::Sdxl => Ok(base.clone()),
+            Architecture::SdxlRefiner => {
+                let width = self.unet.context_dim.ok_or_else(|| EngineError::invalid("refiner", "its UNet has no cross-attention"))?;
+                let full = base.context.dim(2)?;
+                if width > full {
+                    return Err(EngineError::invalid("refiner", format!("it attends to {width} channels; the base model's context has {full}")));
+                }
+                Ok(Conditioning { context: base.context.narrow(2, full - width, width)?.contiguous()?, pooled: base.pooled.clone() })
+            }
+        }
+    }
+
+    /// Check that this refiner can follow `base_context_width` / `pooled_width` conditioning.
+    pub fn check_fits(&self, base_context_width: usize, pooled_width: usize) -> Result<()> {
+        let context = self.unet.context_dim.unwrap_or(0);
+        let (want_context, extra) = match self.architecture {
+            Architecture::Sdxl => (base_context_width, 6 * 256),
+            Architecture::SdxlRefiner => (context.min(base_context_width), 5 * 256),
+        };
+        if context != want_context || self.unet.adm_in_channels != pooled_width + extra {
+            return Err(EngineError::invalid(
+                "refiner_model_name",
+                format!(
+                    "this refiner (context {context}, ADM {}) does not fit the base model's text encoders (context {base_context_width}, pooled {pooled_width})",
+                    self.unet.adm_in_channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The refiner's ADM vector for one prompt.
+pub fn refiner_adm(model: &RefinerModel, pooled: &Tensor, width: u32, height: u32, negative: bool) -> Result<Tensor> {
+    let score = if negative { NEGATIVE_AESTHETIC_SCORE } else { POSITIVE_AESTHETIC_SCORE };
+    crate::sdxl::aesthetic_adm(model.unet.adm_in_channels, pooled, width, height, score, &model.device)
+}
