@@ -143,6 +143,54 @@ fn a_request_refiner_takes_over_at_the_switch() {
 }
 
 #[test]
+fn an_sdxl_refiner_checkpoint_refines_with_each_swap_method() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    let refiner = common::fixtures().join("../tiny-sdxl-refiner/tiny-sdxl-refiner.safetensors");
+    std::fs::copy(refiner, dir.path().join("models/checkpoints/tiny-refiner.safetensors")).unwrap();
+    let server = common::serve_tiny(dir.path(), &[]);
+    let body = |refiner: &str, swap: &str| {
+        format!(
+            r#"{{"prompt": "a fox", "image_seed": 5, "aspect_ratios_selection": "64*64", "require_base64": true,
+                "refiner_model_name": "{refiner}", "refiner_switch": 0.5,
+                "advanced_params": {{"sampler_name": "euler", "overwrite_step": 4, "refiner_swap_method": "{swap}"}}}}"#
+        )
+    };
+    let plain = common::pixels(&common::first_image(&server.addr, &body("None", "joint")));
+    let mut seen = vec![plain];
+    for swap in ["joint", "separate", "vae"] {
+        let png = common::first_image(&server.addr, &body("tiny-refiner.safetensors", swap));
+        // Fooocus logs the method only when it is not the default.
+        let logged = String::from_utf8_lossy(&png).contains(&format!(r#""refiner_swap_method": "{swap}""#));
+        assert_eq!(logged, swap != "joint", "{swap} in the metadata");
+        let pixels = common::pixels(&png);
+        assert!(!seen.contains(&pixels), "{swap}: the swap method and the refiner change the image");
+        seen.push(pixels);
+    }
+    // Fooocus asserts on any other method; here it is a 422 naming the field and the choices.
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("tiny-refiner.safetensors", "blend"));
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("refiner_swap_method") && text.contains("separate"), "{text}");
+    // As the base model, the refiner checkpoint fails the job with a message that says why.
+    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "",
+        r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "base_model_name": "tiny-refiner.safetensors",
+            "async_process": true, "advanced_params": {"overwrite_step": 2}}"#);
+    assert_eq!(status, 200);
+    let id = common::json(&raw)["job_id"].as_str().unwrap().to_string();
+    let job = loop {
+        let (_, raw) = common::request(&server.addr, "GET", &format!("/v1/generation/query-job?job_id={id}"), "", "");
+        let v = common::json(&raw);
+        if matches!(v["job_stage"].as_str(), Some("SUCCESS" | "ERROR")) {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(job["job_stage"], "ERROR", "{job}");
+    assert!(job["job_status"].as_str().unwrap().contains("SDXL refiner checkpoint"), "{job}");
+}
+
+#[test]
 fn lightning_runs_with_its_lora_sampler_and_neutral_guidance() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();

@@ -14,6 +14,7 @@ use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{refiner_switch_step, Refiner, RefinerSwap};
 use focal_engine::lora::LoraSpec;
 use focal_engine::sdxl::Conditioning;
+use focal_engine::refiner::RefinerModel;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
 use focal_runtime::prompts::{PromptInput, PromptOutput};
@@ -79,7 +80,7 @@ struct ModelKey {
 /// The loaded base model and, when the job has one, its refiner.
 struct Loaded {
     base: SdxlModel,
-    refiner: Option<SdxlModel>,
+    refiner: Option<RefinerModel>,
 }
 
 struct Entry {
@@ -396,9 +397,16 @@ impl JobManager {
             for unknown in &base.lora_report.unknown {
                 tracing::warn!(job = %id, "LoRA key not merged: {unknown}");
             }
-            // The refiner gets the same LoRAs, as in Fooocus.
+            // The refiner gets the same LoRAs, as in Fooocus (what does not fit its UNet is
+            // reported, not merged: an SDXL LoRA on an SDXL-refiner checkpoint).
             let refiner = match &refiner {
-                Some(path) => Some(SdxlModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?),
+                Some(path) => {
+                    let r = RefinerModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?;
+                    if !r.lora_report.unknown.is_empty() {
+                        tracing::info!(job = %id, not_merged = r.lora_report.unknown.len(), "refiner: LoRA modules that do not fit it are skipped");
+                    }
+                    Some(r)
+                }
                 None => None,
             };
             *loaded = Some((key, Loaded { base, refiner }));
@@ -451,11 +459,7 @@ impl JobManager {
                 !self.stop_running.load(Ordering::Relaxed)
             };
             let refiner_at = match (&models.refiner, &p.refiner) {
-                (Some(model), Some(r)) => Some(Refiner {
-                    model,
-                    switch: refiner_switch_step(p.steps as usize, r.switch),
-                    swap: if r.swap_method == "separate" { RefinerSwap::Separate } else { RefinerSwap::Joint },
-                }),
+                (Some(model), Some(r)) => Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(&r.swap_method)? }),
                 _ => None,
             };
             let out = match model.generate_with_refiner(&params, cond, uncond, refiner_at, p.preview, &mut on_step) {
@@ -737,5 +741,15 @@ impl EngineService for JobManager {
     fn release_memory(&self) {
         self.release_model.store(true, Ordering::Relaxed);
         self.work.notify_one();
+    }
+}
+
+/// Fooocus's `refiner_swap_method` (empty: its default, joint).
+fn swap_method(name: &str) -> Result<RefinerSwap, String> {
+    match name {
+        "" | "joint" => Ok(RefinerSwap::Joint),
+        "separate" => Ok(RefinerSwap::Separate),
+        "vae" => Ok(RefinerSwap::Vae),
+        other => Err(format!("refiner_swap_method '{other}' is not one of joint, separate, vae")),
     }
 }

@@ -26,9 +26,12 @@ const DEFAULT_LORAS: &str = r#"[{"enabled": true, "model_name": "sd_xl_offset_ex
 pub const LORA: &[Field] =
     &[required("enabled", Kind::Bool), field("model_name", Kind::Str, "\"None\""), field("weight", Kind::Float(-2.0, 2.0), "0.5")];
 
+/// Fooocus's `refiner_swap_method` values (its worker asserts one of these).
+pub const SWAP_METHODS: &[&str] = &["joint", "separate", "vae"];
+
 /// `AdvancedParams`. Unknown sampler/scheduler names are a 422 listing the valid ones (the seed
-/// silently used its defaults, which hid typos); swap method and inpaint engine stay free
-/// strings as in the seed.
+/// silently used its defaults, which hid typos); so is an unknown swap method (the seed took it
+/// and then failed the job on Fooocus's assert); the inpaint engine stays a free string.
 pub const ADVANCED: &[Field] = &[
     field("disable_preview", Kind::Bool, "false"),
     field("disable_intermediate_results", Kind::Bool, "false"),
@@ -52,7 +55,7 @@ pub const ADVANCED: &[Field] = &[
     field("skipping_cn_preprocessor", Kind::Bool, "false"),
     field("canny_low_threshold", Kind::Int(1, 255), "64"),
     field("canny_high_threshold", Kind::Int(1, 255), "128"),
-    field("refiner_swap_method", Kind::Str, "\"joint\""),
+    field("refiner_swap_method", Kind::Enum(SWAP_METHODS), "\"joint\""),
     field("controlnet_softness", Kind::Float(0.0, 1.0), "0.25"),
     field("freeu_enabled", Kind::Bool, "false"),
     field("freeu_b1", Kind::Float(f64::MIN, f64::MAX), "1.01"),
@@ -378,6 +381,20 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
     if let Some(m) = metadata.as_mut() {
         // … and CLIP skip only above 1.
         m.entries.retain(|(k, v)| (k != "adaptive_cfg" || v != "7.0") && (k != "clip_skip" || v != "1") && (k != "freeu" || freeu_enabled));
+        // With a refiner: the overwritten switch when set, the swap method when not the default.
+        if !matches!(refiner_name, "" | "None") {
+            let at = m.entries.iter().position(|(k, _)| k == "refiner_switch").map_or(m.entries.len(), |i| i + 1);
+            let overwrite_switch = num(&adv, "overwrite_switch");
+            let swap = str_of(&adv, "refiner_swap_method");
+            let mut extra = Vec::new();
+            if overwrite_switch > 0.0 {
+                extra.push(("overwrite_switch".to_string(), crate::python_float(overwrite_switch)));
+            }
+            if !matches!(swap, "" | "joint") {
+                extra.push(("refiner_swap_method".to_string(), json!(swap).to_string()));
+            }
+            m.entries.splice(at..at, extra);
+        }
     }
     let freeu = freeu_enabled.then(|| Freeu {
         b1: num(&adv, "freeu_b1") as f32,
