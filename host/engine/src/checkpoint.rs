@@ -29,6 +29,8 @@ pub enum Architecture {
     Sdxl,
     /// SDXL refiner: bigG-only context, ADM = pooled + h, w, crop, aesthetic score.
     SdxlRefiner,
+    /// Stable Diffusion 1.5: CLIP-L context, no ADM, its own VAE and latent space.
+    Sd15,
 }
 
 /// Where a canonical tensor comes from.
@@ -60,6 +62,8 @@ pub struct Checkpoint {
     pub clip_g_act: Option<String>,
     /// LoRA updates merged into weights as they are read.
     loras: HashMap<String, Vec<LoraPatch>>,
+    /// The file has an SD1.x/2.x text encoder (`cond_stage_model.`), which focal does not load.
+    sd1_text_encoder: bool,
 }
 
 impl Checkpoint {
@@ -77,24 +81,26 @@ impl Checkpoint {
             return Err(EngineError::checkpoint(path, "no such file or folder"));
         }
         let ckpt = if path.is_dir() { Self::open_diffusers(path)? } else { Self::open_single_file(path)? };
-        if !ckpt.contains("unet.input_blocks.0.0.weight") || !ckpt.contains("unet.label_emb.0.0.weight") {
-            return Err(EngineError::checkpoint(path, "no SDXL UNet (with its label_emb) in this checkpoint"));
+        if !ckpt.contains("unet.input_blocks.0.0.weight") {
+            return Err(EngineError::checkpoint(path, "no UNet (model.diffusion_model) in this checkpoint"));
         }
         Ok(ckpt)
     }
 
-    /// Which SDXL UNet this is, read from its widths: the refiner's ADM vector is its pooled
-    /// bigG output (as wide as its context) plus 5 × 256 (size, crop, aesthetic score); the
-    /// base's adds 6 × 256 to a pooled vector narrower than its CLIP-L + bigG context.
+    /// Which UNet this is, read from its tensors: without an ADM input (`label_emb`) and with
+    /// convolutional transformer projections it is SD1.x (SD2.x projects linearly); the SDXL
+    /// refiner's ADM vector is its pooled bigG output (as wide as its context) plus 5 × 256
+    /// (size, crop, aesthetic score); the base's adds 6 × 256 to a pooled vector narrower than
+    /// its CLIP-L + bigG context.
     pub fn architecture(&self) -> Result<Architecture> {
         let width = |name: &str, dim: usize| self.shape(name).and_then(|s| s.get(dim).copied());
         let adm = width("unet.label_emb.0.0.weight", 1);
-        let context = self
-            .names()
-            .into_iter()
-            .find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight"))
-            .and_then(|n| width(n, 1));
+        let names = self.names();
+        let context = names.iter().find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight")).and_then(|n| width(n, 1));
+        let linear_proj = names.iter().find(|n| n.starts_with("unet.") && n.ends_with("proj_in.weight")).and_then(|n| self.shape(n)).map(|s| s.len() == 2);
         match (adm, context) {
+            (None, Some(_)) if linear_proj == Some(false) => Ok(Architecture::Sd15),
+            (None, Some(_)) => Err(EngineError::checkpoint(&self.path, "this is a Stable Diffusion 2.x checkpoint; focal runs SDXL models (SD1.5 as a refiner)")),
             (Some(adm), Some(context)) if adm == context + 5 * 256 => Ok(Architecture::SdxlRefiner),
             (Some(_), Some(_)) => Ok(Architecture::Sdxl),
             _ => Err(EngineError::checkpoint(&self.path, "cannot read the UNet's ADM and context widths")),
@@ -176,7 +182,8 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None, loras: HashMap::new() })
+        let sd1_text_encoder = names.iter().any(|n| n.starts_with("cond_stage_model."));
+        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None, loras: HashMap::new(), sd1_text_encoder })
     }
 
     fn open_diffusers(dir: &Path) -> Result<Self> {
@@ -237,15 +244,23 @@ impl Checkpoint {
             clip_l_act: act("text_encoder"),
             clip_g_act: act("text_encoder_2"),
             loras: HashMap::new(),
+            sd1_text_encoder: false,
         })
     }
 
     fn require_sdxl(&self) -> Result<()> {
-        if self.architecture()? == Architecture::SdxlRefiner {
-            return Err(EngineError::checkpoint(
-                &self.path,
-                "this is an SDXL refiner checkpoint; it cannot be the base model (select it as the refiner)",
-            ));
+        // A readable UNet says what the model is; otherwise the missing parts say it.
+        match self.architecture() {
+            Ok(Architecture::Sdxl) | Err(_) => {}
+            Ok(Architecture::SdxlRefiner) => {
+                return Err(EngineError::checkpoint(&self.path, "this is an SDXL refiner checkpoint; it cannot be the base model (select it as the refiner)"))
+            }
+            Ok(Architecture::Sd15) => {
+                return Err(EngineError::checkpoint(
+                    &self.path,
+                    "this is a Stable Diffusion 1.x checkpoint; focal runs SDXL base models (an SD1.5 model can be the refiner)",
+                ))
+            }
         }
         let needed = [
             ("unet.input_blocks.0.0.weight", "an SDXL UNet"),
@@ -255,12 +270,18 @@ impl Checkpoint {
             ("clip_g.text_model.embeddings.token_embedding.weight", "the OpenCLIP bigG text encoder"),
             ("clip_g.text_projection.weight", "bigG's text_projection"),
         ];
+        let has = |prefix: &str| self.entries.keys().any(|k| k.starts_with(prefix));
+        let hint = match (has("clip_l."), has("clip_g."), self.sd1_text_encoder) {
+            (_, _, true) => " (this looks like a Stable Diffusion 1.x/2.x checkpoint)",
+            (false, true, _) => " (this looks like an SDXL refiner checkpoint)",
+            _ => "",
+        };
         for (key, what) in needed {
             if !self.entries.contains_key(key) {
-                return Err(EngineError::checkpoint(&self.path, format!("not an SDXL base checkpoint: {what} is missing")));
+                return Err(EngineError::checkpoint(&self.path, format!("not an SDXL base checkpoint: {what} is missing{hint}")));
             }
         }
-        Ok(())
+        self.architecture().map(|_| ())
     }
 
     /// A canonical tensor's shape, from the file header (no data read).
@@ -356,8 +377,6 @@ fn reject_other_formats(path: &Path, names: &[String]) -> Result<()> {
         Some("this is a Stable Diffusion 3 checkpoint; focal runs SDXL checkpoints")
     } else if any(&|n| n.contains("double_blocks.")) {
         Some("this is a FLUX checkpoint; focal runs SDXL checkpoints")
-    } else if any(&|n| n.starts_with("cond_stage_model.")) {
-        Some("this is a Stable Diffusion 1.x/2.x checkpoint; focal runs SDXL checkpoints")
     } else if names.is_empty() {
         Some("the file holds no tensors")
     } else {

@@ -10,6 +10,7 @@ pub mod freeu;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod image;
+pub mod interposer;
 pub mod lora;
 pub mod nn;
 pub mod patches;

@@ -14,7 +14,7 @@ use crate::checkpoint::Architecture;
 use crate::refiner::{refiner_adm, RefinerModel};
 use crate::sdxl::{size_adm, Conditioning, SdxlModel, SizeIds};
 use crate::unet::UNet;
-use crate::vae::Tiling;
+use crate::vae::{AutoEncoder, Tiling};
 
 /// Latents larger than this (in latent pixels; 128² is a 1024² image) go through the VAE in
 /// tiles: its mid-block attention grows with the square of the pixel count.
@@ -153,9 +153,16 @@ impl<'a> Stage<'a> {
 
     /// Fooocus re-encodes the conditioning for the refiner: an SDXL-architecture one gets the
     /// base's (ADM scaling included), an SDXL refiner the bigG context and aesthetic scores.
-    fn refiner(model: &'a RefinerModel, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, patches: Option<FooocusPatches>) -> Result<Self> {
+    fn refiner(
+        base: &SdxlModel,
+        model: &'a RefinerModel,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        size: SizeIds,
+        patches: Option<FooocusPatches>,
+    ) -> Result<Self> {
         let (unet, dt, dev) = (&model.unet, model.dtype, &model.device);
-        let (cond, uncond) = (model.conditioning(cond)?, model.conditioning(uncond)?);
+        let (cond, uncond) = (model.conditioning(cond, base)?, model.conditioning(uncond, base)?);
         let (c, u) = match model.architecture {
             Architecture::Sdxl => (
                 Cond::sdxl(unet, dt, dev, &cond, size, patches.map(|p| p.adm_positive))?,
@@ -167,6 +174,13 @@ impl<'a> Stage<'a> {
                     Ok(Cond { context: c.context.to_dtype(dt)?, y, y_late: None })
                 };
                 (build(&cond, false)?, build(&uncond, true)?)
+            }
+            Architecture::Sd15 => {
+                // No ADM input: the UNet ignores `y`.
+                let build = |c: &Conditioning| -> Result<Cond> {
+                    Ok(Cond { context: c.context.to_dtype(dt)?, y: Tensor::zeros((1, 1), dt, dev)?, y_late: None })
+                };
+                (build(&cond)?, build(&uncond)?)
             }
         };
         Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None })
@@ -212,6 +226,7 @@ impl<'a> CfgDenoiser<'a> {
     /// Sampling with the refiner alone (its part of a "separate" or "vae" swap), from the
     /// base's conditioning.
     pub fn for_refiner(
+        base: &SdxlModel,
         refiner: &'a RefinerModel,
         sampling: &'a ModelSampling,
         cond: &Conditioning,
@@ -220,7 +235,7 @@ impl<'a> CfgDenoiser<'a> {
         cfg: f32,
         patches: Option<FooocusPatches>,
     ) -> Result<Self> {
-        Ok(Self::around(Stage::refiner(refiner, cond, uncond, size, patches)?, sampling, size, cfg, patches))
+        Ok(Self::around(Stage::refiner(base, refiner, cond, uncond, size, patches)?, sampling, size, cfg, patches))
     }
 
     fn around(stage: Stage<'a>, sampling: &'a ModelSampling, size: SizeIds, cfg: f32, patches: Option<FooocusPatches>) -> Self {
@@ -230,8 +245,8 @@ impl<'a> CfgDenoiser<'a> {
     /// Continue with `refiner` after the model call at step `switch` (Fooocus's "joint" swap:
     /// the sampler's history and noise carry on; the refiner's conditioning is made from the
     /// base's `cond`/`uncond` as [`RefinerModel::conditioning`] says).
-    pub fn with_refiner(mut self, refiner: &'a RefinerModel, switch: usize, cond: &Conditioning, uncond: &Conditioning) -> Result<Self> {
-        self.next = Some((Stage::refiner(refiner, cond, uncond, self.size, self.patches)?, switch));
+    pub fn with_refiner(mut self, base: &SdxlModel, refiner: &'a RefinerModel, switch: usize, cond: &Conditioning, uncond: &Conditioning) -> Result<Self> {
+        self.next = Some((Stage::refiner(base, refiner, cond, uncond, self.size, self.patches)?, switch));
         Ok(self)
     }
 
@@ -442,9 +457,31 @@ impl SdxlModel {
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
-        if let Some(r) = &refiner {
+        let mut refiner = refiner;
+        // The model that samples alone when an SD1.5 refiner takes a partial denoise over.
+        let mut refiner_alone: Option<&RefinerModel> = None;
+        if let Some(r) = refiner {
             r.model.check_fits(cond.context.dim(2)?, cond.pooled.dim(1)?)?;
+            if r.model.has_own_vae() {
+                // Fooocus's process_diffusion: a refiner in another latent space forces the vae
+                // swap at full denoise; below 0.9 only one of the two models runs.
+                if params.denoise > 0.9 {
+                    refiner = Some(Refiner { swap: RefinerSwap::Vae, ..r });
+                } else {
+                    let refiner_share = ((params.steps as f64 - r.switch as f64) / params.steps as f64).max(0.0).powf(0.834);
+                    if params.denoise as f64 <= refiner_share {
+                        refiner_alone = Some(r.model);
+                    }
+                    refiner = None;
+                }
+            }
         }
+        let own_vae = |m: &'_ RefinerModel| -> Result<()> {
+            if m.vae.is_none() {
+                return Err(EngineError::invalid("refiner_model_name", "an SD1.5 refiner needs its VAE"));
+            }
+            Ok(())
+        };
         let sampling = ModelSampling::for_scheduler(params.scheduler);
         let playground = sampling.prediction == Prediction::Edm;
         let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
@@ -452,14 +489,26 @@ impl SdxlModel {
         let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
         let x = match &params.init_image {
             Some(img) if params.denoise < 1.0 => {
-                let latent = self.encode_image(img, params.width, params.height)?;
+                // Fooocus's get_candidate_vae: the model that samples encodes.
+                let latent = match refiner_alone {
+                    Some(m) => {
+                        own_vae(m)?;
+                        encode_with(m.vae.as_ref().expect("checked"), img, params.width, params.height, self.dtype, &self.device)?
+                    }
+                    None => self.encode_image(img, params.width, params.height)?,
+                };
                 let latent = if playground { vae_to_playground(&latent)? } else { latent };
                 (latent + (noise * sigmas[0] as f64)?)?
             }
             _ => (noise * first_noise_scale(sigmas[0], &sampling))?,
         };
         let size = SizeIds::plain(params.width, params.height);
-        let mut denoiser = CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?.with_freeu(params.freeu);
+        let mut denoiser = match refiner_alone {
+            Some(m) => CfgDenoiser::for_refiner(self, m, &sampling, cond, uncond, size, params.cfg, params.patches)?,
+            None => CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?.with_freeu(params.freeu),
+        };
+        // Which VAE decodes: the refiner's own after it sampled in its latent space.
+        let mut decoder = refiner_alone.and_then(|m| m.vae.as_ref()).unwrap_or(&self.vae);
         let total = sigmas.len() - 1;
         // Steps count across both runs of a separate or vae swap.
         let mut report = |step: usize, denoised: &Tensor| -> Result<()> {
@@ -475,7 +524,7 @@ impl SdxlModel {
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
                 let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
-                let mut refined = CfgDenoiser::for_refiner(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+                let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
                 sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
             }
             Some(r) if r.swap == RefinerSwap::Vae && r.switch > 0 && r.switch < total => {
@@ -487,54 +536,66 @@ impl SdxlModel {
                 let eps = denoiser.last_eps().ok_or_else(|| EngineError::invalid("refiner_swap_method", "the base made no model call"))?;
                 // Refiner: fresh noise from seed + 1, its channel mean replaced by the base's last ε.
                 let tail: Vec<f32> = sigmas[r.switch..].iter().map(|&s| (s as f64 * VAE_SWAP_SIGMA_SCALE) as f32).collect();
+                // Into the refiner's latent space through the interposer (Fooocus's vae_parse).
+                let x0 = match &r.model.vae {
+                    None => x0,
+                    Some(vae) => {
+                        let interposer = r.model.interposer.as_ref().ok_or_else(|| {
+                            EngineError::invalid(
+                                "refiner_model_name",
+                                format!("an SD1.5 refiner needs the latent interposer models/vae_approx/{}", crate::interposer::FILE_NAME),
+                            )
+                        })?;
+                        decoder = vae;
+                        (interposer.forward(&(x0 / self.vae.scaling_factor)?)? * vae.scaling_factor)?
+                    }
+                };
                 let seed = params.seed.wrapping_add(1);
                 let fresh = initial_noise(seed, (1, 4, lh, lw))?.to_device(&self.device)?;
                 let fresh = fresh.broadcast_add(&(eps.mean_keepdim(1)? - fresh.mean_keepdim(1)?)?)?;
                 let x = (x0 + (fresh * first_noise_scale(tail[0], &sampling))?)?;
-                let mut refined = CfgDenoiser::for_refiner(r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
+                let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
                 sample(params.sampler, &mut refined, x, &tail, &sampling, &mut noise(seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
             }
             _ => {
                 if let Some(r) = refiner {
-                    denoiser = denoiser.with_refiner(r.model, r.switch, cond, uncond)?;
+                    denoiser = denoiser.with_refiner(self, r.model, r.switch, cond, uncond)?;
                 }
                 sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
-        let image = if playground { self.decode_latent(&playground_to_vae(&latent)?)? } else { self.decode_latent(&latent)? };
+        let image = if playground { decode_with(decoder, &playground_to_vae(&latent)?, self.dtype)? } else { decode_with(decoder, &latent, self.dtype)? };
         Ok(Generated { image, latent, seed: params.seed })
     }
 
     /// VAE-decode a latent into an RGB image.
     pub fn decode_latent(&self, latent: &Tensor) -> Result<RgbImage> {
-        let (_, _, h, w) = latent.dims4()?;
-        let latent = latent.to_dtype(self.dtype)?;
-        let decoded = if h * w > LARGEST_UNTILED_LATENT {
-            self.vae.decode_tiled(&latent, Tiling::default())?
-        } else {
-            self.vae.decode(&latent)?
-        }
-        .to_dtype(DType::F32)?;
-        let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
-        RgbImage::from_tensor(&img.get(0)?)
+        decode_with(&self.vae, latent, self.dtype)
     }
 
     /// VAE-encode an image (posterior mean) into a scaled latent at the requested size.
     pub fn encode_image(&self, img: &RgbImage, width: u32, height: u32) -> Result<Tensor> {
-        if img.width != width || img.height != height {
-            return Err(EngineError::invalid(
-                "input_image",
-                format!("is {}x{}, expected {width}x{height}", img.width, img.height),
-            ));
-        }
-        let pixels = img.to_tensor(&self.device)?.to_dtype(self.dtype)?;
-        let x = ((pixels * 2.0)? - 1.0)?;
-        let latent_area = (width as usize / self.vae.downscale) * (height as usize / self.vae.downscale);
-        let latent = if latent_area > LARGEST_UNTILED_LATENT {
-            self.vae.encode_tiled(&x, Tiling::default())?
-        } else {
-            self.vae.encode(&x)?
-        };
-        Ok(latent.to_dtype(DType::F32)?)
+        encode_with(&self.vae, img, width, height, self.dtype, &self.device)
     }
+}
+
+/// Decode a scaled latent with `vae` (tiled when large).
+fn decode_with(vae: &AutoEncoder, latent: &Tensor, dtype: DType) -> Result<RgbImage> {
+    let (_, _, h, w) = latent.dims4()?;
+    let latent = latent.to_dtype(dtype)?;
+    let decoded = if h * w > LARGEST_UNTILED_LATENT { vae.decode_tiled(&latent, Tiling::default())? } else { vae.decode(&latent)? }.to_dtype(DType::F32)?;
+    let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+    RgbImage::from_tensor(&img.get(0)?)
+}
+
+/// Encode an image (posterior mean) into `vae`'s scaled latent; the image must be `width`×`height`.
+fn encode_with(vae: &AutoEncoder, img: &RgbImage, width: u32, height: u32, dtype: DType, device: &Device) -> Result<Tensor> {
+    if img.width != width || img.height != height {
+        return Err(EngineError::invalid("input_image", format!("is {}x{}, expected {width}x{height}", img.width, img.height)));
+    }
+    let pixels = img.to_tensor(device)?.to_dtype(dtype)?;
+    let x = ((pixels * 2.0)? - 1.0)?;
+    let latent_area = (width as usize / vae.downscale) * (height as usize / vae.downscale);
+    let latent = if latent_area > LARGEST_UNTILED_LATENT { vae.encode_tiled(&x, Tiling::default())? } else { vae.encode(&x)? };
+    Ok(latent.to_dtype(DType::F32)?)
 }

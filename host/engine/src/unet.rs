@@ -8,8 +8,22 @@ use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
 use crate::freeu::FreeU;
 use crate::nn::{attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Mlp2};
 
-/// SDXL uses 64-dimensional attention heads at every level.
-const HEAD_DIM: usize = 64;
+/// How attention splits into heads: SDXL (and its refiner) uses 64-dimensional heads at every
+/// level, SD1.5 eight heads whatever the width (ComfyUI `num_head_channels` / `num_heads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heads {
+    Width(usize),
+    Count(usize),
+}
+
+impl Heads {
+    fn split(self, inner: usize) -> usize {
+        match self {
+            Heads::Width(w) => (inner / w).max(1),
+            Heads::Count(n) => n,
+        }
+    }
+}
 
 struct ResBlock {
     norm_in: GroupNorm,
@@ -53,14 +67,14 @@ struct CrossAttention {
 }
 
 impl CrossAttention {
-    fn new(vb: VarBuilder) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let q = linear(&vb.pp("to_q"))?;
         let inner = q.weight().dim(0)?;
         Ok(Self {
             k: linear(&vb.pp("to_k"))?,
             v: linear(&vb.pp("to_v"))?,
             out: linear(&vb.pp("to_out.0"))?,
-            heads: (inner / HEAD_DIM).max(1),
+            heads: heads.split(inner),
             q,
         })
     }
@@ -82,12 +96,12 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(vb: VarBuilder) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         Ok(Self {
             norm1: layer_norm(&vb.pp("norm1"), 1e-5)?,
-            attn1: CrossAttention::new(vb.pp("attn1"))?,
+            attn1: CrossAttention::new(vb.pp("attn1"), heads)?,
             norm2: layer_norm(&vb.pp("norm2"), 1e-5)?,
-            attn2: CrossAttention::new(vb.pp("attn2"))?,
+            attn2: CrossAttention::new(vb.pp("attn2"), heads)?,
             norm3: layer_norm(&vb.pp("norm3"), 1e-5)?,
             ff_in: linear(&vb.pp("ff.net.0.proj"))?,
             ff_out: linear(&vb.pp("ff.net.2"))?,
@@ -119,7 +133,7 @@ struct SpatialTransformer {
 }
 
 impl SpatialTransformer {
-    fn new(vb: VarBuilder) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let linear_proj = vb.get_unchecked("proj_in.weight")?.rank() == 2;
         let proj = |name: &str| -> Result<Proj> {
             if linear_proj { Ok(Proj::Linear(linear(&vb.pp(name))?)) } else { Ok(Proj::Conv(conv2d(&vb.pp(name), 1, 0)?)) }
@@ -128,7 +142,7 @@ impl SpatialTransformer {
         Ok(Self {
             norm: group_norm(&vb.pp("norm"), 32, 1e-6)?,
             proj_in: proj("proj_in")?,
-            blocks: (0..depth).map(|k| TransformerBlock::new(vb.pp(format!("transformer_blocks.{k}")))).collect::<Result<_>>()?,
+            blocks: (0..depth).map(|k| TransformerBlock::new(vb.pp(format!("transformer_blocks.{k}")), heads)).collect::<Result<_>>()?,
             proj_out: proj("proj_out")?,
         })
     }
@@ -175,14 +189,14 @@ struct Block(Vec<Layer>);
 
 impl Block {
     /// Reads `prefix.0`, `prefix.1`, … until no sub-module is found.
-    fn new(vb: VarBuilder) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let mut layers = Vec::new();
         for i in 0.. {
             let l = vb.pp(i);
             let layer = if l.contains_tensor("in_layers.0.weight") {
                 Layer::Res(ResBlock::new(l)?)
             } else if l.contains_tensor("proj_in.weight") {
-                Layer::Attn(SpatialTransformer::new(l)?)
+                Layer::Attn(SpatialTransformer::new(l, heads)?)
             } else if l.contains_tensor("op.weight") {
                 Layer::Down(conv2d(&l.pp("op"), 2, 1)?)
             } else if l.contains_tensor("conv.weight") {
@@ -228,15 +242,17 @@ pub struct UNetTrace {
 
 pub struct UNet {
     time_embed: Mlp2,
-    label_emb: Mlp2,
+    /// The ADM embedding (SDXL's pooled text + size ids); SD1.5 has none.
+    label_emb: Option<Mlp2>,
     input_blocks: Vec<Block>,
     middle_block: Block,
     output_blocks: Vec<Block>,
     out_norm: GroupNorm,
     out_conv: Conv2d,
     model_channels: usize,
-    /// Width of the ADM vector `y` (pooled text + 6 size embeddings).
+    /// Width of the ADM vector `y` (pooled text + 6 size embeddings); 0 without one.
     pub adm_in_channels: usize,
+    pub heads: Heads,
     /// Width of the cross-attention context (CLIP-L + bigG hidden sizes).
     pub context_dim: Option<usize>,
     /// `input_blocks` indices after which a level ends (for traces).
@@ -250,10 +266,13 @@ impl UNet {
         let count = |prefix: &str| (0..).take_while(|i| has_block(&vb.pp(prefix).pp(i))).count();
         let n_in = count("input_blocks");
         let n_out = count("output_blocks");
-        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i))).collect::<Result<Vec<_>>>()?;
-        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i))).collect::<Result<Vec<_>>>()?;
+        let has_adm = vb.contains_tensor("label_emb.0.0.weight");
+        // No ADM input: the SD1.x family, eight heads per attention layer.
+        let heads = if has_adm { Heads::Width(64) } else { Heads::Count(8) };
+        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads)).collect::<Result<Vec<_>>>()?;
+        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i), heads)).collect::<Result<Vec<_>>>()?;
         let model_channels = out_dim(&vb.pp("input_blocks.0.0"))?;
-        let adm_in_channels = vb.get_unchecked("label_emb.0.0.weight")?.dim(1)?;
+        let adm_in_channels = if has_adm { vb.get_unchecked("label_emb.0.0.weight")?.dim(1)? } else { 0 };
         let context_dim = (0..n_in).find_map(|i| {
             vb.pp("input_blocks").pp(i).pp("1.transformer_blocks.0.attn2.to_k").get_unchecked("weight").ok().and_then(|w| w.dim(1).ok())
         });
@@ -263,14 +282,15 @@ impl UNet {
         let level_ends_out = (0..n_out).filter(|&i| i + 1 == n_out || output_blocks[i].0.iter().any(|l| matches!(l, Layer::Up(_)))).collect();
         Ok(Self {
             time_embed: Mlp2::new(&vb.pp("time_embed.0"), &vb.pp("time_embed.2"))?,
-            label_emb: Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?,
+            label_emb: if has_adm { Some(Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?) } else { None },
             input_blocks,
-            middle_block: Block::new(vb.pp("middle_block"))?,
+            middle_block: Block::new(vb.pp("middle_block"), heads)?,
             output_blocks,
             out_norm: group_norm(&vb.pp("out.0"), 32, 1e-5)?,
             out_conv: conv2d(&vb.pp("out.2"), 1, 1)?,
             model_channels,
             adm_in_channels,
+            heads,
             context_dim,
             level_ends_in,
             level_ends_out,
@@ -303,7 +323,12 @@ impl UNet {
     ) -> Result<Tensor> {
         let dtype = x.dtype();
         let t_emb = timestep_embedding(timesteps, self.model_channels, x.device())?.to_dtype(dtype)?;
-        let emb = (self.time_embed.forward(&t_emb)? + self.label_emb.forward(&y.to_dtype(dtype)?)?)?;
+        let emb = self.time_embed.forward(&t_emb)?;
+        // `y` is ignored by a UNet without an ADM input.
+        let emb = match &self.label_emb {
+            Some(label) => (emb + label.forward(&y.to_dtype(dtype)?)?)?,
+            None => emb,
+        };
         let context = context.to_dtype(dtype)?;
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();

@@ -8,6 +8,8 @@ use crate::nn::{attention, conv2d, group_norm, linear, silu};
 
 /// SDXL's latent scaling factor (SD1.5 uses 0.18215; using that here gives hazy images).
 pub const SDXL_SCALING_FACTOR: f64 = 0.13025;
+/// SD1.5's latent scaling factor (its VAE has the same architecture).
+pub const SD15_SCALING_FACTOR: f64 = 0.18215;
 
 struct ResnetBlock {
     norm1: GroupNorm,

@@ -14,6 +14,8 @@ use focal_engine::lora::LoraSpec;
 use focal_engine::checkpoint::Architecture;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser, Refiner, RefinerSwap};
+use focal_engine::image::RgbImage;
+use focal_engine::interposer::Interposer;
 use focal_engine::refiner::{refiner_adm, RefinerModel};
 use focal_engine::sampler::{sample, NoiseSource, Sampler};
 use focal_engine::schedule::{sampling_sigmas, ModelSampling, Scheduler};
@@ -70,7 +72,7 @@ fn joint_and_separate_swaps_run_the_base_and_the_refiner_on_the_right_sigmas() {
     let x = (initial_noise(11, (1, 4, 8, 8)).unwrap() * (1.0 + s0 * s0).sqrt()).unwrap();
     let size = SizeIds::plain(64, 64);
     let mut d_base = CfgDenoiser::new(&base, &ms, &cond, &uncond, size, params.cfg).unwrap();
-    let mut d_ref = CfgDenoiser::for_refiner(&refiner, &ms, &cond, &uncond, size, params.cfg, None).unwrap();
+    let mut d_ref = CfgDenoiser::for_refiner(&base, &refiner, &ms, &cond, &uncond, size, params.cfg, None).unwrap();
     let mut quiet = |_: usize, _: usize, _: &Tensor, _: &Tensor| Ok(());
     let x_k = sample(Sampler::Euler, &mut d_base, x.clone(), &sigmas[..=k + 1], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
     let composed = sample(Sampler::Euler, &mut d_ref, x_k, &sigmas[k + 1..], &ms, &mut NoiseSource::silent(), &mut quiet).unwrap();
@@ -166,4 +168,88 @@ fn every_swap_method_with_an_sdxl_refiner_matches_fooocus() {
         assert!(base_only > 100.0 * err.max(1e-6), "{name}: base alone {base_only} vs refined {err}");
         eprintln!("{name}: rel L2 {err:.2e} against Fooocus (base alone {base_only:.2e})");
     }
+}
+
+fn sd15_refiner(with_interposer: bool) -> RefinerModel {
+    let dir = refiner_fixture();
+    let refiner = RefinerModel::load(&dir.join("tiny-sd15-refiner.safetensors"), &LoadOptions::default()).unwrap();
+    assert_eq!(refiner.architecture, Architecture::Sd15);
+    assert!(refiner.has_own_vae());
+    if with_interposer {
+        refiner.with_interposer(Interposer::load(&dir.join(focal_engine::interposer::FILE_NAME), &Device::Cpu).unwrap())
+    } else {
+        refiner
+    }
+}
+
+#[test]
+fn an_sd15_refiner_takes_over_through_the_interposer_as_in_fooocus() {
+    let base = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions::default()).unwrap();
+    let refiner = sd15_refiner(true);
+    let (refs, doc) = refiner_refs();
+    let cond = base.encode_prompt(doc["prompt"].as_str().unwrap(), 2).unwrap();
+    let uncond = base.encode_prompt(doc["negative_prompt"].as_str().unwrap(), 2).unwrap();
+    let cases = doc["sd15_cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let num = |k: &str| case[k].as_f64().unwrap();
+        let mut params = GenerationParams::txt2img("", num("width") as u32, num("height") as u32, num("steps") as usize, num("seed") as u64);
+        params.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
+        params.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
+        params.cfg = num("cfg") as f32;
+        params.patches = Some(FooocusPatches::default());
+        let switch = num("switch") as usize;
+        // Whatever was asked, Fooocus runs the vae swap: the base up to the switch, then the refiner.
+        let asked = if case["swap"] == "separate" { RefinerSwap::Separate } else { RefinerSwap::Joint };
+        let calls: Vec<&str> = case["unet_calls"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(calls.iter().take_while(|c| **c == "base").count(), switch, "{name}: {calls:?}");
+        let out = base.generate_with_refiner(&params, &cond, &uncond, Some(Refiner { model: &refiner, switch, swap: asked }), false, &mut |_| true).unwrap();
+        let err = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs[name]));
+        assert!(err < 1e-4, "{name}: SD1.5 latent rel L2 {err} against Fooocus");
+        // Decoded by the refiner's own VAE: Fooocus's pixels within 3/255.
+        let want: Vec<f32> = common::to_vec(&refs[&format!("{name}.png")]);
+        let got: Vec<f32> = out.image.data.iter().map(|&v| v as f32).collect();
+        let worst = common::max_abs_diff(&got, &want);
+        assert!(worst <= 3.0, "{name}: pixels differ by up to {worst}/255");
+        let plain = base.generate_with(&params, &cond, &uncond, false, &mut |_| true).unwrap();
+        let plain_px: Vec<f32> = plain.image.data.iter().map(|&v| v as f32).collect();
+        assert!(common::max_abs_diff(&plain_px, &want) > 30.0, "{name}: the base alone is not the reference");
+        eprintln!("{name}: latent rel L2 {err:.2e}, max pixel difference {worst}/255 against Fooocus");
+    }
+    // Without the interposer it says which file is missing.
+    let bare = sd15_refiner(false);
+    let params = GenerationParams::txt2img("", 64, 64, 4, 1);
+    let err = base.generate_with_refiner(&params, &cond, &uncond, Some(Refiner { model: &bare, switch: 2, swap: RefinerSwap::Joint }), false, &mut |_| true);
+    let msg = err.err().unwrap().to_string();
+    assert!(msg.contains("vae_approx/xl-to-v1_interposer-v4.0.safetensors"), "{msg}");
+}
+
+#[test]
+fn with_an_sd15_refiner_a_partial_denoise_runs_one_model_as_fooocus_decides() {
+    let base = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions::default()).unwrap();
+    let refiner = sd15_refiner(true);
+    let cond = base.encode_prompt("a lighthouse", 2).unwrap();
+    let uncond = base.encode_prompt("", 2).unwrap();
+    let image = RgbImage { width: 64, height: 64, data: (0..64 * 64 * 3).map(|i| ((i * 37) % 251) as u8).collect() };
+    let mut params = GenerationParams::txt2img("a lighthouse", 64, 64, 8, 3);
+    params.init_image = Some(image.clone());
+    let run = |params: &GenerationParams, r: Option<Refiner>| base.generate_with_refiner(params, &cond, &uncond, r, false, &mut |_| true).unwrap().latent;
+    let at_half = Refiner { model: &refiner, switch: 4, swap: RefinerSwap::Joint };
+    // ((8 − 4) / 8)^0.834 = 0.561: a denoise above it is the base's alone …
+    params.denoise = 0.7;
+    assert_eq!(common::to_vec(&run(&params, Some(at_half))), common::to_vec(&run(&params, None)));
+    // … at or below it the refiner's alone, from an image its own VAE encoded.
+    params.denoise = 0.5;
+    let alone = run(&params, Some(at_half));
+    let ms = ModelSampling::sdxl();
+    let sigmas = sampling_sigmas(&ms, params.scheduler, 8, 0.5, false);
+    let vae = refiner.vae.as_ref().unwrap();
+    let pixels = ((image.to_tensor(&Device::Cpu).unwrap() * 2.0).unwrap() - 1.0).unwrap();
+    let latent = vae.encode(&pixels).unwrap();
+    let x = (latent + (initial_noise(3, (1, 4, 8, 8)).unwrap() * sigmas[0] as f64).unwrap()).unwrap();
+    let mut d = CfgDenoiser::for_refiner(&base, &refiner, &ms, &cond, &uncond, SizeIds::plain(64, 64), params.cfg, None).unwrap();
+    let composed = sample(params.sampler, &mut d, x, &sigmas, &ms, &mut NoiseSource::silent(), &mut |_, _, _, _| Ok(())).unwrap();
+    let err = common::rel_l2(&common::to_vec(&alone), &common::to_vec(&composed));
+    assert!(err < 1e-5, "refiner alone vs composed: {err}");
 }
