@@ -143,7 +143,7 @@ fn a_request_refiner_takes_over_at_the_switch() {
 }
 
 #[test]
-fn an_sdxl_refiner_checkpoint_refines_with_each_swap_method() {
+fn refiners_of_each_architecture_refine_with_each_swap_method() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
     let refiner = common::fixtures().join("../tiny-sdxl-refiner/tiny-sdxl-refiner.safetensors");
@@ -167,6 +167,14 @@ fn an_sdxl_refiner_checkpoint_refines_with_each_swap_method() {
         assert!(!seen.contains(&pixels), "{swap}: the swap method and the refiner change the image");
         seen.push(pixels);
     }
+    // An SD1.5 refiner, through the latent interposer from models/vae_approx (Fooocus forces its vae swap).
+    let fixture = common::fixtures().join("../tiny-sdxl-refiner");
+    std::fs::copy(fixture.join("tiny-sd15-refiner.safetensors"), dir.path().join("models/checkpoints/tiny-sd15.safetensors")).unwrap();
+    std::fs::create_dir_all(dir.path().join("models/vae_approx")).unwrap();
+    let interposer = "xl-to-v1_interposer-v4.0.safetensors";
+    std::fs::copy(fixture.join(interposer), dir.path().join("models/vae_approx").join(interposer)).unwrap();
+    let sd15 = common::pixels(&common::first_image(&server.addr, &body("tiny-sd15.safetensors", "joint")));
+    assert!(!seen.contains(&sd15), "the SD1.5 refiner changes the image");
     // Fooocus asserts on any other method; here it is a 422 naming the field and the choices.
     let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("tiny-refiner.safetensors", "blend"));
     let text = String::from_utf8_lossy(&raw);

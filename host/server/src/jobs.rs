@@ -14,6 +14,7 @@ use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::{refiner_switch_step, Refiner, RefinerSwap};
 use focal_engine::lora::LoraSpec;
 use focal_engine::sdxl::Conditioning;
+use focal_engine::interposer::Interposer;
 use focal_engine::refiner::RefinerModel;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 use focal_models::{Downloader, ModelsDir};
@@ -401,7 +402,22 @@ impl JobManager {
             // reported, not merged: an SDXL LoRA on an SDXL-refiner checkpoint).
             let refiner = match &refiner {
                 Some(path) => {
-                    let r = RefinerModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?;
+                    let mut r = RefinerModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?;
+                    if r.has_own_vae() {
+                        // SD1.5: Fooocus's latent interposer, fetched on first use as Fooocus's launcher does.
+                        let file = self.options.models.folder("vae_approx").join(focal_engine::interposer::FILE_NAME);
+                        if !file.is_file() {
+                            self.download(id, focal_engine::interposer::URL, &file).map_err(|e| {
+                                format!(
+                                    "an SD1.5 refiner needs the latent interposer models/vae_approx/{}; fetching it from {} failed ({e}); put the file there",
+                                    focal_engine::interposer::FILE_NAME,
+                                    focal_engine::interposer::URL
+                                )
+                            })?;
+                        }
+                        let interposer = Interposer::load(&file, &options.device).map_err(|e| e.to_string())?;
+                        r = r.with_interposer(interposer);
+                    }
                     if !r.lora_report.unknown.is_empty() {
                         tracing::info!(job = %id, not_merged = r.lora_report.unknown.len(), "refiner: LoRA modules that do not fit it are skipped");
                     }
