@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
+use focal_engine::interposer::{self, Interposer};
+use focal_engine::pipeline::{refiner_switch_step, Refiner};
+use focal_engine::refiner::RefinerModel;
 use focal_engine::{LoadOptions, SdxlModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -65,6 +68,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
     let embeddings_dir = Some(focal_models::ModelsDir::new(&args.models_dir).folder("embeddings"));
     let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, embeddings_dir, ..Default::default() })?;
+    let refiner = match request.refiner()? {
+        Some((name, switch, swap)) => Some((load_refiner(&args.models_dir, &name, dtype)?, switch, swap)),
+        None => None,
+    };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let cond = model.encode_prompt(&request.prompt, 2)?;
@@ -74,7 +81,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             ProgressStyle::with_template("image {msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}").unwrap(),
         );
         bar.set_message(format!("{}/{}", i + 1, params.len()));
-        let out = model.generate_with(p, &cond, &uncond, false, &mut |pr| {
+        let refiner_at = refiner.as_ref().map(|(m, switch, swap)| Refiner { model: m, switch: refiner_switch_step(p.steps, *switch), swap: *swap });
+        let out = model.generate_with_refiner(p, &cond, &uncond, refiner_at, false, &mut |pr| {
             bar.set_position(pr.step as u64);
             true
         })?;
@@ -84,4 +92,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         println!("{}", serde_json::json!({"seed": out.seed, "finish_reason": "SUCCESS", "path": path}));
     }
     Ok(())
+}
+
+/// The request's refiner from DIR/checkpoints; an SD1.5 one with the interposer from
+/// DIR/vae_approx (which `focal serve` fetches on first use).
+fn load_refiner(models_dir: &Path, name: &str, dtype: DType) -> Result<RefinerModel> {
+    let path = resolve_checkpoint(models_dir, name).context("refiner_model_name")?;
+    let refiner = RefinerModel::load(&path, &LoadOptions { dtype, ..Default::default() })?;
+    if !refiner.has_own_vae() {
+        return Ok(refiner);
+    }
+    let file = models_dir.join("vae_approx").join(interposer::FILE_NAME);
+    if !file.is_file() {
+        bail!("an SD1.5 refiner needs the latent interposer {}: download it from {}", file.display(), interposer::URL);
+    }
+    Ok(refiner.with_interposer(Interposer::load(&file, &candle_core::Device::Cpu)?))
 }

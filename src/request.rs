@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use focal_engine::freeu::FreeU;
 use focal_engine::patches::FooocusPatches;
+use focal_engine::pipeline::RefinerSwap;
 use focal_engine::{GenerationParams, Sampler, Scheduler};
 use serde::Deserialize;
 
@@ -22,6 +23,9 @@ pub struct TextToImageRequest {
     pub image_seed: i64,
     pub sharpness: f32,
     pub guidance_scale: f32,
+    pub refiner_model_name: String,
+    pub refiner_switch: f32,
+    pub loras: Vec<serde_json::Value>,
     pub advanced_params: AdvancedParams,
 }
 
@@ -37,6 +41,9 @@ impl Default for TextToImageRequest {
             image_seed: -1,
             sharpness: 2.0,
             guidance_scale: 4.0,
+            refiner_model_name: "None".into(),
+            refiner_switch: 0.5,
+            loras: Vec::new(),
             advanced_params: AdvancedParams::default(),
         }
     }
@@ -59,6 +66,8 @@ pub struct AdvancedParams {
     pub freeu_b2: f64,
     pub freeu_s1: f64,
     pub freeu_s2: f64,
+    pub refiner_swap_method: String,
+    pub overwrite_switch: f32,
 }
 
 impl Default for AdvancedParams {
@@ -78,11 +87,30 @@ impl Default for AdvancedParams {
             freeu_b2: 1.02,
             freeu_s1: 0.99,
             freeu_s2: 0.95,
+            refiner_swap_method: "joint".into(),
+            overwrite_switch: -1.0,
         }
     }
 }
 
 impl TextToImageRequest {
+    /// The refiner's name, switch fraction (`overwrite_switch` wins when set) and swap method,
+    /// when one is asked for.
+    pub fn refiner(&self) -> Result<Option<(String, f32, RefinerSwap)>> {
+        if matches!(self.refiner_model_name.as_str(), "" | "None") {
+            return Ok(None);
+        }
+        let adv = &self.advanced_params;
+        let swap = match adv.refiner_swap_method.as_str() {
+            "joint" => RefinerSwap::Joint,
+            "separate" => RefinerSwap::Separate,
+            "vae" => RefinerSwap::Vae,
+            other => bail!("invalid request: field 'advanced_params.refiner_swap_method': '{other}' is not one of joint, separate, vae"),
+        };
+        let switch = if adv.overwrite_switch > 0.0 { adv.overwrite_switch } else { self.refiner_switch };
+        Ok(Some((self.refiner_model_name.clone(), switch, swap)))
+    }
+
     pub fn parse(json: &str) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_str(json);
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -150,6 +178,9 @@ impl TextToImageRequest {
         let mut v = Vec::new();
         if !self.style_selections.is_empty() {
             v.push(format!("style_selections {:?}", self.style_selections));
+        }
+        if !self.loras.is_empty() {
+            v.push("loras (use `focal serve` for LoRAs)".to_string());
         }
         v
     }

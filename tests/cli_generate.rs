@@ -81,3 +81,32 @@ fn bad_requests_fail_with_one_clear_line() {
     std::fs::write(&corrupt, &bytes[..1000]).unwrap();
     assert_one_line_error(&generate(dir.path(), "{}", corrupt.to_str().unwrap()), "corrupt.safetensors");
 }
+
+#[test]
+fn a_request_refiner_runs_in_generate_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = fixtures().join("tiny-sdxl-a.safetensors");
+    let refiners = fixtures().join("../tiny-sdxl-refiner");
+    let request = |refiner: &str, swap: &str| {
+        format!(
+            r#"{{"prompt": "a fox", "image_seed": 3, "aspect_ratios_selection": "64*64", "refiner_model_name": "{refiner}",
+                "refiner_switch": 0.5, "advanced_params": {{"sampler_name": "euler", "overwrite_step": 4, "refiner_swap_method": "{swap}"}}}}"#
+        )
+    };
+    let image = |refiner: &str| {
+        let out = generate(dir.path(), &request(refiner, "joint"), ckpt.to_str().unwrap());
+        assert!(out.status.success(), "{}", stderr(&out));
+        decode(&std::fs::read(dir.path().join("out/0.png")).unwrap())
+    };
+    let plain = image("None");
+    let refined = image(refiners.join("tiny-sdxl-refiner.safetensors").to_str().unwrap());
+    assert_ne!(plain, refined, "the refiner changes the image");
+    let sd15 = refiners.join("tiny-sd15-refiner.safetensors");
+    // An SD1.5 refiner without the interposer in the models folder says where to put it.
+    assert_one_line_error(&generate(dir.path(), &request(sd15.to_str().unwrap(), "joint"), ckpt.to_str().unwrap()), "vae_approx");
+    std::fs::create_dir_all(dir.path().join("models/vae_approx")).unwrap();
+    let name = "xl-to-v1_interposer-v4.0.safetensors";
+    std::fs::copy(refiners.join(name), dir.path().join("models/vae_approx").join(name)).unwrap();
+    assert_ne!(image(sd15.to_str().unwrap()), plain, "the SD1.5 refiner changes the image");
+    assert_one_line_error(&generate(dir.path(), &request(sd15.to_str().unwrap(), "blend"), ckpt.to_str().unwrap()), "refiner_swap_method");
+}
