@@ -97,6 +97,17 @@ fn refiner_fixture() -> std::path::PathBuf {
     common::fixture_dir("tiny-sdxl-refiner")
 }
 
+/// A reference case's generation: its sampler, schedule, size, seed and CFG, Fooocus's default patches.
+fn case_params(case: &serde_json::Value) -> GenerationParams {
+    let num = |k: &str| case[k].as_f64().unwrap();
+    let mut params = GenerationParams::txt2img("", num("width") as u32, num("height") as u32, num("steps") as usize, num("seed") as u64);
+    params.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
+    params.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
+    params.cfg = num("cfg") as f32;
+    params.patches = Some(FooocusPatches::default());
+    params
+}
+
 fn refiner_refs() -> (HashMap<String, Tensor>, serde_json::Value) {
     let dir = refiner_fixture();
     let tensors = candle_core::safetensors::load(dir.join("refs.safetensors"), &Device::Cpu).unwrap();
@@ -143,11 +154,7 @@ fn every_swap_method_with_an_sdxl_refiner_matches_fooocus() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let num = |k: &str| case[k].as_f64().unwrap();
-        let mut params = GenerationParams::txt2img("", num("width") as u32, num("height") as u32, num("steps") as usize, num("seed") as u64);
-        params.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
-        params.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
-        params.cfg = num("cfg") as f32;
-        params.patches = Some(patches);
+        let params = case_params(case);
         let swap = match case["swap"].as_str().unwrap() {
             "joint" => RefinerSwap::Joint,
             "separate" => RefinerSwap::Separate,
@@ -194,11 +201,7 @@ fn an_sd15_refiner_takes_over_through_the_interposer_as_in_fooocus() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let num = |k: &str| case[k].as_f64().unwrap();
-        let mut params = GenerationParams::txt2img("", num("width") as u32, num("height") as u32, num("steps") as usize, num("seed") as u64);
-        params.sampler = case["sampler"].as_str().unwrap().parse().unwrap();
-        params.scheduler = case["scheduler"].as_str().unwrap().parse().unwrap();
-        params.cfg = num("cfg") as f32;
-        params.patches = Some(FooocusPatches::default());
+        let params = case_params(case);
         let switch = num("switch") as usize;
         // Whatever was asked, Fooocus runs the vae swap: the base up to the switch, then the refiner.
         let asked = if case["swap"] == "separate" { RefinerSwap::Separate } else { RefinerSwap::Joint };
