@@ -44,6 +44,30 @@ fn a_presets_default_model_is_downloaded_on_first_use() {
 }
 
 #[test]
+fn a_presets_refiner_is_downloaded_on_first_use() {
+    let refiner = std::fs::read(common::fixtures().join("../tiny-sdxl-refiner/tiny-sdxl-refiner.safetensors")).unwrap();
+    let url = file_server(refiner.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
+    let preset = dir.path().join("tiny-sai.json");
+    std::fs::write(
+        &preset,
+        format!(
+            r#"{{"default_model": "tiny.safetensors", "default_refiner": "tiny-refiner.safetensors", "default_refiner_switch": 0.5,
+                "checkpoint_downloads": {{"tiny-refiner.safetensors": "{url}"}}}}"#
+        ),
+    )
+    .unwrap();
+    let server = common::serve_in(dir.path(), &["--preset".as_ref(), preset.as_os_str()]);
+    let body = r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "save_meta": true, "require_base64": true,
+                   "advanced_params": {"sampler_name": "euler", "overwrite_step": 4}}"#;
+    let png = common::first_image(&server.addr, body);
+    assert_eq!(std::fs::read(dir.path().join("models/checkpoints/tiny-refiner.safetensors")).unwrap(), refiner);
+    assert!(String::from_utf8_lossy(&png).contains(r#""refiner_model": "tiny-refiner.safetensors""#), "the preset's refiner ran");
+}
+
+#[test]
 fn models_pull_fetches_a_url_and_checks_its_sha256() {
     let url = file_server(b"model bytes".to_vec());
     let dir = tempfile::tempdir().unwrap();

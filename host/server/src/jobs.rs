@@ -374,6 +374,8 @@ impl JobManager {
         let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
             Some(path) if path != checkpoint => Some(path),
             Some(_) => None,
+            // A refiner the preset knows a URL for is fetched on first use, like its base model.
+            None if self.options.downloads.contains_key(&r.model) => Some(self.options.models.folder("checkpoints").join(&r.model)),
             None => {
                 tracing::warn!(refiner = %r.model, "refiner not found in the models folder; skipped");
                 None
@@ -397,6 +399,9 @@ impl JobManager {
                 .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
             for unknown in &base.lora_report.unknown {
                 tracing::warn!(job = %id, "LoRA key not merged: {unknown}");
+            }
+            if let Some(path) = &refiner {
+                self.download_if_missing(id, path)?;
             }
             // The refiner gets the same LoRAs, as in Fooocus (what does not fit its UNet is
             // reported, not merged: an SDXL LoRA on an SDXL-refiner checkpoint).
