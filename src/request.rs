@@ -151,7 +151,7 @@ impl TextToImageRequest {
         p.negative_prompt = self.negative_prompt.clone();
         p.cfg = self.guidance_scale;
         p.sampler = sampler;
-        p.scheduler = scheduler;
+        p.scheduler = scheduler.as_fooocus_samples();
         p.patches = Some(FooocusPatches {
             sharpness: self.sharpness,
             adaptive_cfg: adv.adaptive_cfg,

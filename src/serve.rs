@@ -11,6 +11,7 @@ use focal_runtime::{HostOptions, PluginHost};
 use focal_models::{ModelsDir, Preset};
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::jobs::{JobManager, JobOptions};
+use focal_server::limits::RequestLimits;
 use focal_server::outputs::Outputs;
 use focal_server::expansion::HostExpansion;
 use focal_server::prompts::PluginPrompts;
@@ -60,7 +61,38 @@ pub struct ServeArgs {
     #[arg(long)]
     allow_private_fetch: bool,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     dirs: Dirs,
+}
+
+/// Bounds on what one request may make the server allocate (see `focal_server::limits`).
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// Largest request body in MiB (413 beyond).
+    #[arg(long, default_value_t = 64)]
+    max_body_mb: usize,
+    /// Largest input image (upload, base64 or URL), in pixels; checked from its header.
+    #[arg(long, default_value_t = focal_server::decode::ImageLimits::DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+    /// Largest image the engine generates (width × height), in pixels.
+    #[arg(long, default_value_t = RequestLimits::default().max_generation_pixels)]
+    max_generation_pixels: u64,
+    /// Most characters in a prompt or negative prompt.
+    #[arg(long, default_value_t = RequestLimits::default().max_prompt_chars)]
+    max_prompt_chars: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_body_bytes: self.max_body_mb.saturating_mul(1 << 20),
+            image: focal_server::decode::ImageLimits { max_pixels: self.max_image_pixels },
+            max_generation_pixels: self.max_generation_pixels,
+            max_prompt_chars: self.max_prompt_chars,
+            ..RequestLimits::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -137,6 +169,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 base_url: base_url.clone(),
                 database: args.dirs.data_dir.join("focal.db"),
                 outputs: Outputs::new(&args.outputs_dir),
+                limits: args.limits.limits(),
             },
             Some(webhooks),
         )?;
@@ -163,7 +196,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
         prompts.attach(host.clone(), registry.clone());
-        let options = focal_server::ServerOptions { api_key: args.apikey.clone() };
+        let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: args.limits.limits().max_body_bytes };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, host, registry, options).await
     })

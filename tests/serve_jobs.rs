@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{b64decode, get, json, request, request_bytes, serve_tiny};
+use common::{b64decode, get, json, multipart, request, request_bytes, serve_tiny};
 use serde_json::Value;
 
 const T2I: &str = "/v1/generation/text-to-image";
@@ -250,19 +250,6 @@ fn webhooks_are_retried_until_delivered() {
     assert_eq!(got.last().unwrap().0, 2);
     assert!(flaky_rx.recv_timeout(Duration::from_secs(3)).is_err(), "no more deliveries after a success");
     assert!(global_rx.try_recv().is_err(), "the request's own webhook replaces the global one");
-}
-
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "focaltestboundary";
-    let mut body = Vec::new();
-    for (name, data) in parts {
-        let filename = if data.starts_with(b"\x89PNG") { "; filename=\"in.png\"" } else { "" };
-        write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n").unwrap();
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    write!(body, "--{boundary}--\r\n").unwrap();
-    (format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"), body)
 }
 
 #[test]

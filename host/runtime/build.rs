@@ -24,6 +24,10 @@ fn main() {
     let out = match std::env::var("FOCAL_PLUGINS_PREBUILT") {
         Ok(dir) => PathBuf::from(dir),
         Err(_) => {
+            if let Some(missing) = missing_wasm_target() {
+                // One line a person can act on, instead of rustc's "can't find crate for `core`".
+                panic!("{missing}");
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.arg("build")
@@ -50,4 +54,16 @@ fn main() {
         }
     };
     println!("cargo:rustc-env=FOCAL_PLUGINS_OUT={}", out.display());
+}
+
+/// Whether the toolchain building focal can build the plugins: the wasm32-wasip2 standard
+/// library must be installed in its sysroot.
+fn missing_wasm_target() -> Option<String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let installed = sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir();
+    (!installed).then(|| {
+        "focal's plugins are built for wasm32-wasip2, which this Rust toolchain lacks: run `rustup target add wasm32-wasip2`, then build again".to_string()
+    })
 }

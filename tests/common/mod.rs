@@ -20,12 +20,16 @@ impl Drop for Server {
 
 /// Start `focal serve --port 0 ARGS…` and wait for the address it prints.
 pub fn serve(args: &[&std::ffi::OsStr]) -> Server {
+    // FOCAL_TEST_STDERR=1 shows the server's log when debugging a test.
+    spawn(args, if std::env::var_os("FOCAL_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
+}
+
+fn spawn(args: &[&std::ffi::OsStr], stderr: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(["serve", "--port", "0"])
         .args(args)
         .stdout(Stdio::piped())
-        // FOCAL_TEST_STDERR=1 shows the server's log when debugging a test.
-        .stderr(if std::env::var_os("FOCAL_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -147,4 +151,29 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// The RGB pixels of a PNG.
 pub fn pixels(png: &[u8]) -> Vec<u8> {
     focal_engine::image::RgbImage::decode_png(png).unwrap().data
+}
+
+/// A multipart/form-data body: (Content-Type header line, body). Parts whose data is a PNG are
+/// sent as file uploads.
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "focaltestboundary";
+    let mut body = Vec::new();
+    for (name, data) in parts {
+        let filename = if data.starts_with(b"\x89PNG") { "; filename=\"in.png\"" } else { "" };
+        write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n").unwrap();
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"), body)
+}
+
+/// `focal serve --port 0 ARGS…` with its log (stderr) written to `log`.
+pub fn serve_logged(args: &[&std::ffi::OsStr], log: &std::path::Path) -> Server {
+    spawn(args, std::fs::File::create(log).unwrap().into())
+}
+
+/// Whether the server process is still running.
+pub fn alive(server: &mut Server) -> bool {
+    matches!(server.child.try_wait(), Ok(None))
 }

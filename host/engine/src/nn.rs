@@ -58,13 +58,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     // Scores and softmax in f32 for stability in half precision.
     let q = (q.to_dtype(candle_core::DType::F32)? * (1.0 / (hd as f64).sqrt()))?;
     let k = k.to_dtype(candle_core::DType::F32)?;
-    let mut scores = q.matmul(&k.t()?)?;
-    if let Some(mask) = mask {
-        scores = scores.broadcast_add(mask)?;
-    }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(in_dtype)?;
-    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))
+    let k_t = k.t()?;
+    let rows_of = |q: &Tensor| -> Result<Tensor> {
+        let mut scores = q.matmul(&k_t)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(in_dtype)?.matmul(&v)
+    };
+    // Softmax is per query row, so queries can go in chunks: the score matrix never exceeds
+    // SCORE_BUDGET elements, whatever the image size (a full one is quadratic in pixels).
+    let rows = (SCORE_BUDGET / (b * heads * m).max(1)).max(1);
+    // (Masked attention is CLIP's, 77 tokens: never chunked, so the mask needs no slicing.)
+    let out = if n <= rows || mask.is_some() {
+        rows_of(&q)?
+    } else {
+        let chunks = (0..n).step_by(rows).map(|start| rows_of(&q.narrow(2, start, rows.min(n - start))?.contiguous()?)).collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&chunks, 2)?
+    };
+    out.transpose(1, 2)?.reshape((b, n, inner))
 }
+
+/// Most attention scores held at once (f32): 32 Mi elements, 128 MiB.
+const SCORE_BUDGET: usize = 32 << 20;
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::silu(x)

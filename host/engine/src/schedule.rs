@@ -215,6 +215,17 @@ fn align_your_steps(steps: usize) -> Vec<f32> {
 }
 
 impl Scheduler {
+    /// The schedule Fooocus 2.5.5 actually samples with when asked for this one: its
+    /// `KSampler` replaces names missing from ComfyUI's `SCHEDULER_NAMES` (`turbo`,
+    /// `align_your_steps`) by `normal` (checked against Fooocus's own code in
+    /// tests/fixtures/fooocus-oracle). The Fooocus-API plugin applies the same rule.
+    pub fn as_fooocus_samples(self) -> Scheduler {
+        match self {
+            Scheduler::Turbo | Scheduler::AlignYourSteps => Scheduler::Normal,
+            other => other,
+        }
+    }
+
     /// `steps` sigmas from high to low followed by a trailing 0.
     pub fn sigmas(self, ms: &ModelSampling, steps: usize) -> Vec<f32> {
         let mut s = match self {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -27,13 +28,22 @@ use crate::{Request, Response};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Panic messages and other guest stderr kept for the log, per request.
 const STDERR_CAPTURE: usize = 64 << 10;
+/// Bytes of `log::log` output a plugin may write per request; the rest is dropped (noted once).
+const LOG_BUDGET: usize = 64 << 10;
+/// Instances kept for prompt steps (they run inside jobs and inside other plugins' requests, so
+/// endpoints flooding the host must not be able to take them).
+const STEP_INSTANCES: u32 = 32;
 
 #[derive(Clone, Debug)]
 pub struct HostOptions {
     /// Where compiled components are cached (`None`: compile on every load).
     pub cache_dir: Option<PathBuf>,
-    /// Instances alive at once across all plugins (parked requests included); more get 503.
+    /// Endpoint requests served at once across all plugins (parked requests included); more
+    /// get 503. Prompt steps have [`STEP_INSTANCES`] of their own besides.
     pub max_instances: u32,
+    /// The most requests one plugin may serve at once, whatever its manifest asks: the rest of
+    /// `max_instances` stays for the other plugins.
+    pub max_concurrency_per_plugin: u32,
     /// Largest linear memory any plugin may be granted, in MiB.
     pub max_memory_mb: u64,
     /// Host settings every plugin can read with `config.get("host.<key>")`, e.g. `base-url`.
@@ -44,7 +54,14 @@ pub struct HostOptions {
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { cache_dir: None, max_instances: 256, max_memory_mb: 512, settings: BTreeMap::new(), wildcards_dir: None }
+        Self {
+            cache_dir: None,
+            max_instances: 256,
+            max_concurrency_per_plugin: 160,
+            max_memory_mb: 512,
+            settings: BTreeMap::new(),
+            wildcards_dir: None,
+        }
     }
 }
 
@@ -54,6 +71,9 @@ pub struct Plugin {
     /// sha256 of the component bytes.
     pub digest: String,
     kind: Kind,
+    /// Requests in flight at once: the manifest's `concurrency`, capped by the host.
+    slots: Arc<Semaphore>,
+    concurrency: u32,
 }
 
 /// Which world a component implements (told apart by its exports at load time).
@@ -80,8 +100,10 @@ pub enum PluginFailure {
     Trap { plugin: String, message: String },
     #[error("plugin '{plugin}' returned an invalid response: {message}")]
     BadResponse { plugin: String, message: String },
+    #[error("plugin '{plugin}' is serving its limit of {limit} requests at once; try again")]
+    Busy { plugin: String, limit: u32 },
     #[error("too many plugin requests in flight; try again")]
-    Busy,
+    HostBusy,
 }
 
 impl PluginFailure {
@@ -89,7 +111,9 @@ impl PluginFailure {
     pub fn status(&self) -> u16 {
         match self {
             PluginFailure::Timeout { .. } => 504,
-            PluginFailure::Busy => 503,
+            PluginFailure::Busy { .. } | PluginFailure::HostBusy => 503,
+            // The plugin is the upstream here: what it answered is not a valid HTTP response.
+            PluginFailure::BadResponse { .. } => 502,
             _ => 500,
         }
     }
@@ -109,6 +133,8 @@ pub struct State {
     deadline: Instant,
     /// The image's Python generator while a prompt step runs (`focal:plugin/random`).
     random: Option<PyRandom>,
+    /// What is left of [`LOG_BUDGET`] for this request.
+    log_budget: usize,
 }
 
 impl WasiView for State {
@@ -124,6 +150,10 @@ pub struct PluginHost {
     settings: Arc<BTreeMap<String, String>>,
     services: Services,
     stop_ticker: Arc<AtomicBool>,
+    /// Endpoint requests in flight across all plugins ([`HostOptions::max_instances`]).
+    endpoint_slots: Semaphore,
+    /// Prompt-step calls in flight ([`STEP_INSTANCES`]).
+    step_slots: Semaphore,
 }
 
 impl Drop for PluginHost {
@@ -136,12 +166,13 @@ impl PluginHost {
     pub fn new(options: HostOptions, services: Services) -> anyhow::Result<Self> {
         let max_memory = (options.max_memory_mb as usize) << 20;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(options.max_instances)
-            .total_core_instances(options.max_instances * 8)
+        let instances = options.max_instances + STEP_INSTANCES;
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
             .max_core_instances_per_component(16)
-            .total_memories(options.max_instances * 2)
-            .total_tables(options.max_instances * 4)
-            .total_stacks(options.max_instances)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memory_size(max_memory)
             // Reset the first pages with memset instead of madvise: avoids VM-lock contention
             // between workers (see wasmtime#5243).
@@ -173,7 +204,9 @@ impl PluginHost {
             }
         })?;
         let settings = Arc::new(options.settings.clone());
-        Ok(Self { engine, linker, options, settings, services, stop_ticker })
+        let endpoint_slots = Semaphore::new(options.max_instances as usize);
+        let step_slots = Semaphore::new(STEP_INSTANCES as usize);
+        Ok(Self { engine, linker, options, settings, services, stop_ticker, endpoint_slots, step_slots })
     }
 
     /// Compile (or load from the cache) and link a component. Fails if the component is not a
@@ -204,7 +237,8 @@ impl PluginHost {
                 self.options.max_memory_mb
             );
         }
-        Ok(Plugin { manifest, digest, kind })
+        let concurrency = manifest.limits.concurrency.clamp(1, self.options.max_concurrency_per_plugin.max(1));
+        Ok(Plugin { manifest, digest, kind, slots: Arc::new(Semaphore::new(concurrency as usize)), concurrency })
     }
 
     fn compile(&self, digest: &str, wasm: &[u8]) -> anyhow::Result<Component> {
@@ -264,6 +298,7 @@ impl PluginHost {
             started: now,
             deadline: now + Duration::from_millis(m.limits.timeout_ms),
             random,
+            log_budget: LOG_BUDGET,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -282,6 +317,10 @@ impl PluginHost {
         let Kind::Endpoint(pre) = &plugin.kind else {
             return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "a prompt step serves no requests".into() });
         };
+        // The plugin's own share first, so a flooded plugin is refused without touching the
+        // capacity the others need.
+        let _plugin_slot = plugin.slots.try_acquire().map_err(|_| PluginFailure::Busy { plugin: m.name.clone(), limit: plugin.concurrency })?;
+        let _host_slot = self.endpoint_slots.try_acquire().map_err(|_| PluginFailure::HostBusy)?;
         let (mut store, stderr) = self.store(m, None);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
         let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
@@ -294,6 +333,7 @@ impl PluginHost {
     pub async fn prompt_styles(&self, plugin: &Plugin) -> Result<Vec<String>, PluginFailure> {
         let m = &plugin.manifest;
         let Kind::PromptStep(pre) = &plugin.kind else { return Ok(vec![]) };
+        let _slot = self.step_slot(m).await?;
         let (mut store, stderr) = self.store(m, None);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
         let call = instance.focal_plugin_prompt_processor().call_styles(&mut store);
@@ -312,12 +352,24 @@ impl PluginHost {
         let Kind::PromptStep(pre) = &plugin.kind else {
             return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "an endpoint is not a prompt step".into() });
         };
+        let _slot = self.step_slot(m).await?;
         let (mut store, stderr) = self.store(m, Some(random));
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
         let call = instance.focal_plugin_prompt_processor().call_process(&mut store, &task);
         let result = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
         let random = store.data_mut().random.take().expect("the generator stays in the store");
         Ok((result, random))
+    }
+}
+
+impl PluginHost {
+    /// One of the instances kept for prompt steps, waited for within the step's time budget.
+    async fn step_slot(&self, m: &PluginManifest) -> Result<tokio::sync::SemaphorePermit<'_>, PluginFailure> {
+        let limit = Duration::from_millis(m.limits.timeout_ms);
+        match tokio::time::timeout(limit, self.step_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(PluginFailure::HostBusy),
+        }
     }
 }
 
@@ -339,13 +391,14 @@ fn failure(m: &PluginManifest, stderr: &MemoryOutputPipe, e: wasmtime::Error, st
     let text = format!("{e:#}");
     let out = stderr.contents();
     let guest_said = String::from_utf8_lossy(&out);
-    tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %guest_said.trim(), "plugin failed: {text}");
+    let stderr = escape_plugin_text(guest_said.trim());
+    tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %stderr, "plugin failed: {}", escape_plugin_text(&text));
     if trap == Some(Trap::Interrupt) {
         PluginFailure::Timeout { plugin: name.clone(), limit_ms: m.limits.timeout_ms }
     } else if text.contains("forcing trap when growing memory") {
         PluginFailure::OutOfMemory { plugin: name.clone(), limit_mb: m.limits.memory_mb }
     } else if text.contains("concurrent limit") {
-        PluginFailure::Busy
+        PluginFailure::HostBusy
     } else {
         let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
         PluginFailure::Trap { plugin: name.clone(), message: detail.unwrap_or_else(|| first_line(&e.root_cause().to_string())) }
@@ -377,15 +430,46 @@ fn hex(bytes: &[u8]) -> String {
 
 impl types::Host for State {}
 
+/// A plugin's text made safe for the host's log: newlines and other control characters
+/// (ANSI escapes included) are written as escapes, so one plugin line stays one log line and
+/// cannot imitate a host line or restyle the terminal.
+pub fn escape_plugin_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl log::Host for State {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if self.log_budget == 0 {
+            return Ok(());
+        }
         let plugin = &*self.plugin;
+        let mut message = escape_plugin_text(&message);
+        if message.len() >= self.log_budget {
+            let cut = (0..=self.log_budget.min(message.len())).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+            message.truncate(cut);
+            message.push_str(" [log limit reached: further lines of this request dropped]");
+            self.log_budget = 0;
+        } else {
+            self.log_budget -= message.len();
+        }
+        // Every line names its plugin up front, under a target of its own.
         match level {
-            log::Level::Trace => tracing::trace!(plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin, "{message}"),
-            log::Level::Info => tracing::info!(plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin, "{message}"),
-            log::Level::Error => tracing::error!(plugin, "{message}"),
+            log::Level::Trace => tracing::trace!(target: "focal::plugin", plugin, "[{plugin}] {message}"),
+            log::Level::Debug => tracing::debug!(target: "focal::plugin", plugin, "[{plugin}] {message}"),
+            log::Level::Info => tracing::info!(target: "focal::plugin", plugin, "[{plugin}] {message}"),
+            log::Level::Warn => tracing::warn!(target: "focal::plugin", plugin, "[{plugin}] {message}"),
+            log::Level::Error => tracing::error!(target: "focal::plugin", plugin, "[{plugin}] {message}"),
         }
         Ok(())
     }

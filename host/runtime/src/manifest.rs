@@ -24,6 +24,10 @@ pub struct PluginManifest {
     /// Prompt steps run in ascending `order` (ties by name); endpoints ignore it.
     #[serde(default = "default_order")]
     pub order: i32,
+    /// A plugin whose routes this one may take over. Without it, a route another plugin
+    /// already serves is refused (an operator sets this to replace, say, the built-in `/`).
+    #[serde(default)]
+    pub replaces: Option<String>,
 }
 
 fn default_order() -> i32 {
@@ -39,6 +43,14 @@ pub struct Limits {
     /// Wall-clock budget per request, in milliseconds (includes time spent waiting on the host).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Requests this plugin serves at once (capped by the host's per-plugin limit); more get
+    /// 503, so one busy plugin cannot take the instances every other plugin needs.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_concurrency() -> u32 {
+    32
 }
 
 fn default_memory_mb() -> u64 {
@@ -51,7 +63,7 @@ fn default_timeout_ms() -> u64 {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mb: default_memory_mb(), timeout_ms: default_timeout_ms() }
+        Self { memory_mb: default_memory_mb(), timeout_ms: default_timeout_ms(), concurrency: default_concurrency() }
     }
 }
 
@@ -94,6 +106,7 @@ impl PluginManifest {
             capabilities: vec![],
             config: BTreeMap::new(),
             order: default_order(),
+            replaces: None,
         }
     }
 

@@ -26,6 +26,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::decode;
+use crate::limits::RequestLimits;
 use crate::metadata::{self, ImageFacts};
 use crate::outputs::{self, Embedded, Format, Outputs};
 use crate::store::Store;
@@ -52,6 +54,8 @@ pub struct JobOptions {
     pub base_url: String,
     pub database: PathBuf,
     pub outputs: Outputs,
+    /// Sizes a job may ask for (checked at submit, before anything is queued).
+    pub limits: RequestLimits,
 }
 
 /// Turns one image's prompt into what the engine encodes: the prompt-step plugins
@@ -628,6 +632,7 @@ impl EngineService for JobManager {
     fn submit(&self, mut spec: JobSpec) -> Result<String, SubmitError> {
         // Validate before queueing so the plugin can answer 422 naming the field.
         let invalid = |e: String| SubmitError::Invalid(e);
+        self.options.limits.check_job(&spec).map_err(invalid)?;
         engine_params(&spec.params, 0).map_err(|e| invalid(e.to_string()))?.validate(8).map_err(|e| invalid(e.to_string()))?;
         if Format::from_extension(&spec.output.extension).is_none() {
             return Err(invalid(format!("save_extension '{}' is not one of png, jpg, jpeg, webp", spec.output.extension)));
@@ -642,7 +647,7 @@ impl EngineService for JobManager {
             return Err(invalid(format!("save_name '{stem}' must be a plain file name")));
         }
         for input in &spec.inputs {
-            outputs::decode(&input.data).map_err(|e| invalid(format!("{}: {e}", input.role)))?;
+            decode::decode(&input.data, &self.options.limits.image).map_err(|e| invalid(format!("{}: {e}", input.role)))?;
         }
         spec.output.extension = spec.output.extension.to_ascii_lowercase();
         let id = uuid::Uuid::new_v4().to_string();
@@ -705,7 +710,7 @@ impl EngineService for JobManager {
 
     fn image_file(&self, id: &str, index: u32) -> Option<Vec<u8>> {
         let path = self.get(id)?.images.get(index as usize)?.path.clone();
-        std::fs::read(self.options.outputs.resolve(path.trim_start_matches("/files/"))?).ok()
+        self.options.outputs.read_file(path.trim_start_matches("/files/"))
     }
 
     fn stop(&self) {

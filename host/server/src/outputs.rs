@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use focal_engine::image::RgbImage;
 use focal_runtime::services::{File, FileService};
 
@@ -115,48 +115,6 @@ fn exif(m: &Embedded) -> Vec<u8> {
     [b"Exif\0\0".as_slice(), &tiff].concat()
 }
 
-/// Decode a PNG, JPEG or WebP into RGB (alpha dropped, grey expanded).
-pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
-    if bytes.starts_with(b"\x89PNG") {
-        let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
-        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = dec.read_info()?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf)?;
-        let channels = info.color_type.samples();
-        Ok(to_rgb(info.width, info.height, &buf[..info.buffer_size()], channels))
-    } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        let mut dec = jpeg_decoder::Decoder::new(bytes);
-        let pixels = dec.decode()?;
-        let info = dec.info().context("JPEG without a frame header")?;
-        let channels = match info.pixel_format {
-            jpeg_decoder::PixelFormat::L8 => 1,
-            jpeg_decoder::PixelFormat::RGB24 => 3,
-            other => bail!("unsupported JPEG pixel format {other:?}"),
-        };
-        Ok(to_rgb(info.width as u32, info.height as u32, &pixels, channels))
-    } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        let mut dec = image_webp::WebPDecoder::new(std::io::Cursor::new(bytes))?;
-        let (w, h) = dec.dimensions();
-        let channels = if dec.has_alpha() { 4 } else { 3 };
-        let mut buf = vec![0; dec.output_buffer_size().context("WebP too large")?];
-        dec.read_image(&mut buf)?;
-        Ok(to_rgb(w, h, &buf, channels))
-    } else {
-        bail!("not a PNG, JPEG or WebP image")
-    }
-}
-
-fn to_rgb(width: u32, height: u32, pixels: &[u8], channels: usize) -> RgbImage {
-    let data = match channels {
-        3 => pixels.to_vec(),
-        1 => pixels.iter().flat_map(|&g| [g, g, g]).collect(),
-        2 => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
-        _ => pixels.chunks_exact(channels).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-    };
-    RgbImage { width, height, data }
-}
-
 /// `<root>/files/<YYYY-MM-DD>/<name>` as the Fooocus-API lays it out.
 #[derive(Clone)]
 pub struct Outputs {
@@ -196,6 +154,28 @@ impl Outputs {
         (date_ok && name_ok).then(|| self.files_dir().join(date).join(name))
     }
 
+    /// The bytes of the regular file at `rel`, only when its real path stays inside the outputs
+    /// folder: outputs folders are often shared mounts, and a symlink placed there (to a file or
+    /// a folder elsewhere) must not be served.
+    pub fn read_file(&self, rel: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.resolve(rel)?;
+        let root = self.files_dir().canonicalize().ok()?;
+        let parent = path.parent()?.canonicalize().ok()?;
+        if parent.parent() != Some(root.as_path()) {
+            return None;
+        }
+        // O_NOFOLLOW: the last component may not be a symlink, even one swapped in after the check.
+        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
     pub fn remove(&self, rel: &str) {
         if let Some(p) = self.resolve(rel) {
             let _ = std::fs::remove_file(p);
@@ -206,13 +186,13 @@ impl Outputs {
 impl FileService for Outputs {
     fn read(&self, rel: &str, format: Option<&str>) -> Option<File> {
         let path = self.resolve(rel)?;
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = self.read_file(rel)?;
         let stored = Format::from_extension(path.extension()?.to_str()?)?;
         let wanted = format.and_then(Format::from_extension).unwrap_or(stored);
         if wanted == stored {
             return Some(File { content_type: stored.content_type().into(), body: bytes });
         }
-        let converted = decode(&bytes).and_then(|img| encode(&img, wanted, None));
+        let converted = crate::decode::decode(&bytes, &crate::decode::ImageLimits::default()).and_then(|img| encode(&img, wanted, None));
         match converted {
             Ok(body) => Some(File { content_type: wanted.content_type().into(), body }),
             Err(e) => {
@@ -237,7 +217,7 @@ mod tests {
         let meta = Embedded { parameters: "{\"prompt\": \"a cat\"}", scheme: "fooocus" };
         for format in [Format::Png, Format::Jpeg, Format::Webp] {
             let bytes = encode(&image(), format, Some(&meta)).unwrap();
-            let back = decode(&bytes).unwrap();
+            let back = crate::decode::decode(&bytes, &crate::decode::ImageLimits::default()).unwrap();
             assert_eq!((back.width, back.height), (16, 8), "{format:?}");
             if format != Format::Jpeg {
                 assert_eq!(back.data, image().data, "{format:?} is lossless");
@@ -262,6 +242,27 @@ mod tests {
         let e = &tiff[10 + 24..10 + 36];
         let off = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
         assert_eq!(&tiff[off..off + 5], b"a1111");
+    }
+
+    #[test]
+    fn symlinks_out_of_the_outputs_folder_are_not_served() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("secret.png"), b"secret").unwrap();
+        let outputs = Outputs::new(root.path());
+        let saved = outputs.save("real-0.png", b"real").unwrap();
+        assert_eq!(outputs.read_file(&saved).as_deref(), Some(&b"real"[..]));
+        let date = saved.split('/').next().unwrap();
+        let day = root.path().join("files").join(date);
+        std::os::unix::fs::symlink(elsewhere.path().join("secret.png"), day.join("link.png")).unwrap();
+        assert!(outputs.read_file(&format!("{date}/link.png")).is_none(), "a symlinked file");
+        assert!(outputs.read(&format!("{date}/link.png"), None).is_none());
+        // A dated folder that is itself a link to a folder elsewhere.
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("files/2020-01-01")).unwrap();
+        assert!(outputs.read_file("2020-01-01/secret.png").is_none(), "a symlinked folder");
+        // A link inside the folder to another output is refused too (only regular files are served).
+        std::os::unix::fs::symlink(day.join("real-0.png"), day.join("alias.png")).unwrap();
+        assert!(outputs.read_file(&format!("{date}/alias.png")).is_none());
     }
 
     #[test]

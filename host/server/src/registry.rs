@@ -20,8 +20,11 @@ pub struct Registry {
 #[derive(Default)]
 struct Loaded {
     // (directory plugins only; built-ins live in `Registry::builtins`)
-    /// Plugin name → (files' fingerprint, plugin).
+    /// File stem → (files' fingerprint, plugin).
     plugins: BTreeMap<String, (Fingerprint, Arc<Plugin>)>,
+    /// File stem → fingerprint of files that were refused: not compiled or logged again until
+    /// they change.
+    refused: BTreeMap<String, Fingerprint>,
     /// Route prefix → endpoint plugin, longest prefix first.
     routes: Vec<(String, Arc<Plugin>)>,
     /// Every plugin served (built-ins not overridden, then directory plugins), by name.
@@ -37,6 +40,17 @@ fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
         .collect()
+}
+
+/// A directory plugin on its way to being served.
+struct Candidate {
+    file: String,
+    fingerprint: Fingerprint,
+    plugin: Arc<Plugin>,
+    /// The version served before this scan (when the file changed, the previous one).
+    previous: Option<(Fingerprint, Arc<Plugin>)>,
+    /// Unchanged since the last scan: it keeps what it holds against newcomers.
+    serving: bool,
 }
 
 impl Registry {
@@ -59,10 +73,8 @@ impl Registry {
             }
         }
         let registry = Arc::new(Self { dir: dir.to_path_buf(), builtins: loaded, state: RwLock::new(Loaded::default()) });
-        registry.rescan(host);
-        // Publish even when the directory is empty, so the built-ins are routed.
-        let current = registry.state.read().unwrap().plugins.clone();
-        registry.publish(current, true);
+        // The first scan publishes even an empty directory, so the built-ins are routed.
+        registry.scan(host, true);
         registry
     }
 
@@ -103,57 +115,153 @@ impl Registry {
         v
     }
 
-    /// Reload what changed; keep serving the previous version of a plugin that fails to load.
+    /// Reload what changed; keep serving the previous version of a plugin that fails to load
+    /// or is refused.
     pub fn rescan(&self, host: &PluginHost) {
+        self.scan(host, false);
+    }
+
+    fn scan(&self, host: &PluginHost, first: bool) {
+        let (current, mut refused) = {
+            let state = self.state.read().unwrap();
+            (state.plugins.clone(), state.refused.clone())
+        };
+        let mut changed = first;
+        let mut candidates = Vec::new();
         let found = self.components();
-        let mut changed = false;
-        let mut next: BTreeMap<String, (Fingerprint, Arc<Plugin>)> = BTreeMap::new();
-        let current = self.state.read().unwrap().plugins.clone();
-        for (file_name, manifest_path, wasm_path) in found {
+        refused.retain(|file, _| found.iter().any(|(f, _, _)| f == file));
+        for (file, manifest_path, wasm_path) in found {
             let fp = fingerprint(&[wasm_path.clone(), manifest_path.clone()]);
-            if let Some((old_fp, old)) = current.get(&file_name) {
+            let previous = current.get(&file).cloned();
+            if let Some((old_fp, old)) = &previous {
                 if *old_fp == fp {
-                    next.insert(file_name, (fp, old.clone()));
+                    candidates.push(Candidate { file, fingerprint: fp, plugin: old.clone(), previous: None, serving: true });
                     continue;
                 }
             }
-            changed = true;
-            match load_one(host, &file_name, &manifest_path, &wasm_path) {
-                Ok(p) => {
-                    tracing::info!(plugin = %p.manifest.name, routes = ?p.manifest.routes, "plugin loaded");
-                    next.insert(file_name, (fp, Arc::new(p)));
+            if refused.get(&file) == Some(&fp) {
+                // Refused before and unchanged: its previous version (if any) keeps serving.
+                if let Some((old_fp, old)) = previous {
+                    candidates.push(Candidate { file, fingerprint: old_fp, plugin: old, previous: None, serving: true });
                 }
+                continue;
+            }
+            changed = true;
+            refused.remove(&file);
+            match load_one(host, &file, &manifest_path, &wasm_path) {
+                Ok(p) => candidates.push(Candidate { file, fingerprint: fp, plugin: Arc::new(p), previous, serving: false }),
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    if let Some(old) = current.get(&file_name) {
-                        next.insert(file_name, old.clone());
+                    refused.insert(file.clone(), fp);
+                    if let Some((old_fp, old)) = previous {
+                        candidates.push(Candidate { file, fingerprint: old_fp, plugin: old, previous: None, serving: true });
                     }
                 }
             }
         }
-        if next.len() != current.len() {
+        if candidates.len() != current.len() {
             changed = true;
         }
-        self.publish(next, changed);
-    }
-
-    /// Install `plugins` (directory plugins) with the built-ins and rebuild the route table.
-    fn publish(&self, plugins: BTreeMap<String, (Fingerprint, Arc<Plugin>)>, changed: bool) {
         if !changed {
             return;
         }
-        let mut state = self.state.write().unwrap();
-        let mut served: BTreeMap<String, Arc<Plugin>> = self.builtins.clone();
-        for (_, p) in plugins.values() {
-            served.insert(p.manifest.name.clone(), p.clone());
+        let (plugins, served, routes) = self.settle(candidates, &mut refused);
+        *self.state.write().unwrap() = Loaded { plugins, refused, routes, served };
+    }
+
+    /// Decide which candidates are served and who serves each route. A plugin already serving
+    /// keeps its name and routes against a newcomer; a newcomer that claims a name or a route
+    /// someone else holds is refused with a warning naming both (a route can be taken over
+    /// only from the plugin the newcomer's manifest names in `replaces`); a directory plugin
+    /// with a built-in's name replaces that built-in as a whole.
+    #[allow(clippy::type_complexity)]
+    fn settle(
+        &self,
+        mut candidates: Vec<Candidate>,
+        refused: &mut BTreeMap<String, Fingerprint>,
+    ) -> (BTreeMap<String, (Fingerprint, Arc<Plugin>)>, BTreeMap<String, Arc<Plugin>>, Vec<(String, Arc<Plugin>)>) {
+        // Serving first; then a file named after its plugin; then by file name.
+        candidates.sort_by(|a, b| {
+            let key = |c: &Candidate| (!c.serving, c.file != c.plugin.manifest.name, c.file.clone());
+            key(a).cmp(&key(b))
+        });
+        let mut accepted: Vec<Candidate> = Vec::new();
+        for c in candidates {
+            let name = &c.plugin.manifest.name;
+            if let Some(holder) = accepted.iter().find(|a| &a.plugin.manifest.name == name) {
+                tracing::warn!(
+                    "{}.wasm refused: plugin name '{name}' is already served by {}.wasm; rename one of them",
+                    c.file,
+                    holder.file
+                );
+                self.refuse(c, refused, &mut accepted);
+                continue;
+            }
+            accepted.push(c);
         }
-        let mut routes: Vec<(String, Arc<Plugin>)> = served
-            .values()
-            .filter(|p| !p.is_prompt_step())
-            .flat_map(|p| p.manifest.routes.iter().map(move |r| (r.clone(), p.clone())))
-            .collect();
+        // Routes: the built-ins not replaced by name, then the directory plugins in order.
+        let mut served: BTreeMap<String, Arc<Plugin>> = self.builtins.clone();
+        for c in &accepted {
+            served.insert(c.plugin.manifest.name.clone(), c.plugin.clone());
+        }
+        let mut routes: Vec<(String, Arc<Plugin>)> = Vec::new();
+        let endpoints = |p: &Arc<Plugin>| !p.is_prompt_step();
+        for p in self.builtins.values().filter(|p| endpoints(p) && Arc::ptr_eq(&served[&p.manifest.name], p)) {
+            routes.extend(p.manifest.routes.iter().map(|r| (r.clone(), p.clone())));
+        }
+        let mut kept = Vec::new();
+        for c in accepted {
+            if !endpoints(&c.plugin) {
+                kept.push(c);
+                continue;
+            }
+            let m = &c.plugin.manifest;
+            let conflict = m.routes.iter().find_map(|r| {
+                let holder = routes.iter().find(|(held, _)| held == r)?;
+                (m.replaces.as_deref() != Some(holder.1.manifest.name.as_str())).then(|| (r.clone(), holder.1.manifest.name.clone()))
+            });
+            if let Some((route, holder)) = conflict {
+                tracing::warn!(
+                    "{}.wasm refused: plugin '{}' claims route '{route}', which plugin '{holder}' serves \
+                     (set `replaces = \"{holder}\"` in its manifest to take it over)",
+                    c.file,
+                    m.name
+                );
+                served.remove(&m.name);
+                let mut fallback = Vec::new();
+                self.refuse(c, refused, &mut fallback);
+                // The previous version of a changed file keeps serving what it served.
+                for old in fallback {
+                    served.insert(old.plugin.manifest.name.clone(), old.plugin.clone());
+                    routes.extend(old.plugin.manifest.routes.iter().map(|r| (r.clone(), old.plugin.clone())));
+                    kept.push(old);
+                }
+                continue;
+            }
+            for r in &m.routes {
+                if let Some(pos) = routes.iter().position(|(held, _)| held == r) {
+                    tracing::warn!("plugin '{}' takes over route '{r}' from plugin '{}' (replaces)", m.name, routes[pos].1.manifest.name);
+                    routes.remove(pos);
+                }
+                routes.push((r.clone(), c.plugin.clone()));
+            }
+            kept.push(c);
+        }
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        *state = Loaded { plugins, routes, served };
+        let plugins = kept.into_iter().map(|c| (c.file, (c.fingerprint, c.plugin))).collect();
+        (plugins, served, routes)
+    }
+
+    /// Remember a refused candidate's files; its previous version, if any, goes to `fallback`.
+    fn refuse(&self, c: Candidate, refused: &mut BTreeMap<String, Fingerprint>, fallback: &mut Vec<Candidate>) {
+        if c.serving {
+            // Only a newcomer is refused; an unchanged serving plugin never gets here.
+            return;
+        }
+        refused.insert(c.file.clone(), c.fingerprint);
+        if let Some((fp, old)) = c.previous {
+            fallback.push(Candidate { file: c.file, fingerprint: fp, plugin: old, previous: None, serving: true });
+        }
     }
 
     /// Poll the directory in the background and reload changed plugins (compiling off the

@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 #[derive(Clone, Copy)]
 pub enum Kind {
     Str,
+    /// A string of at most this many characters (pydantic `constr(max_length=…)`).
+    Text(usize),
     /// `null` allowed (pydantic `Optional[str]`).
     OptStr,
     Int(i64, i64),
@@ -150,6 +152,17 @@ fn check(kind: Kind, v: &Value, here: &[Value], errors: &mut Vec<Value>) -> Opti
             Value::String(_) => Some(v.clone()),
             _ => err(errors, "string_type", "Input should be a valid string"),
         },
+        Kind::Text(max) => match v {
+            Value::String(text) if text.chars().count() > max => {
+                let msg = format!("String should have at most {max} characters");
+                // The input is echoed shortened: sending megabytes back helps nobody.
+                let input = json!(format!("{}…", text.chars().take(64).collect::<String>()));
+                errors.push(error_item("string_too_long", here, &msg, &input, Some(json!({"max_length": max}))));
+                None
+            }
+            Value::String(_) => Some(v.clone()),
+            _ => err(errors, "string_type", "Input should be a valid string"),
+        },
         Kind::OptStr => match v {
             Value::String(_) | Value::Null => Some(v.clone()),
             _ => err(errors, "string_type", "Input should be a valid string"),
@@ -255,6 +268,7 @@ pub fn schema(fields: &[Field]) -> Value {
 fn kind_schema(kind: Kind) -> Value {
     match kind {
         Kind::Str => json!({"type": "string"}),
+        Kind::Text(max) => json!({"type": "string", "maxLength": max}),
         Kind::OptStr => json!({"anyOf": [{"type": "string"}, {"type": "null"}]}),
         Kind::Int(min, max) => json!({"type": "integer", "minimum": min, "maximum": max}),
         Kind::Float(min, max) => json!({"type": "number", "minimum": min, "maximum": max}),
@@ -300,5 +314,20 @@ mod tests {
         assert_eq!(kinds, ["less_than_equal", "enum", "missing"]);
         assert_eq!(errors[1]["msg"], "Input should be 'Speed' or 'Quality'");
         assert_eq!(errors[2]["loc"], json!(["body", "r"]));
+    }
+
+    #[test]
+    fn an_over_long_text_is_refused_with_a_short_echo() {
+        const P: &[Field] = &[field("prompt", Kind::Text(10), "\"\"")];
+        let mut errors = vec![];
+        let out = parse(P, json!({"prompt": "a".repeat(1000)}).as_object().unwrap(), &[json!("body")], &mut errors);
+        assert!(out.get("prompt").is_none());
+        assert_eq!(errors[0]["type"], "string_too_long");
+        assert_eq!(errors[0]["loc"], json!(["body", "prompt"]));
+        assert_eq!(errors[0]["ctx"]["max_length"], 10);
+        assert!(errors[0]["input"].as_str().unwrap().chars().count() <= 65);
+        let mut errors = vec![];
+        parse(P, json!({"prompt": "é".repeat(10)}).as_object().unwrap(), &[], &mut errors);
+        assert!(errors.is_empty(), "characters, not bytes");
     }
 }

@@ -164,7 +164,10 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
                     .collect();
                 return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw));
             }
-            let loc: &[&str] = if msg.contains("width") || msg.contains("height") {
+            let field = msg.split(':').next().unwrap_or("");
+            let loc: &[&str] = if matches!(field, "prompt" | "negative_prompt" | "image_number") {
+                std::slice::from_ref(&field)
+            } else if msg.contains("width") || msg.contains("height") {
                 &["aspect_ratios_selection"]
             } else if msg.contains("sampler") {
                 &["advanced_params", "sampler_name"]

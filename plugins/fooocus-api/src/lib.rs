@@ -22,8 +22,13 @@ pub(crate) fn json_response(status: u16, value: &Value) -> Response {
     Response { status, headers: vec![("content-type".into(), "application/json".into())], body: value.to_string().into_bytes() }
 }
 
-/// FastAPI's validation error: 422 `{"detail": [...], "body": ...}`.
+/// Bodies larger than this (as JSON text) are not echoed back in a 422.
+const MAX_ECHOED_BODY: usize = 64 << 10;
+
+/// FastAPI's validation error: 422 `{"detail": [...], "body": ...}`; a body over
+/// [`MAX_ECHOED_BODY`] is echoed as `null` (sending megabytes back helps nobody).
 pub(crate) fn unprocessable(detail: Vec<Value>, body: Value) -> Response {
+    let body = if body.to_string().len() > MAX_ECHOED_BODY { Value::Null } else { body };
     json_response(422, &json!({"detail": detail, "body": body}))
 }
 

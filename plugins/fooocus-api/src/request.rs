@@ -78,9 +78,12 @@ pub const ADVANCED: &[Field] = &[
 ];
 
 /// `CommonRequest`: the JSON body of v1 text-to-image and the base of every v2 body.
+/// Most characters in a prompt text (the host's default `--max-prompt-chars`).
+pub const MAX_PROMPT_CHARS: usize = 64 << 10;
+
 pub const COMMON: &[Field] = &[
-    field("prompt", Kind::Str, "\"\""),
-    field("negative_prompt", Kind::Str, "\"\""),
+    field("prompt", Kind::Text(MAX_PROMPT_CHARS), "\"\""),
+    field("negative_prompt", Kind::Text(MAX_PROMPT_CHARS), "\"\""),
     field("style_selections", Kind::StrList, r#"["Fooocus V2", "Fooocus Enhance", "Fooocus Sharp"]"#),
     field("performance_selection", Kind::Enum(PERFORMANCE), "\"Speed\""),
     field("aspect_ratios_selection", Kind::Str, "\"1152*896\""),
@@ -113,8 +116,8 @@ pub const IMAGE_PROMPT: &[Field] = &[
 pub const ENHANCE_CTRL: &[Field] = &[
     field("enhance_enabled", Kind::Bool, "false"),
     field("enhance_mask_dino_prompt", Kind::Str, "\"face\""),
-    field("enhance_prompt", Kind::Str, "\"\""),
-    field("enhance_negative_prompt", Kind::Str, "\"\""),
+    field("enhance_prompt", Kind::Text(MAX_PROMPT_CHARS), "\"\""),
+    field("enhance_negative_prompt", Kind::Text(MAX_PROMPT_CHARS), "\"\""),
     field("enhance_mask_model", Kind::Str, "\"sam\""),
     field("enhance_mask_cloth_category", Kind::Str, "\"full\""),
     field("enhance_mask_sam_model", Kind::Str, "\"vit_b\""),
@@ -146,7 +149,7 @@ const UOV_V1: &[Field] = &[required("input_image", Kind::File), required("uov_me
 macro_rules! outpaint {
     ($distance_default:literal) => {
         [
-            field("inpaint_additional_prompt", Kind::Str, "\"\""),
+            field("inpaint_additional_prompt", Kind::Text(MAX_PROMPT_CHARS), "\"\""),
             field("outpaint_selections", Kind::EnumList(OUTPAINT), "[]"),
             field("outpaint_distance_left", Kind::Int(i64::MIN, i64::MAX), $distance_default),
             field("outpaint_distance_right", Kind::Int(i64::MIN, i64::MAX), $distance_default),
@@ -241,6 +244,19 @@ fn performance_steps(p: &str) -> u32 {
     }
 }
 
+/// The schedule Fooocus 2.5.5 actually samples with. Its `KSampler` replaces any scheduler
+/// missing from ComfyUI's own `SCHEDULER_NAMES` by `normal`, and `turbo` and `align_your_steps`
+/// are missing there (Fooocus computes their sigmas only for the SDE noise range), so Fooocus's
+/// images for them are `normal`'s: checked against Fooocus's own code in
+/// tests/fixtures/fooocus-oracle. The metadata keeps the requested name, as Fooocus's does.
+/// (`focal generate` applies the same rule: `Scheduler::as_fooocus_samples`.)
+pub fn fooocus_sampling_scheduler(scheduler: &str) -> &str {
+    match scheduler {
+        "turbo" | "align_your_steps" => "normal",
+        other => other,
+    }
+}
+
 /// A validated request, ready to become a job.
 pub struct Generation {
     pub spec: JobSpec,
@@ -310,6 +326,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         Some((_, _, sampler, scheduler)) => (sampler, scheduler),
         None => (str_of(&adv, "sampler_name"), str_of(&adv, "scheduler_name")),
     };
+    let sampling_scheduler = fooocus_sampling_scheduler(scheduler);
     const MAX_SEED: i64 = i64::MAX;
     let seed = match body.get("image_seed").and_then(Value::as_i64) {
         Some(s) if (0..=MAX_SEED).contains(&s) => s as u64,
@@ -439,7 +456,7 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         steps,
         guidance_scale: cfg as f32,
         sampler: sampler.into(),
-        scheduler: scheduler.into(),
+        scheduler: sampling_scheduler.into(),
         seed,
         image_number: if png_stream { 1 } else { body["image_number"].as_u64().unwrap_or(1) as u32 },
         base_model: str_of(body, "base_model_name").into(),
@@ -452,7 +469,9 @@ pub fn generation(e: &Endpoint, body: &Map<String, Value>, inputs: Vec<InputImag
         loras,
         refiner,
         styles: known_styles(body),
-        read_wildcards_in_order: adv.get("read_wildcards_in_order").and_then(Value::as_bool).unwrap_or(false),
+        // A top-level field of the seed's `CommonRequest` (focal read it from `advanced_params`,
+        // whose table does not have it, so it was always off).
+        read_wildcards_in_order: body["read_wildcards_in_order"].as_bool().unwrap_or(false),
     };
     let spec = JobSpec {
         job_type: e.job_type.into(),

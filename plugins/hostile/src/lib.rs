@@ -3,7 +3,7 @@
 wit_bindgen::generate!({ world: "endpoint", path: "../../wit" });
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
-use focal::plugin::engine;
+use focal::plugin::{engine, log};
 
 struct Hostile;
 
@@ -54,6 +54,43 @@ impl Guest for Hostile {
                 text(200, format!("queue has {} jobs", q.running_size))
             }
             "/garbage" => Response { status: 999, headers: vec![("bad\nname".into(), "v".into())], body: vec![] },
+            // Framing attacks: the host must frame the response itself.
+            "/framing/short-length" => Response {
+                status: 200,
+                headers: vec![("content-length".into(), "2".into())],
+                body: b"okHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 9\r\n\r\nsmuggled!".to_vec(),
+            },
+            "/framing/long-length" => Response { status: 200, headers: vec![("Content-Length".into(), "500".into())], body: b"short".to_vec() },
+            "/framing/double-length" => Response {
+                status: 200,
+                headers: vec![("content-length".into(), "5".into()), ("content-length".into(), "50".into())],
+                body: b"hello".to_vec(),
+            },
+            "/framing/chunked" => Response {
+                status: 200,
+                headers: vec![("transfer-encoding".into(), "chunked".into()), ("connection".into(), "keep-alive, upgrade".into()), ("upgrade".into(), "h2c".into())],
+                body: b"chunked?".to_vec(),
+            },
+            "/framing/bad-value" => Response { status: 200, headers: vec![("x-ok".into(), "a\u{7f}b".into())], body: vec![] },
+            // Holds its instance for a while (inside its time limit), for flood tests.
+            "/sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                text(200, "slept".into())
+            }
+            // Tries to forge a host log line and restyle the terminal.
+            "/log" => {
+                log::log(
+                    log::Level::Info,
+                    "innocent\n2026-01-01T00:00:00.000000Z ERROR focal_server::registry: plugin loaded plugin=fooocus_api \u{1b}[31mred\u{1b}[0m",
+                );
+                text(200, "logged".into())
+            }
+            "/log-flood" => {
+                for i in 0..100_000 {
+                    log::log(log::Level::Info, &format!("flood line {i} {}", "x".repeat(100)));
+                }
+                text(200, "flooded".into())
+            }
             other => text(404, format!("no hostile route {other}")),
         }
     }

@@ -1,0 +1,60 @@
+//! What one request may make the host allocate. Every size a client controls (body bytes,
+//! image pixels, generation area, images per job, prompt length) is checked here before
+//! anything is allocated for it, so no request can take the process down. The values are the
+//! defaults of `focal serve`'s `--max-*` options.
+
+use focal_runtime::services::JobSpec;
+
+use crate::decode::ImageLimits;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request body read from a client (413 beyond).
+    pub max_body_bytes: usize,
+    /// Decoded input images (uploads, base64, URLs).
+    pub image: ImageLimits,
+    /// Width × height of the image the engine generates. The default (8 MiP, e.g. 2896²)
+    /// covers Fooocus's largest diffusion pass (it skips diffusion above 2800² when upscaling).
+    pub max_generation_pixels: u64,
+    /// `image_number` at most (the Fooocus-API's own maximum).
+    pub max_images_per_job: u32,
+    /// Characters in each prompt text. Nothing useful needs more: CLIP reads 75-token windows
+    /// and Fooocus concatenates them, so this is already hundreds of windows.
+    pub max_prompt_chars: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            image: ImageLimits::default(),
+            max_generation_pixels: 8 << 20,
+            max_images_per_job: 32,
+            max_prompt_chars: 64 << 10,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// The first limit `spec` breaks, as `field: message` (the field as the job spec names it).
+    pub fn check_job(&self, spec: &JobSpec) -> Result<(), String> {
+        let p = &spec.params;
+        let pixels = p.width as u64 * p.height as u64;
+        if pixels > self.max_generation_pixels {
+            return Err(format!(
+                "width × height: {}×{} is {pixels} pixels; the limit is {} pixels (--max-generation-pixels)",
+                p.width, p.height, self.max_generation_pixels
+            ));
+        }
+        if p.image_number == 0 || p.image_number > self.max_images_per_job {
+            return Err(format!("image_number: {} is not between 1 and {}", p.image_number, self.max_images_per_job));
+        }
+        for (field, text) in [("prompt", &p.prompt), ("negative_prompt", &p.negative_prompt)] {
+            let chars = text.chars().count();
+            if chars > self.max_prompt_chars {
+                return Err(format!("{field}: {chars} characters; the limit is {} (--max-prompt-chars)", self.max_prompt_chars));
+            }
+        }
+        Ok(())
+    }
+}
