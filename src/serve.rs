@@ -103,6 +103,12 @@ pub struct Dirs {
     /// Operator plugins: `<name>.wasm` + optional `<name>.toml`; default DATA_DIR/plugins.
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
+    /// Plugin requests served at once across all plugins (more get 503).
+    #[arg(long, default_value_t = HostOptions::default().max_instances)]
+    plugin_instances: u32,
+    /// The most requests one plugin serves at once, whatever its manifest's `concurrency` asks.
+    #[arg(long, default_value_t = HostOptions::default().max_concurrency_per_plugin)]
+    plugin_concurrency_max: u32,
 }
 
 impl Dirs {
@@ -112,7 +118,15 @@ impl Dirs {
 
     fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>, wildcards_dir: Option<PathBuf>) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
-        PluginHost::new(HostOptions { cache_dir, settings, wildcards_dir, ..Default::default() }, services)
+        let options = HostOptions {
+            cache_dir,
+            settings,
+            wildcards_dir,
+            max_instances: self.plugin_instances.max(1),
+            max_concurrency_per_plugin: self.plugin_concurrency_max,
+            ..Default::default()
+        };
+        PluginHost::new(options, services)
     }
 }
 

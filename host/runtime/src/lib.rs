@@ -9,9 +9,11 @@ pub mod services;
 
 mod bindings;
 mod host;
+mod imports;
 
 pub use bindings::exports::focal::plugin::handler::{Request, Response};
 pub use host::{HostOptions, Plugin, PluginFailure, PluginHost};
+pub use imports::escape_plugin_text;
 pub use manifest::{Capability, Limits, PluginManifest};
 
 /// Where this build put the guest components of `plugins/` (`<name>.wasm`).
