@@ -96,7 +96,7 @@ impl ClipTextModel {
     /// The final layer norm alone, on hidden states `[B, T, width]` (Fooocus renormalises the
     /// base's CLIP-L context with it for an SD1.5 refiner).
     pub fn final_norm(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.final_ln.forward(hidden)?)
+        self.final_ln.forward(hidden)
     }
 
     /// `vb` points at the component (`clip_l` / `clip_g`); layers are counted in the checkpoint.

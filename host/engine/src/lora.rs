@@ -6,6 +6,7 @@
 //! * LoHa: `(w1_a · w1_b) ⊙ (w2_a · w2_b)` (`.hada_*`), `dim` = rows of `w1_b`;
 //! * LoKr: `w1 ⊗ w2` (Kronecker; each factor whole, `.lokr_w1`, or as `_a · _b`), `dim` = rows of
 //!   the factorised `_b`, and alpha is ignored (scale 1) when neither factor is factorised.
+//!
 //! Without `.alpha` the scale is 1.
 //!
 //! Keys in the kohya / A1111 layout (`lora_unet_<LDM or diffusers path>`, `lora_te1_…`,

@@ -225,6 +225,7 @@ impl<'a> CfgDenoiser<'a> {
 
     /// Sampling with the refiner alone (its part of a "separate" or "vae" swap), from the
     /// base's conditioning.
+    #[allow(clippy::too_many_arguments)] // the refiner's conditioning is built from each of these
     pub fn for_refiner(
         base: &SdxlModel,
         refiner: &'a RefinerModel,

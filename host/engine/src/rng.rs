@@ -112,7 +112,7 @@ impl TorchRng {
             box_muller_16(&mut data[i..i + 16]);
             i += 16;
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = n - 16;
             for v in &mut data[tail..] {
                 *v = self.uniform_f32();

@@ -122,6 +122,7 @@ impl SdxlModel {
 
     /// One encoder's weighted windows, with the vectors behind its embedding ids (`None` for an
     /// embedding of another width, which the encoder drops, as ComfyUI does).
+    #[allow(clippy::type_complexity)] // (token windows with weights, embedding vectors): read where used
     pub fn windows(&self, prompt: &str, pad: u32, key: &str, width: usize) -> (Vec<(Vec<u32>, Vec<f32>)>, Vec<Option<Tensor>>) {
         let Some(embeddings) = &self.embeddings else { return (self.tokenizer.weighted_chunks(prompt, pad), vec![]) };
         let mut vectors: Vec<Option<Tensor>> = Vec::new();

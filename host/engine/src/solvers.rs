@@ -62,7 +62,7 @@ pub fn dpm_fast(model: &mut dyn Denoiser, mut x: Tensor, sigmas: &[f32], on_step
     let m = nfe / 3 + 1;
     let ts: Vec<f64> = (0..=m).map(|k| t_start + (t_end - t_start) * k as f64 / m as f64).collect();
     let mut orders = vec![3; m - 1];
-    if nfe % 3 == 0 {
+    if nfe.is_multiple_of(3) {
         orders.truncate(m - 2);
         orders.extend([2, 1]);
     } else {
@@ -143,8 +143,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         b.swap(col, pivot);
         for row in col + 1..n {
             let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            let (upper, lower) = a.split_at_mut(row);
+            for (x, &p) in lower[0][col..].iter_mut().zip(&upper[col][col..]) {
+                *x -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -175,9 +176,8 @@ pub fn uni_pc(model: &mut dyn Denoiser, x: Tensor, sigmas: &[f32], variant: UniP
     let mut times = vec![ts[0]];
     // ComfyUI's loop spends its only iteration on the first evaluation when there is one step.
     let updates = if steps < 2 { 0 } else { steps };
-    for step in 1..=updates {
+    for (step, &t) in ts.iter().enumerate().take(updates + 1).skip(1) {
         let k = step.min(order).min(steps + 1 - step);
-        let t = ts[step];
         let (t0, m0) = (times[times.len() - 1], models[models.len() - 1].clone());
         let h = lambda(t) - lambda(t0);
         let mut rks = Vec::with_capacity(k);

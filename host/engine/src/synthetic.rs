@@ -212,7 +212,7 @@ impl SdxlArchitecture {
             offset += bytes;
         }
         let mut json = serde_json::to_string(&header).expect("header serialises");
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(' ');
         }
         let mut out = BufWriter::with_capacity(1 << 22, std::fs::File::create(path)?);

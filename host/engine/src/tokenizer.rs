@@ -6,6 +6,9 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::bpe::BytePairEncoding;
 
+/// Ids of an `embedding:NAME` word (None: unknown), asked by the tokenizer as it packs windows.
+pub type EmbeddingLookup<'a> = &'a mut dyn FnMut(&str) -> Option<Vec<u32>>;
+
 pub const BOS: u32 = 49406;
 pub const EOS: u32 = 49407;
 /// Tokens per chunk between BOS and EOS.
@@ -68,7 +71,7 @@ impl ClipTokenizer {
     /// found is retried without trailing commas (the commas then tokenized as text), else the
     /// word is dropped, as ComfyUI's `_try_get_embedding` does. Without `embed`, such words are
     /// plain text.
-    pub fn weighted_chunks_with(&self, text: &str, pad: u32, mut embed: Option<&mut dyn FnMut(&str) -> Option<Vec<u32>>>) -> Vec<(Vec<u32>, Vec<f32>)> {
+    pub fn weighted_chunks_with(&self, text: &str, pad: u32, mut embed: Option<EmbeddingLookup>) -> Vec<(Vec<u32>, Vec<f32>)> {
         let mut words: Vec<Vec<(u32, f32)>> = Vec::new();
         for (segment, weight) in parse_weights(text) {
             let weight = weight as f32;

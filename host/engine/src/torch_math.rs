@@ -5,6 +5,9 @@
 //! gives the same bits, so a seed gives exactly Fooocus's initial noise. Only positive finite
 //! arguments are handled (Box-Muller's `log` of (0, 1] and `sincos` of [0, 2π)).
 
+// The Cephes constants are written as in avx_mathfun.h; the f32 each rounds to is what torch uses.
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
+
 fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }

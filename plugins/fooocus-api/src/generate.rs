@@ -30,7 +30,7 @@ fn wants_png(req: &Request) -> bool {
 
 /// The body as a JSON object plus uploaded files. JSON is accepted without a Content-Type,
 /// as FastAPI does and the seed's examples rely on.
-fn read_body(e: &Endpoint, req: &Request) -> Result<(Map<String, Value>, Vec<(String, Vec<u8>)>), Response> {
+fn read_body(e: &Endpoint, req: &Request) -> Result<(Map<String, Value>, multipart::Uploads), Response> {
     if e.multipart {
         let ct = header(req, "content-type").unwrap_or("");
         let parts = multipart::parse(ct, &req.body).map_err(|msg| unprocessable(vec![fields::error_item("value_error", &[json!("body")], &msg, &Value::Null, None)], Value::Null))?;

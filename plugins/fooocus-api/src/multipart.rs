@@ -61,7 +61,10 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
 
 /// Parts → (fields as JSON, files by field name). Files are recognised by the field table, so
 /// python-requests style uploads without a filename or content type work.
-pub fn to_fields(parts: Vec<Part>, fields: &[Field]) -> (Map<String, Value>, Vec<(String, Vec<u8>)>) {
+/// Uploaded files by field name, in form order.
+pub type Uploads = Vec<(String, Vec<u8>)>;
+
+pub fn to_fields(parts: Vec<Part>, fields: &[Field]) -> (Map<String, Value>, Uploads) {
     let mut map = Map::new();
     let mut files = Vec::new();
     for part in parts {

@@ -32,19 +32,6 @@ pub fn splitlines(s: &str) -> Vec<String> {
     lines
 }
 
-#[cfg(test)]
-mod tests {
-    use super::splitlines;
-
-    #[test]
-    fn splitlines_follows_python() {
-        // Python: "a\r\nb\rc\n\nd\x0be\n".splitlines() == ['a', 'b', 'c', '', 'd', 'e']
-        assert_eq!(splitlines("a\r\nb\rc\n\nd\u{0b}e\n"), ["a", "b", "c", "", "d", "e"]);
-        assert!(splitlines("").is_empty());
-        assert_eq!(splitlines("\n"), [""]);
-    }
-}
-
 /// The whole prompt step of a style pack: `styles` lists the pack, `process` applies the
 /// requested styles it knows to the task (drawing "Random Style" from the image's generator)
 /// and leaves the rest for later steps. Use it in a crate that ran
@@ -77,4 +64,17 @@ macro_rules! style_step {
 
         export!($name);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splitlines;
+
+    #[test]
+    fn splitlines_follows_python() {
+        // Python: "a\r\nb\rc\n\nd\x0be\n".splitlines() == ['a', 'b', 'c', '', 'd', 'e']
+        assert_eq!(splitlines("a\r\nb\rc\n\nd\u{0b}e\n"), ["a", "b", "c", "", "d", "e"]);
+        assert!(splitlines("").is_empty());
+        assert_eq!(splitlines("\n"), [""]);
+    }
 }
