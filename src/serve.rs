@@ -70,7 +70,7 @@ pub struct ServeArgs {
 #[derive(clap::Args)]
 pub struct LimitArgs {
     /// Largest request body in MiB (413 beyond).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = RequestLimits::default().max_body_bytes >> 20)]
     max_body_mb: usize,
     /// Largest input image (upload, base64 or URL), in pixels; checked from its header.
     #[arg(long, default_value_t = focal_server::decode::ImageLimits::DEFAULT_MAX_PIXELS)]
@@ -162,6 +162,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             dest
         }
     };
+    let limits = args.limits.limits();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -183,7 +184,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 base_url: base_url.clone(),
                 database: args.dirs.data_dir.join("focal.db"),
                 outputs: Outputs::new(&args.outputs_dir),
-                limits: args.limits.limits(),
+                limits,
             },
             Some(webhooks),
         )?;
@@ -210,7 +211,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
         prompts.attach(host.clone(), registry.clone());
-        let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: args.limits.limits().max_body_bytes };
+        let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, host, registry, options).await
     })

@@ -340,6 +340,15 @@ impl PluginHost {
         within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))
     }
 
+    /// One of the instances kept for prompt steps, waited for within the step's time budget.
+    async fn step_slot(&self, m: &PluginManifest) -> Result<tokio::sync::SemaphorePermit<'_>, PluginFailure> {
+        let limit = Duration::from_millis(m.limits.timeout_ms);
+        match tokio::time::timeout(limit, self.step_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(PluginFailure::HostBusy),
+        }
+    }
+
     /// Run one prompt step on one image's task, drawing from (and handing back) its generator.
     /// The inner error is the step's own refusal; the outer one a failed plugin.
     pub async fn process_prompt(
@@ -359,17 +368,6 @@ impl PluginHost {
         let result = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
         let random = store.data_mut().random.take().expect("the generator stays in the store");
         Ok((result, random))
-    }
-}
-
-impl PluginHost {
-    /// One of the instances kept for prompt steps, waited for within the step's time budget.
-    async fn step_slot(&self, m: &PluginManifest) -> Result<tokio::sync::SemaphorePermit<'_>, PluginFailure> {
-        let limit = Duration::from_millis(m.limits.timeout_ms);
-        match tokio::time::timeout(limit, self.step_slots.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(PluginFailure::HostBusy),
-        }
     }
 }
 

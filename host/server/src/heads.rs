@@ -218,8 +218,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadCheck<S> {
             if read.filled().is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let filled = read.filled().to_vec();
-            this.feed(&filled);
+            this.feed(read.filled());
         }
     }
 }
