@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::step::focal::plugin::{expansion, random};
-use crate::bindings::step::PromptStepPre;
-use crate::bindings::{Endpoint, EndpointPre};
+use focal_core::services::Services;
+use focal_core::{Image, Owner, PromptTask};
+
+use crate::bindings::{self, v0_1, v0_2, ContractVersion};
+use crate::http::{Request, Response};
+use crate::imports::escape_plugin_text;
 use crate::manifest::{Capability, PluginManifest};
 use crate::pyrandom::PyRandom;
-use crate::imports::escape_plugin_text;
-use crate::services::{PromptTask, Services};
-use crate::{Request, Response};
 
 /// How often the epoch advances; wall-time budgets are checked at this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -76,16 +76,44 @@ pub struct Plugin {
     concurrency: u32,
 }
 
-/// Which world a component implements (told apart by its exports at load time).
+/// Which world of which contract version a component implements (told apart by its imports
+/// and exports at load time).
 enum Kind {
-    Endpoint(EndpointPre<State>),
-    PromptStep(PromptStepPre<State>),
+    Endpoint01(v0_1::EndpointPre<State>),
+    PromptStep01(v0_1::PromptStepPre<State>),
+    Endpoint02(v0_2::EndpointPre<State>),
+    PromptStep02(v0_2::PromptStepPre<State>),
+    ImageStep02(v0_2::ImageStepPre<State>),
+}
+
+/// The world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Endpoint,
+    PromptStep,
+    ImageStep,
 }
 
 impl Plugin {
-    /// A prompt step (world `prompt-step`) rather than an endpoint (world `endpoint`).
+    pub fn world(&self) -> World {
+        match self.kind {
+            Kind::Endpoint01(_) | Kind::Endpoint02(_) => World::Endpoint,
+            Kind::PromptStep01(_) | Kind::PromptStep02(_) => World::PromptStep,
+            Kind::ImageStep02(_) => World::ImageStep,
+        }
+    }
+
+    /// A prompt step (world `prompt-step`).
     pub fn is_prompt_step(&self) -> bool {
-        matches!(self.kind, Kind::PromptStep(_))
+        self.world() == World::PromptStep
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> ContractVersion {
+        match self.kind {
+            Kind::Endpoint01(_) | Kind::PromptStep01(_) => ContractVersion::V0_1,
+            Kind::Endpoint02(_) | Kind::PromptStep02(_) | Kind::ImageStep02(_) => ContractVersion::V0_2,
+        }
     }
 }
 
@@ -122,7 +150,11 @@ impl PluginFailure {
 /// Per-request store data.
 pub struct State {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// Whose request this is: every engine query is scoped to it.
+    pub(crate) owner: Owner,
+    /// Image resources the plugin holds now (bounded, see `bindings::v0_2`).
+    pub(crate) live_images: usize,
     limits: StoreLimits,
     pub(crate) plugin: Arc<str>,
     pub(crate) config: Arc<BTreeMap<String, String>>,
@@ -190,10 +222,7 @@ impl PluginHost {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Endpoint::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        // The prompt-step world adds `random` and `expansion` to what the endpoint world links.
-        random::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        expansion::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::add_to_linker(&mut linker)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
@@ -214,21 +243,37 @@ impl PluginHost {
     pub fn load(&self, manifest: PluginManifest, wasm: &[u8]) -> anyhow::Result<Plugin> {
         let digest = hex(&Sha256::digest(wasm));
         let component = self.compile(&digest, wasm).with_context(|| format!("plugin '{}'", manifest.name))?;
+        let name = &manifest.name;
+        let version = ContractVersion::of(&component, &self.engine).map_err(|e| anyhow::anyhow!("plugin '{name}': {e}"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin '{}' imports something focal:plugin@0.1.0 does not offer", manifest.name))?;
-        let kind = match EndpointPre::new(pre.clone()) {
-            Ok(endpoint) => Kind::Endpoint(endpoint),
-            Err(not_endpoint) => Kind::PromptStep(PromptStepPre::new(pre).map_err(|not_step| {
-                anyhow::anyhow!(
-                    "plugin '{}' is neither a focal:plugin/endpoint@0.1.0 component ({not_endpoint:#}) nor a \
-                     focal:plugin/prompt-step@0.1.0 component ({not_step:#})",
-                    manifest.name
-                )
-            })?),
+            .with_context(|| format!("plugin '{name}' imports something focal:plugin@{} does not offer", version.as_str()))?;
+        let worlds = || -> Result<Kind, Vec<String>> {
+            let mut why = Vec::new();
+            macro_rules! try_world {
+                ($pre:ty, $kind:path, $world:literal) => {
+                    match <$pre>::new(pre.clone()) {
+                        Ok(p) => return Ok($kind(p)),
+                        Err(e) => why.push(format!("not a focal:plugin/{}@{} component ({e:#})", $world, version.as_str())),
+                    }
+                };
+            }
+            match version {
+                ContractVersion::V0_1 => {
+                    try_world!(v0_1::EndpointPre<State>, Kind::Endpoint01, "endpoint");
+                    try_world!(v0_1::PromptStepPre<State>, Kind::PromptStep01, "prompt-step");
+                }
+                ContractVersion::V0_2 => {
+                    try_world!(v0_2::EndpointPre<State>, Kind::Endpoint02, "endpoint");
+                    try_world!(v0_2::PromptStepPre<State>, Kind::PromptStep02, "prompt-step");
+                    try_world!(v0_2::ImageStepPre<State>, Kind::ImageStep02, "image-step");
+                }
+            }
+            Err(why)
         };
+        let kind = worlds().map_err(|why| anyhow::anyhow!("plugin '{name}' is {}", why.join("; ")))?;
         if manifest.limits.memory_mb > self.options.max_memory_mb {
             anyhow::bail!(
                 "plugin '{}' asks for {} MiB of memory; the host allows at most {} MiB",
@@ -264,7 +309,7 @@ impl PluginHost {
     }
 
     /// A fresh store for one call into `m`'s plugin, with its limits and granted services.
-    fn store(&self, m: &PluginManifest, random: Option<PyRandom>) -> (Store<State>, MemoryOutputPipe) {
+    fn store(&self, m: &PluginManifest, owner: Owner, random: Option<PyRandom>) -> (Store<State>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
@@ -278,6 +323,8 @@ impl PluginHost {
         let state = State {
             wasi,
             table: ResourceTable::new(),
+            owner,
+            live_images: 0,
             limits: StoreLimitsBuilder::new()
                 .memory_size((m.limits.memory_mb as usize) << 20)
                 .instances(32)
@@ -290,6 +337,8 @@ impl PluginHost {
             settings: self.settings.clone(),
             services: Services {
                 engine: self.services.engine.clone().filter(|_| m.grants(Capability::Engine)),
+                catalog: self.services.catalog.clone().filter(|_| m.grants(Capability::Engine)),
+                images: self.services.images.clone(),
                 files: self.services.files.clone().filter(|_| m.grants(Capability::Files)),
                 fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
                 expansion: self.services.expansion.clone().filter(|_| m.grants(Capability::Expansion)),
@@ -311,33 +360,57 @@ impl PluginHost {
         (store, stderr)
     }
 
-    /// Serve one request on a fresh instance of `plugin`.
-    pub async fn handle(&self, plugin: &Plugin, req: Request) -> Result<Response, PluginFailure> {
+    /// Serve one request of `owner` on a fresh instance of `plugin`.
+    pub async fn handle(&self, plugin: &Plugin, req: Request, owner: Owner) -> Result<Response, PluginFailure> {
         let m = &plugin.manifest;
-        let Kind::Endpoint(pre) = &plugin.kind else {
-            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "a prompt step serves no requests".into() });
-        };
+        if plugin.world() != World::Endpoint {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "only endpoints serve requests".into() });
+        }
         // The plugin's own share first, so a flooded plugin is refused without touching the
         // capacity the others need.
         let _plugin_slot = plugin.slots.try_acquire().map_err(|_| PluginFailure::Busy { plugin: m.name.clone(), limit: plugin.concurrency })?;
         let _host_slot = self.endpoint_slots.try_acquire().map_err(|_| PluginFailure::HostBusy)?;
-        let (mut store, stderr) = self.store(m, None);
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
-        let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
-        let response = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
+        let (mut store, stderr) = self.store(m, owner, None);
+        let response = match &plugin.kind {
+            Kind::Endpoint01(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                let req = req.into();
+                let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
+                within_budget(m, call).await?.map(Response::from)
+            }
+            Kind::Endpoint02(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                let req = req.into();
+                let call = instance.focal_plugin_handler().call_handle(&mut store, &req);
+                within_budget(m, call).await?.map(Response::from)
+            }
+            _ => unreachable!("checked above"),
+        };
+        let response = response.map_err(|e| failure(m, &stderr, e, &store))?;
         validate(&response).map_err(|message| PluginFailure::BadResponse { plugin: m.name.clone(), message })?;
         Ok(response)
     }
 
-    /// The style names a prompt step offers (empty for an endpoint).
+    /// The style names a prompt step offers (empty for other plugins).
     pub async fn prompt_styles(&self, plugin: &Plugin) -> Result<Vec<String>, PluginFailure> {
         let m = &plugin.manifest;
-        let Kind::PromptStep(pre) = &plugin.kind else { return Ok(vec![]) };
+        if plugin.world() != World::PromptStep {
+            return Ok(vec![]);
+        }
         let _slot = self.step_slot(m).await?;
-        let (mut store, stderr) = self.store(m, None);
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
-        let call = instance.focal_plugin_prompt_processor().call_styles(&mut store);
-        within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))
+        let (mut store, stderr) = self.store(m, Owner::default(), None);
+        let styles = match &plugin.kind {
+            Kind::PromptStep01(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                within_budget(m, instance.focal_plugin_prompt_processor().call_styles(&mut store)).await?
+            }
+            Kind::PromptStep02(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                within_budget(m, instance.focal_plugin_prompt_processor().call_styles(&mut store)).await?
+            }
+            _ => unreachable!("checked above"),
+        };
+        styles.map_err(|e| failure(m, &stderr, e, &store))
     }
 
     /// One of the instances kept for prompt steps, waited for within the step's time budget.
@@ -358,16 +431,54 @@ impl PluginHost {
         random: PyRandom,
     ) -> Result<(Result<PromptTask, String>, PyRandom), PluginFailure> {
         let m = &plugin.manifest;
-        let Kind::PromptStep(pre) = &plugin.kind else {
-            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "an endpoint is not a prompt step".into() });
-        };
+        if plugin.world() != World::PromptStep {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "not a prompt step".into() });
+        }
         let _slot = self.step_slot(m).await?;
-        let (mut store, stderr) = self.store(m, Some(random));
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
-        let call = instance.focal_plugin_prompt_processor().call_process(&mut store, &task);
-        let result = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
+        let (mut store, stderr) = self.store(m, Owner::default(), Some(random));
+        let result = match &plugin.kind {
+            Kind::PromptStep01(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                let task = v0_1::prompt_task_in(task);
+                let call = instance.focal_plugin_prompt_processor().call_process(&mut store, &task);
+                within_budget(m, call).await?.map(|r| r.map(v0_1::prompt_task_out))
+            }
+            Kind::PromptStep02(pre) => {
+                let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+                let task = v0_2::prompt_task_in(task);
+                let call = instance.focal_plugin_prompt_processor().call_process(&mut store, &task);
+                within_budget(m, call).await?.map(|r| r.map(v0_2::prompt_task_out))
+            }
+            _ => unreachable!("checked above"),
+        };
+        let result = result.map_err(|e| failure(m, &stderr, e, &store))?;
         let random = store.data_mut().random.take().expect("the generator stays in the store");
         Ok((result, random))
+    }
+
+    /// Run one image step on one image. The inner error is the step's own refusal; the outer
+    /// one a failed plugin.
+    pub async fn process_image(
+        &self,
+        plugin: &Plugin,
+        image: Image,
+        options: &[(String, String)],
+    ) -> Result<Result<Image, String>, PluginFailure> {
+        let m = &plugin.manifest;
+        let Kind::ImageStep02(pre) = &plugin.kind else {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "not an image step".into() });
+        };
+        let _slot = self.step_slot(m).await?;
+        let (mut store, stderr) = self.store(m, Owner::default(), None);
+        let input = store.data_mut().new_image(image).map_err(|e| failure(m, &stderr, e, &store))?;
+        let input = input.map_err(|message| PluginFailure::BadResponse { plugin: m.name.clone(), message })?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| failure(m, &stderr, e, &store))?;
+        let call = instance.focal_plugin_image_processor().call_process(&mut store, input, options);
+        let output = within_budget(m, call).await?.map_err(|e| failure(m, &stderr, e, &store))?;
+        Ok(match output {
+            Ok(handle) => Ok(store.data_mut().take_image(handle).map_err(|e| failure(m, &stderr, e, &store))?),
+            Err(refusal) => Err(refusal),
+        })
     }
 }
 

@@ -1,18 +1,21 @@
 //! focal's plugin host: one wasmtime `Engine` and `Linker`, components compiled once (cached on
 //! disk), a fresh isolated instance per request from a pooling allocator, per-plugin limits
 //! (memory, wall time through epoch interruption) and capabilities, and the host side of the
-//! `focal:plugin@0.1.0` WIT package.
+//! `focal:plugin` WIT packages (every served version, see `bindings`).
 pub mod manifest;
 pub mod prompts;
 pub mod pyrandom;
-pub mod services;
 
 mod bindings;
 mod host;
+mod http;
 mod imports;
 
-pub use bindings::exports::focal::plugin::handler::{Request, Response};
-pub use host::{HostOptions, Plugin, PluginFailure, PluginHost};
+/// The services are the host's domain (`focal-core`); re-exported for the server.
+pub use focal_core::services;
+pub use bindings::ContractVersion;
+pub use host::{HostOptions, Plugin, PluginFailure, PluginHost, World};
+pub use http::{Request, Response};
 pub use imports::escape_plugin_text;
 pub use manifest::{Capability, Limits, PluginManifest};
 

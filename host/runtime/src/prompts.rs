@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::host::{Plugin, PluginHost};
 use crate::pyrandom::PyRandom;
-use crate::services::PromptTask;
+use focal_core::PromptTask;
 
 /// One image's prompt as a job asks for it.
 #[derive(Debug, Clone)]
@@ -56,16 +56,9 @@ pub fn initial_task(input: PromptInput) -> PromptTask {
         seed: input.seed,
         prompt: input.prompt,
         negative_prompt: input.negative_prompt,
-        extra_positive: vec![],
-        extra_negative: vec![],
         styles: input.styles,
-        applied_styles: vec![],
-        positive: vec![],
-        negative: vec![],
-        placeholder_used: false,
-        expansion: String::new(),
-        loras: vec![],
         read_wildcards_in_order: input.read_wildcards_in_order,
+        ..PromptTask::default()
     }
 }
 

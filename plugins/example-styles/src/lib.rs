@@ -3,7 +3,7 @@
 //! `example_styles.wasm` into the plugins folder to add these styles, or names it
 //! `fooocus_styles` in its manifest to replace Fooocus's styles, without rebuilding focal.
 
-wit_bindgen::generate!({ world: "prompt-step", path: "../../wit" });
+wit_bindgen::generate!({ world: "prompt-step", path: "../../wit/focal-plugin@0.1.0" });
 
 use prompt_kit::StylePack;
 

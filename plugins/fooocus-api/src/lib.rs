@@ -2,7 +2,7 @@
 //! parsing, defaults, validation and response shapes. The host runs the jobs, stores them and
 //! their files, and fetches URL inputs under its policy.
 
-wit_bindgen::generate!({ world: "endpoint", path: "../../wit" });
+wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
 
 mod base64;
 mod fields;

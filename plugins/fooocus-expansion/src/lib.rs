@@ -7,7 +7,7 @@
 //! failing the job: Fooocus-API clients send "Fooocus V2" by default, and the model is
 //! CC-BY-NC, so an operator may rightly not install it.
 
-wit_bindgen::generate!({ world: "prompt-step", path: "../../wit" });
+wit_bindgen::generate!({ world: "prompt-step", path: "../../wit/focal-plugin@0.1.0" });
 
 use exports::focal::plugin::prompt_processor::{Guest, PromptTask};
 use focal::plugin::{expansion, log};

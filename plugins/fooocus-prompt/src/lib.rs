@@ -3,7 +3,7 @@
 //! `<lora:name:weight>` tags taken out of the main prompt, `__wildcards__` drawn from the image's
 //! generator (or read in order), `[[a,b]]` arrays picked by image index.
 
-wit_bindgen::generate!({ world: "prompt-step", path: "../../wit" });
+wit_bindgen::generate!({ world: "prompt-step", path: "../../wit/focal-plugin@0.1.0" });
 
 mod text;
 mod wildcards;

@@ -2,7 +2,7 @@
 //! in Fooocus's order (fooocus, sai, mre, twri, diva, marc_k3nt3l) and applies the requested
 //! styles it knows, leaving others for later steps.
 
-wit_bindgen::generate!({ world: "prompt-step", path: "../../wit" });
+wit_bindgen::generate!({ world: "prompt-step", path: "../../wit/focal-plugin@0.1.0" });
 
 use prompt_kit::StylePack;
 

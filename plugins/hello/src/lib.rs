@@ -2,7 +2,7 @@
 //! `GET /hello/{name}` answers `{"greeting": "<greeting>, <name>!"}`, where the greeting comes from
 //! the plugin's manifest (`[config] greeting = "…"`).
 
-wit_bindgen::generate!({ world: "endpoint", path: "../../wit" });
+wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
 use focal::plugin::{config, log};

@@ -1,6 +1,6 @@
 //! Misbehaves on request, so the host's isolation can be tested: each route does one bad thing.
 
-wit_bindgen::generate!({ world: "endpoint", path: "../../wit" });
+wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
 use focal::plugin::{engine, log};

@@ -1,0 +1,100 @@
+//! What the host offers plugins beyond WASI, as traits the server implements. The runtime's
+//! contract bindings call these with domain types, whatever contract version the plugin speaks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::image::Image;
+use crate::job::{JobInfo, JobSpec, Owner, QueueInfo, SubmitError};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The `engine` capability: jobs on the one engine worker. Every call but `submit` (whose spec
+/// names its owner) and `release_memory` sees only `owner`'s jobs.
+pub trait EngineService: Send + Sync {
+    fn submit(&self, spec: JobSpec) -> Result<String, SubmitError>;
+    fn get(&self, owner: &Owner, id: &str) -> Option<JobInfo>;
+    /// Resolve when the job ends or `timeout` passes, whichever is first.
+    fn wait(&self, owner: &Owner, id: &str, timeout: Duration) -> BoxFuture<'_, Option<JobInfo>>;
+    /// The latest step preview of a running job (a PNG).
+    fn preview(&self, owner: &Owner, id: &str) -> Option<Image>;
+    fn image_file(&self, owner: &Owner, id: &str, index: u32) -> Option<Vec<u8>>;
+    /// Stop job `id` (or, without one, the owner's running job): a running job between steps,
+    /// a waiting one before it starts. False when there was nothing to stop.
+    fn stop(&self, owner: &Owner, id: Option<&str>) -> bool;
+    fn queue(&self, owner: &Owner) -> QueueInfo;
+    fn history(&self, owner: &Owner, job_id: Option<&str>, offset: u32, limit: u32) -> (Vec<JobInfo>, Vec<JobInfo>);
+    fn delete(&self, owner: &Owner, id: &str) -> bool;
+    fn release_memory(&self);
+}
+
+/// Lists of names the engine accepts (`focal:plugin/catalog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalog {
+    Samplers,
+    Schedulers,
+    Checkpoints,
+    Loras,
+    Vaes,
+    Upscalers,
+    InpaintModels,
+    Controls,
+    ImageSteps,
+}
+
+pub trait CatalogService: Send + Sync {
+    fn list(&self, catalog: Catalog) -> Vec<String>;
+}
+
+/// Images under the host's limits (`focal:plugin/images`).
+pub trait ImageService: Send + Sync {
+    /// A PNG, JPEG or WebP checked against the image limits.
+    fn decode(&self, encoded: &[u8]) -> Result<Image, String>;
+    fn from_rgb(&self, width: u32, height: u32, pixels: Vec<u8>) -> Result<Image, String>;
+    fn rgb(&self, image: &Image) -> Result<Vec<u8>, String>;
+    fn png(&self, image: &Image) -> Result<Vec<u8>, String>;
+}
+
+/// A file the host wrote, as served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct File {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The `files` capability: read what the host wrote to its outputs folder.
+pub trait FileService: Send + Sync {
+    fn read(&self, path: &str, format: Option<&str>) -> Option<File>;
+}
+
+/// The `fetch` capability: outbound GET under the host's policy.
+pub trait FetchService: Send + Sync {
+    fn get(&self, url: String) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+}
+
+/// What the loaded prompt steps offer endpoint plugins (`focal:plugin/prompts`).
+pub trait PromptService: Send + Sync {
+    fn styles(&self) -> BoxFuture<'_, Vec<String>>;
+}
+
+/// Fooocus V2 prompt expansion on the host's GPT-2 (`focal:plugin/expansion`).
+pub trait ExpansionService: Send + Sync {
+    fn expand(&self, prompt: String, seed: u64) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// The host services a plugin may be granted; each is `None` when the host has none.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub engine: Option<Arc<dyn EngineService>>,
+    /// Granted with `engine`.
+    pub catalog: Option<Arc<dyn CatalogService>>,
+    /// Always granted.
+    pub images: Option<Arc<dyn ImageService>>,
+    pub files: Option<Arc<dyn FileService>>,
+    pub fetch: Option<Arc<dyn FetchService>>,
+    pub expansion: Option<Arc<dyn ExpansionService>>,
+    /// Always granted (read-only).
+    pub prompts: Option<Arc<dyn PromptService>>,
+}

@@ -1,0 +1,154 @@
+//! What a job asks the engine to do: the task (text-to-image, image-to-image, inpaint,
+//! upscale), the controls on top of it, the parameters every task shares, and Fooocus's own
+//! rules as an optional extension.
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::Image;
+
+/// A LoRA from the models folder's `loras/`, merged with this strength.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lora {
+    pub name: String,
+    pub weight: f32,
+}
+
+/// ComfyUI's `FreeU_V2` factors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FreeU {
+    pub b1: f32,
+    pub b2: f32,
+    pub s1: f32,
+    pub s2: f32,
+}
+
+/// A second checkpoint that takes over at `switch` (fraction of the steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refiner {
+    pub model: String,
+    pub switch: f32,
+}
+
+/// What every task shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance_scale: f32,
+    pub sampler: String,
+    pub scheduler: String,
+    pub seed: u64,
+    pub image_number: u32,
+    /// Checkpoint file name; empty or unknown means the host's default.
+    pub base_model: String,
+    pub clip_skip: u32,
+    pub disable_seed_increment: bool,
+    pub preview: bool,
+    pub freeu: Option<FreeU>,
+    /// A VAE in `vae/`; empty (or `Default (model)`) keeps the checkpoint's.
+    pub vae: String,
+    pub loras: Vec<Lora>,
+    pub refiner: Option<Refiner>,
+}
+
+/// Outpainting margins in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Extend {
+    pub left: u32,
+    pub right: u32,
+    pub top: u32,
+    pub bottom: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InpaintOptions {
+    pub denoise: f32,
+    pub respective_field: f32,
+    pub mask_grow: i32,
+    pub invert_mask: bool,
+    pub patch_model: Option<String>,
+    pub extend: Option<Extend>,
+}
+
+/// The one thing a job makes its images from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Task {
+    TextToImage,
+    ImageToImage { image: Image, denoise: f32 },
+    Inpaint { image: Image, mask: Image, options: InpaintOptions },
+    Upscale { image: Image, model: String, factor: f32, denoise: f32 },
+    /// A contract-0.1.0 job other than plain text-to-image: its images by role, without the
+    /// parameters a typed task needs (0.1.0 cannot express them). It ends with an error that
+    /// says so.
+    Untyped { label: String, images: Vec<(String, Image)> },
+}
+
+impl Task {
+    /// The images the task carries, with the field that named each (for error messages).
+    pub fn images(&self) -> Vec<(String, &Image)> {
+        match self {
+            Task::TextToImage => vec![],
+            Task::ImageToImage { image, .. } | Task::Upscale { image, .. } => vec![("image".into(), image)],
+            Task::Inpaint { image, mask, .. } => vec![("image".into(), image), ("mask".into(), mask)],
+            Task::Untyped { images, .. } => images.iter().map(|(role, image)| (role.clone(), image)).collect(),
+        }
+    }
+
+    /// The same task with its image files released (sizes kept): what an ended job keeps.
+    pub fn released(&self) -> Task {
+        match self {
+            Task::TextToImage => Task::TextToImage,
+            Task::ImageToImage { image, denoise } => Task::ImageToImage { image: image.released(), denoise: *denoise },
+            Task::Inpaint { image, mask, options } => {
+                Task::Inpaint { image: image.released(), mask: mask.released(), options: options.clone() }
+            }
+            Task::Upscale { image, model, factor, denoise } => {
+                Task::Upscale { image: image.released(), model: model.clone(), factor: *factor, denoise: *denoise }
+            }
+            Task::Untyped { label, .. } => Task::Untyped { label: label.clone(), images: vec![] },
+        }
+    }
+}
+
+/// Guidance from an image on top of the task (image prompt, ControlNet, face reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Control {
+    pub kind: String,
+    pub image: Image,
+    pub weight: f32,
+    pub stop_at: f32,
+}
+
+/// Fooocus's sampling patches (sharpness, adaptive CFG, ADM scaling until `adm_end`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplingPatches {
+    pub sharpness: f32,
+    pub adaptive_cfg: f32,
+    pub adm_positive: f32,
+    pub adm_negative: f32,
+    pub adm_end: f32,
+}
+
+/// Metadata embedded into each saved file: `scheme` `fooocus` or `a1111`, Fooocus log keys
+/// with JSON values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMetadata {
+    pub scheme: String,
+    pub entries: Vec<(String, String)>,
+}
+
+/// Fooocus's own rules, set by plugins that promise Fooocus's results. Without them a job
+/// samples as ComfyUI does, with no styles, no embedded metadata and the default refiner swap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FooocusOptions {
+    pub patches: Option<SamplingPatches>,
+    pub styles: Vec<String>,
+    pub read_wildcards_in_order: bool,
+    /// `joint`, `separate` or `vae` (empty: joint).
+    pub refiner_swap_method: String,
+    pub metadata: Option<ImageMetadata>,
+}

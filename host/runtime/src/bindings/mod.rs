@@ -1,0 +1,118 @@
+//! One module per contract version (`focal:plugin@X.Y.Z` in `wit/focal-plugin@X.Y.Z/`), each with
+//! its generated bindings, the host side of its imports and the conversions to the host's
+//! domain types (Zed's `wasm_host/wit/since_v*` layout). The version a component speaks is read
+//! from its imports and exports when it is loaded.
+
+pub mod v0_1;
+pub mod v0_2;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// A contract version this host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractVersion {
+    V0_1,
+    V0_2,
+}
+
+impl ContractVersion {
+    pub const ALL: [ContractVersion; 2] = [ContractVersion::V0_1, ContractVersion::V0_2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1 => "0.1.0",
+            ContractVersion::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The version of `focal:plugin` a component was built against: the one its `focal:plugin`
+    /// imports and exports name. `Err` names what is wrong (none, several, unknown ones).
+    pub fn of(component: &Component, engine: &Engine) -> Result<ContractVersion, String> {
+        let ty = component.component_type();
+        let names = ty.imports(engine).chain(ty.exports(engine)).map(|(name, item)| (name.to_string(), item));
+        let mut found: Vec<String> = Vec::new();
+        for (name, item) in names {
+            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                continue;
+            }
+            if let Some(version) = name.strip_prefix("focal:plugin/").and_then(|rest| rest.split_once('@')).map(|(_, v)| v.to_string()) {
+                if !found.contains(&version) {
+                    found.push(version);
+                }
+            }
+        }
+        match found.as_slice() {
+            [] => Err("it neither imports nor exports any focal:plugin interface".into()),
+            [one] => ContractVersion::ALL
+                .into_iter()
+                .find(|v| v.as_str() == one)
+                .ok_or_else(|| format!("it was built against focal:plugin@{one}; this focal serves {}", served())),
+            several => Err(format!("it mixes focal:plugin versions {}", several.join(", "))),
+        }
+    }
+}
+
+/// The served versions, for messages: `0.1.0, 0.2.0`.
+pub fn served() -> String {
+    ContractVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Link every served version's imports (their names differ by version, so they coexist).
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<crate::host::State>) -> wasmtime::Result<()> {
+    v0_1::add_to_linker(linker)?;
+    v0_2::add_to_linker(linker)
+}
+
+/// `log.level` of any version as a tracing level (every version has the same five).
+macro_rules! log_level {
+    ($level:ty) => {
+        fn tracing_level(level: $level) -> tracing::Level {
+            match level {
+                <$level>::Trace => tracing::Level::TRACE,
+                <$level>::Debug => tracing::Level::DEBUG,
+                <$level>::Info => tracing::Level::INFO,
+                <$level>::Warn => tracing::Level::WARN,
+                <$level>::Error => tracing::Level::ERROR,
+            }
+        }
+    };
+}
+
+/// Conversions between the domain `PromptTask` and a version's `prompt-task` record (the same
+/// fields in every version so far).
+macro_rules! prompt_task_conversions {
+    ($task:ident) => {
+        pub(crate) fn prompt_task_in(t: focal_core::PromptTask) -> $task {
+            $crate::bindings::copy_prompt_task!(t, $task)
+        }
+        pub(crate) fn prompt_task_out(t: $task) -> focal_core::PromptTask {
+            use focal_core::PromptTask as Domain;
+            $crate::bindings::copy_prompt_task!(t, Domain)
+        }
+    };
+}
+
+macro_rules! copy_prompt_task {
+    ($t:ident, $ty:ident) => {
+        $ty {
+            index: $t.index,
+            seed: $t.seed,
+            prompt: $t.prompt,
+            negative_prompt: $t.negative_prompt,
+            extra_positive: $t.extra_positive,
+            extra_negative: $t.extra_negative,
+            styles: $t.styles,
+            applied_styles: $t.applied_styles,
+            positive: $t.positive,
+            negative: $t.negative,
+            placeholder_used: $t.placeholder_used,
+            expansion: $t.expansion,
+            loras: $t.loras,
+            read_wildcards_in_order: $t.read_wildcards_in_order,
+        }
+    };
+}
+
+pub(crate) use {copy_prompt_task, log_level, prompt_task_conversions};

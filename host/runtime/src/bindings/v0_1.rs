@@ -1,0 +1,274 @@
+//! Contract `focal:plugin@0.1.0` (frozen): its generated bindings, the host side of its
+//! imports, and the conversions between its records and the host's domain types.
+//!
+//! 0.1.0 speaks Fooocus: its generation parameters carry Fooocus's patches, styles and swap
+//! method (they become the job's `FooocusOptions`), its progress is Fooocus's status text
+//! (rendered here from the structured progress), and its input images carry a free-form role
+//! (only plain text-to-image runs; other jobs become `Task::Untyped` and end with an error).
+
+
+use focal_core::services::Catalog;
+use focal_core::{self as core, Phase, Progress};
+
+use crate::host::State;
+
+mod generated {
+    wasmtime::component::bindgen!({
+        world: "endpoint",
+        path: "../../wit/focal-plugin@0.1.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+
+    pub mod step {
+        wasmtime::component::bindgen!({
+            world: "prompt-step",
+            path: "../../wit/focal-plugin@0.1.0",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "focal:plugin/log": super::focal::plugin::log,
+                "focal:plugin/config": super::focal::plugin::config,
+            },
+        });
+    }
+}
+
+pub use generated::exports::focal::plugin::handler::{Request, Response};
+pub use generated::step::PromptStepPre;
+pub use generated::EndpointPre;
+use generated::focal::plugin::{config, engine, fetch, files, log, prompts, types};
+use generated::step::exports::focal::plugin::prompt_processor::PromptTask;
+use generated::step::focal::plugin::{expansion, random};
+
+/// Link every 0.1.0 import against the host's `State`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    generated::Endpoint::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    // The prompt-step world adds `random` and `expansion` to what the endpoint world links.
+    random::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    expansion::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Fooocus's status text for a job's progress (what 0.1.0 promised, e.g.
+/// `Step 7/30 in the 1-th Sampling`); none while waiting.
+pub fn fooocus_status(progress: &Progress, stopped: bool) -> Option<String> {
+    Some(match progress.phase {
+        Phase::Waiting => return None,
+        Phase::LoadingModels => "Loading models ...".into(),
+        Phase::Downloading => match &progress.download {
+            Some(d) => format!("Downloading {} ({}%) ...", d.file, d.percent),
+            None => "Downloading ...".into(),
+        },
+        Phase::ProcessingPrompts => "Processing prompts ...".into(),
+        Phase::EncodingPrompts => "Encoding prompts ...".into(),
+        Phase::Sampling => format!("Step {}/{} in the {}-th Sampling", progress.step, progress.steps, progress.image + 1),
+        Phase::Saving => format!("Saving image {}/{} to system ...", progress.image + 1, progress.images),
+        Phase::Finished if stopped => "User stopped".into(),
+        Phase::Finished => "Finished".into(),
+    })
+}
+
+/// The one job type 0.1.0 runs.
+const TEXT_TO_IMAGE: &str = "Text to Image";
+
+impl State {
+    /// A 0.1.0 job spec as the host's, owned by this request's owner. Input images are checked
+    /// here (the error names the role); Fooocus's rules become the job's `FooocusOptions`.
+    fn job_spec_v0_1(&self, spec: engine::JobSpec) -> Result<core::JobSpec, core::SubmitError> {
+        let p = spec.params;
+        let task = if spec.job_type == TEXT_TO_IMAGE && spec.inputs.is_empty() {
+            core::Task::TextToImage
+        } else {
+            let images = self.images_service().map_err(|e| core::SubmitError::Invalid(e.to_string()))?;
+            let mut decoded = Vec::with_capacity(spec.inputs.len());
+            for input in spec.inputs {
+                let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
+                decoded.push((input.role, image));
+            }
+            core::Task::Untyped { label: spec.job_type.clone(), images: decoded }
+        };
+        let fooocus = core::FooocusOptions {
+            patches: p.patches.map(|s| core::task::SamplingPatches {
+                sharpness: s.sharpness,
+                adaptive_cfg: s.adaptive_cfg,
+                adm_positive: s.adm_positive,
+                adm_negative: s.adm_negative,
+                adm_end: s.adm_end,
+            }),
+            styles: p.styles,
+            read_wildcards_in_order: p.read_wildcards_in_order,
+            refiner_swap_method: p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default(),
+            metadata: spec.output.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
+        };
+        Ok(core::JobSpec {
+            owner: self.owner.clone(),
+            label: spec.job_type,
+            task,
+            controls: vec![],
+            params: core::GenerationParams {
+                prompt: p.prompt,
+                negative_prompt: p.negative_prompt,
+                width: p.width,
+                height: p.height,
+                steps: p.steps,
+                guidance_scale: p.guidance_scale,
+                sampler: p.sampler,
+                scheduler: p.scheduler,
+                seed: p.seed,
+                image_number: p.image_number,
+                base_model: p.base_model,
+                clip_skip: p.clip_skip,
+                disable_seed_increment: p.disable_seed_increment,
+                preview: p.preview,
+                freeu: p.freeu.map(|f| core::task::FreeU { b1: f.b1, b2: f.b2, s1: f.s1, s2: f.s2 }),
+                vae: p.vae,
+                loras: p.loras.into_iter().map(|l| core::Lora { name: l.name, weight: l.weight }).collect(),
+                refiner: p.refiner.map(|r| core::task::Refiner { model: r.model, switch: r.switch }),
+            },
+            fooocus: Some(fooocus),
+            output: core::job::OutputOptions { extension: spec.output.extension, save_name: spec.output.save_name },
+            post_steps: vec![],
+            webhook_url: spec.webhook_url,
+            request: spec.request,
+        })
+    }
+}
+
+fn job_info(info: core::JobInfo) -> engine::JobInfo {
+    engine::JobInfo {
+        status: fooocus_status(&info.progress, info.stopped),
+        id: info.id,
+        job_type: info.label,
+        stage: match info.stage {
+            core::JobStage::Waiting => engine::JobStage::Waiting,
+            core::JobStage::Running => engine::JobStage::Running,
+            core::JobStage::Success => engine::JobStage::Success,
+            core::JobStage::Error => engine::JobStage::Error,
+        },
+        progress: info.progress.percent,
+        error: info.error,
+        stopped: info.stopped,
+        in_queue_ms: info.in_queue_ms,
+        start_ms: info.start_ms,
+        finish_ms: info.finish_ms,
+        images: info.images.into_iter().map(|i| engine::JobImage { seed: i.seed, path: i.path }).collect(),
+        request: info.request,
+    }
+}
+
+fn submit_error(e: core::SubmitError) -> engine::SubmitError {
+    match e {
+        core::SubmitError::QueueFull => engine::SubmitError::QueueFull,
+        core::SubmitError::Invalid(m) => engine::SubmitError::Invalid(m),
+    }
+}
+
+super::prompt_task_conversions!(PromptTask);
+super::log_level!(log::Level);
+
+impl types::Host for State {}
+
+impl log::Host for State {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.write_log(tracing_level(level), message);
+        Ok(())
+    }
+}
+
+impl config::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config_value(&key))
+    }
+}
+
+impl engine::Host for State {
+    async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
+        let engine = self.engine()?;
+        Ok(self.job_spec_v0_1(spec).and_then(|spec| engine.submit(spec)).map_err(submit_error))
+    }
+
+    async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
+        Ok(self.engine()?.get(&self.owner, &id).map(job_info))
+    }
+
+    async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
+        let engine = self.engine()?;
+        Ok(engine.wait(&self.owner, &id, self.budget(timeout_ms)).await.map(job_info))
+    }
+
+    async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.preview(&self.owner, &id).map(|png| png.encoded.to_vec()))
+    }
+
+    async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.image_file(&self.owner, &id, index))
+    }
+
+    async fn stop(&mut self) -> wasmtime::Result<()> {
+        self.engine()?.stop(&self.owner, None);
+        Ok(())
+    }
+
+    async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
+        let q = self.engine()?.queue(&self.owner);
+        Ok(engine::QueueInfo { running_size: q.running_size, finished_size: q.finished_size, last_job_id: q.last_job_id })
+    }
+
+    async fn history(
+        &mut self,
+        job_id: Option<String>,
+        offset: u32,
+        limit: u32,
+    ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
+        let (queue, history) = self.engine()?.history(&self.owner, job_id.as_deref(), offset, limit);
+        Ok((queue.into_iter().map(job_info).collect(), history.into_iter().map(job_info).collect()))
+    }
+
+    async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
+        Ok(self.engine()?.delete(&self.owner, &id))
+    }
+
+    async fn models(&mut self) -> wasmtime::Result<engine::ModelFiles> {
+        let catalog = self.catalog()?;
+        Ok(engine::ModelFiles { checkpoints: catalog.list(Catalog::Checkpoints), loras: catalog.list(Catalog::Loras) })
+    }
+
+    async fn release_memory(&mut self) -> wasmtime::Result<()> {
+        self.engine()?.release_memory();
+        Ok(())
+    }
+}
+
+impl prompts::Host for State {
+    async fn styles(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.prompt_styles().await)
+    }
+}
+
+impl random::Host for State {
+    async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
+        self.random_below(n)
+    }
+}
+
+impl expansion::Host for State {
+    async fn expand(&mut self, prompt: String, seed: u64) -> wasmtime::Result<Result<String, String>> {
+        Ok(self.expand_prompt(prompt, seed)?.await)
+    }
+}
+
+impl files::Host for State {
+    async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
+        let file = self.files()?.read(&path, format.as_deref());
+        Ok(file.map(|f| files::File { content_type: f.content_type, body: f.body }))
+    }
+}
+
+impl fetch::Host for State {
+    async fn get(&mut self, url: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        Ok(self.fetch_url(url)?.await)
+    }
+}
+

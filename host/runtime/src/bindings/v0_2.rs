@@ -1,0 +1,376 @@
+//! Contract `focal:plugin@0.2.0`: its generated bindings, the host side of its imports, and the
+//! conversions between its records and the host's domain types. Images are host resources
+//! (`focal_core::Image` in the store's table): decoded once, then passed by handle.
+
+use focal_core::services::Catalog;
+use focal_core::{self as core, Image};
+use wasmtime::component::Resource;
+
+use crate::host::State;
+
+mod generated {
+    wasmtime::component::bindgen!({
+        world: "endpoint",
+        path: "../../wit/focal-plugin@0.2.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: { "focal:plugin/images.image": focal_core::Image },
+    });
+
+    pub mod step {
+        wasmtime::component::bindgen!({
+            world: "prompt-step",
+            path: "../../wit/focal-plugin@0.2.0",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "focal:plugin/log": super::focal::plugin::log,
+                "focal:plugin/config": super::focal::plugin::config,
+            },
+        });
+    }
+
+    pub mod image_step {
+        wasmtime::component::bindgen!({
+            world: "image-step",
+            path: "../../wit/focal-plugin@0.2.0",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "focal:plugin/log": super::focal::plugin::log,
+                "focal:plugin/config": super::focal::plugin::config,
+                "focal:plugin/images": super::focal::plugin::images,
+            },
+        });
+    }
+}
+
+pub use generated::exports::focal::plugin::handler::{Request, Response};
+pub use generated::image_step::ImageStepPre;
+pub use generated::step::PromptStepPre;
+pub use generated::EndpointPre;
+use generated::focal::plugin::{catalog, config, engine, fetch, files, images, log, prompts, types};
+use generated::step::exports::focal::plugin::prompt_processor::PromptTask;
+use generated::step::focal::plugin::{expansion, random};
+
+/// Images one request may hold at once (each is a host-side copy of its file).
+const MAX_LIVE_IMAGES: usize = 64;
+
+/// Link every 0.2.0 import against the host's `State`.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    generated::Endpoint::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    random::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    expansion::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+impl State {
+    fn image(&self, handle: &Resource<Image>) -> wasmtime::Result<Image> {
+        Ok(self.table.get(handle)?.clone())
+    }
+
+    /// Hand `image` to the plugin as a new resource, within the request's image budget.
+    pub(crate) fn new_image(&mut self, image: Image) -> wasmtime::Result<Result<Resource<Image>, String>> {
+        if self.live_images >= MAX_LIVE_IMAGES {
+            return Ok(Err(format!("a request may hold at most {MAX_LIVE_IMAGES} images at once")));
+        }
+        self.live_images += 1;
+        Ok(Ok(self.table.push(image)?))
+    }
+
+    pub(crate) fn take_image(&mut self, handle: Resource<Image>) -> wasmtime::Result<Image> {
+        self.live_images = self.live_images.saturating_sub(1);
+        Ok(self.table.delete(handle)?)
+    }
+
+    /// A 0.2.0 job spec as the host's, owned by this request's owner.
+    fn job_spec_v0_2(&self, spec: engine::JobSpec) -> wasmtime::Result<core::JobSpec> {
+        let p = spec.params;
+        let task = match spec.task {
+            engine::Task::TextToImage => core::Task::TextToImage,
+            engine::Task::ImageToImage(t) => core::Task::ImageToImage { image: self.image(&t.image)?, denoise: t.denoise },
+            engine::Task::Inpaint(t) => core::Task::Inpaint {
+                image: self.image(&t.image)?,
+                mask: self.image(&t.mask)?,
+                options: core::InpaintOptions {
+                    denoise: t.options.denoise,
+                    respective_field: t.options.respective_field,
+                    mask_grow: t.options.mask_grow,
+                    invert_mask: t.options.invert_mask,
+                    patch_model: t.options.patch_model,
+                    extend: t.options.extend.map(|e| core::task::Extend { left: e.left, right: e.right, top: e.top, bottom: e.bottom }),
+                },
+            },
+            engine::Task::Upscale(t) => {
+                core::Task::Upscale { image: self.image(&t.image)?, model: t.model, factor: t.factor, denoise: t.denoise }
+            }
+        };
+        let mut controls = Vec::with_capacity(spec.controls.len());
+        for c in spec.controls {
+            controls.push(core::Control { kind: c.kind, image: self.image(&c.image)?, weight: c.weight, stop_at: c.stop_at });
+        }
+        let fooocus = spec.fooocus.map(|f| core::FooocusOptions {
+            patches: f.patches.map(|s| core::task::SamplingPatches {
+                sharpness: s.sharpness,
+                adaptive_cfg: s.adaptive_cfg,
+                adm_positive: s.adm_positive,
+                adm_negative: s.adm_negative,
+                adm_end: s.adm_end,
+            }),
+            styles: f.styles,
+            read_wildcards_in_order: f.read_wildcards_in_order,
+            refiner_swap_method: f.refiner_swap_method,
+            metadata: f.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
+        });
+        Ok(core::JobSpec {
+            owner: self.owner.clone(),
+            label: spec.label,
+            task,
+            controls,
+            params: core::GenerationParams {
+                prompt: p.prompt,
+                negative_prompt: p.negative_prompt,
+                width: p.width,
+                height: p.height,
+                steps: p.steps,
+                guidance_scale: p.guidance_scale,
+                sampler: p.sampler,
+                scheduler: p.scheduler,
+                seed: p.seed,
+                image_number: p.image_number,
+                base_model: p.base_model,
+                clip_skip: p.clip_skip,
+                disable_seed_increment: p.disable_seed_increment,
+                preview: p.preview,
+                freeu: p.freeu.map(|f| core::task::FreeU { b1: f.b1, b2: f.b2, s1: f.s1, s2: f.s2 }),
+                vae: p.vae,
+                loras: p.loras.into_iter().map(|l| core::Lora { name: l.name, weight: l.weight }).collect(),
+                refiner: p.refiner.map(|r| core::task::Refiner { model: r.model, switch: r.switch }),
+            },
+            fooocus,
+            output: core::job::OutputOptions { extension: spec.output.extension, save_name: spec.output.save_name },
+            post_steps: spec.post_steps.into_iter().map(|s| core::StepCall { plugin: s.plugin, options: s.options }).collect(),
+            webhook_url: spec.webhook_url,
+            request: spec.request,
+        })
+    }
+}
+
+fn job_info(info: core::JobInfo) -> engine::JobInfo {
+    let p = info.progress;
+    engine::JobInfo {
+        id: info.id,
+        label: info.label,
+        stage: match info.stage {
+            core::JobStage::Waiting => engine::JobStage::Waiting,
+            core::JobStage::Running => engine::JobStage::Running,
+            core::JobStage::Success => engine::JobStage::Success,
+            core::JobStage::Error => engine::JobStage::Error,
+        },
+        progress: engine::Progress {
+            phase: match p.phase {
+                core::Phase::Waiting => engine::Phase::Waiting,
+                core::Phase::LoadingModels => engine::Phase::LoadingModels,
+                core::Phase::Downloading => engine::Phase::Downloading,
+                core::Phase::ProcessingPrompts => engine::Phase::ProcessingPrompts,
+                core::Phase::EncodingPrompts => engine::Phase::EncodingPrompts,
+                core::Phase::Sampling => engine::Phase::Sampling,
+                core::Phase::Saving => engine::Phase::Saving,
+                core::Phase::Finished => engine::Phase::Finished,
+            },
+            percent: p.percent,
+            image: p.image,
+            images: p.images,
+            step: p.step,
+            steps: p.steps,
+            download: p.download.map(|d| engine::Download { file: d.file, percent: d.percent }),
+        },
+        error: info.error,
+        stopped: info.stopped,
+        in_queue_ms: info.in_queue_ms,
+        start_ms: info.start_ms,
+        finish_ms: info.finish_ms,
+        images: info.images.into_iter().map(|i| engine::JobImage { seed: i.seed, path: i.path }).collect(),
+        request: info.request,
+    }
+}
+
+super::prompt_task_conversions!(PromptTask);
+super::log_level!(log::Level);
+
+impl types::Host for State {}
+
+impl log::Host for State {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.write_log(tracing_level(level), message);
+        Ok(())
+    }
+}
+
+impl config::Host for State {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config_value(&key))
+    }
+}
+
+impl images::Host for State {}
+
+impl images::HostImage for State {
+    async fn decode(&mut self, encoded: Vec<u8>) -> wasmtime::Result<Result<Resource<Image>, String>> {
+        match self.images_service()?.decode(&encoded) {
+            Ok(image) => self.new_image(image),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn from_rgb(&mut self, width: u32, height: u32, pixels: Vec<u8>) -> wasmtime::Result<Result<Resource<Image>, String>> {
+        match self.images_service()?.from_rgb(width, height, pixels) {
+            Ok(image) => self.new_image(image),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn width(&mut self, image: Resource<Image>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&image)?.width)
+    }
+
+    async fn height(&mut self, image: Resource<Image>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&image)?.height)
+    }
+
+    async fn rgb(&mut self, image: Resource<Image>) -> wasmtime::Result<Vec<u8>> {
+        let image = self.image(&image)?;
+        self.images_service()?.rgb(&image).map_err(wasmtime::Error::msg)
+    }
+
+    async fn png(&mut self, image: Resource<Image>) -> wasmtime::Result<Vec<u8>> {
+        let image = self.image(&image)?;
+        self.images_service()?.png(&image).map_err(wasmtime::Error::msg)
+    }
+
+    async fn drop(&mut self, image: Resource<Image>) -> wasmtime::Result<()> {
+        self.take_image(image)?;
+        Ok(())
+    }
+}
+
+impl engine::Host for State {
+    async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
+        let engine = self.engine()?;
+        let spec = self.job_spec_v0_2(spec)?;
+        Ok(engine.submit(spec).map_err(|e| match e {
+            core::SubmitError::QueueFull => engine::SubmitError::QueueFull,
+            core::SubmitError::Invalid(m) => engine::SubmitError::Invalid(m),
+        }))
+    }
+
+    async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
+        Ok(self.engine()?.get(&self.owner, &id).map(job_info))
+    }
+
+    async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
+        let engine = self.engine()?;
+        Ok(engine.wait(&self.owner, &id, self.budget(timeout_ms)).await.map(job_info))
+    }
+
+    async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Resource<Image>>> {
+        match self.engine()?.preview(&self.owner, &id) {
+            Some(image) => Ok(self.new_image(image)?.ok()),
+            None => Ok(None),
+        }
+    }
+
+    async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.engine()?.image_file(&self.owner, &id, index))
+    }
+
+    async fn stop(&mut self, id: String) -> wasmtime::Result<bool> {
+        Ok(self.engine()?.stop(&self.owner, Some(&id)))
+    }
+
+    async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
+        let q = self.engine()?.queue(&self.owner);
+        Ok(engine::QueueInfo { running_size: q.running_size, finished_size: q.finished_size, last_job_id: q.last_job_id })
+    }
+
+    async fn history(
+        &mut self,
+        job_id: Option<String>,
+        offset: u32,
+        limit: u32,
+    ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
+        let (queue, history) = self.engine()?.history(&self.owner, job_id.as_deref(), offset, limit);
+        Ok((queue.into_iter().map(job_info).collect(), history.into_iter().map(job_info).collect()))
+    }
+
+    async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
+        Ok(self.engine()?.delete(&self.owner, &id))
+    }
+
+    async fn release_memory(&mut self) -> wasmtime::Result<()> {
+        self.engine()?.release_memory();
+        Ok(())
+    }
+}
+
+impl catalog::Host for State {
+    async fn samplers(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Samplers))
+    }
+    async fn schedulers(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Schedulers))
+    }
+    async fn checkpoints(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Checkpoints))
+    }
+    async fn loras(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Loras))
+    }
+    async fn vaes(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Vaes))
+    }
+    async fn upscalers(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Upscalers))
+    }
+    async fn inpaint_models(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::InpaintModels))
+    }
+    async fn controls(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::Controls))
+    }
+    async fn image_steps(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.catalog()?.list(Catalog::ImageSteps))
+    }
+}
+
+impl prompts::Host for State {
+    async fn styles(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.prompt_styles().await)
+    }
+}
+
+impl random::Host for State {
+    async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
+        self.random_below(n)
+    }
+}
+
+impl expansion::Host for State {
+    async fn expand(&mut self, prompt: String, seed: u64) -> wasmtime::Result<Result<String, String>> {
+        Ok(self.expand_prompt(prompt, seed)?.await)
+    }
+}
+
+impl files::Host for State {
+    async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
+        let file = self.files()?.read(&path, format.as_deref());
+        Ok(file.map(|f| files::File { content_type: f.content_type, body: f.body }))
+    }
+}
+
+impl fetch::Host for State {
+    async fn get(&mut self, url: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        Ok(self.fetch_url(url)?.await)
+    }
+}
