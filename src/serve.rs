@@ -14,7 +14,9 @@ use focal_server::jobs::{JobManager, JobOptions};
 use focal_server::limits::RequestLimits;
 use focal_server::outputs::Outputs;
 use focal_server::expansion::HostExpansion;
-use focal_server::prompts::PluginPrompts;
+use focal_server::catalog::HostCatalog;
+use focal_server::images::Images;
+use focal_server::steps::PluginSteps;
 use focal_server::webhook::{WebhookPolicy, Webhooks};
 use focal_server::Registry;
 
@@ -189,15 +191,19 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             Some(webhooks),
         )?;
         let fetch = Fetcher::new(FetchPolicy { allow_private: args.allow_private_fetch, ..Default::default() })?;
-        // Prompt steps run on this runtime for the engine worker; bound to the plugins below.
-        let prompts = PluginPrompts::new(tokio::runtime::Handle::current());
-        jobs.set_prompt_pipeline(prompts.clone());
+        // Prompt and image steps run on this runtime for the engine worker; bound to the plugins below.
+        let steps = PluginSteps::new(tokio::runtime::Handle::current());
+        jobs.set_prompt_pipeline(steps.clone());
+        jobs.set_image_pipeline(steps.clone());
+        let catalog = HostCatalog { models: ModelsDir::new(&args.models_dir), steps: steps.clone() };
         let services = Services {
             engine: Some(jobs),
+            catalog: Some(Arc::new(catalog)),
+            images: Some(Arc::new(Images { limits: limits.image })),
             files: Some(Arc::new(Outputs::new(&args.outputs_dir))),
             fetch: Some(Arc::new(fetch)),
             expansion: Some(Arc::new(HostExpansion::new(expansion_dir))),
-            prompts: Some(prompts.clone()),
+            prompts: Some(steps.clone()),
         };
         let mut settings = BTreeMap::from([
             ("base-url".to_string(), base_url),
@@ -210,7 +216,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let wildcards = ModelsDir::new(&args.models_dir).folder("wildcards");
         let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
         let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
-        prompts.attach(host.clone(), registry.clone());
+        steps.attach(host.clone(), registry.clone());
         let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, host, registry, options).await

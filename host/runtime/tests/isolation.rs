@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focal_runtime::services::{BoxFuture, EngineService, JobInfo, JobSpec, ModelFiles, QueueInfo, Services, SubmitError};
-use focal_runtime::{Capability, HostOptions, Plugin, PluginFailure, PluginHost, PluginManifest, Request};
+use focal_core::services::{BoxFuture, EngineService, Services};
+use focal_core::{Image, JobInfo, JobSpec, Owner, QueueInfo, SubmitError};
+use focal_runtime::{Capability, ContractVersion, HostOptions, Plugin, PluginFailure, PluginHost, PluginManifest, Request, World};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join(format!("{name}.wasm"));
@@ -33,31 +34,31 @@ async fn each_hostile_action_fails_only_its_own_request() {
     let plugin = hostile(&host, 1000, 64, vec![]);
 
     let t = Instant::now();
-    let err = host.handle(&plugin, get("/hostile/loop")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/loop"), Owner::default()).await.unwrap_err();
     assert!(matches!(err, PluginFailure::Timeout { .. }), "{err}");
     assert_eq!(err.status(), 504);
     assert!(t.elapsed() < Duration::from_secs(3), "loop stopped after {:?}", t.elapsed());
 
-    let err = host.handle(&plugin, get("/hostile/alloc")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/alloc"), Owner::default()).await.unwrap_err();
     assert!(matches!(err, PluginFailure::OutOfMemory { limit_mb: 64, .. }), "{err}");
 
-    let err = host.handle(&plugin, get("/hostile/stack")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/stack"), Owner::default()).await.unwrap_err();
     assert!(matches!(err, PluginFailure::Trap { .. }), "{err}");
 
-    let err = host.handle(&plugin, get("/hostile/trap")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/trap"), Owner::default()).await.unwrap_err();
     assert!(err.to_string().contains("panicked on purpose"), "{err}");
 
-    let err = host.handle(&plugin, get("/hostile/garbage")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/garbage"), Owner::default()).await.unwrap_err();
     assert!(matches!(err, PluginFailure::BadResponse { .. }), "{err}");
 
-    let r = host.handle(&plugin, get("/hostile/escape")).await.unwrap();
+    let r = host.handle(&plugin, get("/hostile/escape"), Owner::default()).await.unwrap();
     assert_eq!(body(&r).matches("denied").count(), 3, "{}", body(&r));
 
-    let err = host.handle(&plugin, get("/hostile/capability")).await.unwrap_err();
+    let err = host.handle(&plugin, get("/hostile/capability"), Owner::default()).await.unwrap_err();
     assert!(err.to_string().contains("no 'engine' capability"), "{err}");
 
     // After all of that, the same plugin still serves normally.
-    let r = host.handle(&plugin, get("/hostile/ok")).await.unwrap();
+    let r = host.handle(&plugin, get("/hostile/ok"), Owner::default()).await.unwrap();
     assert_eq!((r.status, body(&r).as_str()), (200, "ok"));
 }
 
@@ -68,14 +69,14 @@ async fn normal_requests_are_served_while_plugins_spin() {
     let spinners: Vec<_> = (0..4)
         .map(|_| {
             let (host, plugin) = (host.clone(), plugin.clone());
-            tokio::spawn(async move { host.handle(&plugin, get("/hostile/loop")).await })
+            tokio::spawn(async move { host.handle(&plugin, get("/hostile/loop"), Owner::default()).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut worst = Duration::ZERO;
     for _ in 0..50 {
         let t = Instant::now();
-        let r = host.handle(&plugin, get("/hostile/ok")).await.unwrap();
+        let r = host.handle(&plugin, get("/hostile/ok"), Owner::default()).await.unwrap();
         assert_eq!(r.status, 200);
         worst = worst.max(t.elapsed());
     }
@@ -92,7 +93,7 @@ async fn example_plugin_reads_its_config_and_the_cache_is_reused() {
     let mut m = PluginManifest::default_for("hello");
     m.config.insert("greeting".into(), "Bonjour".into());
     let plugin = host.load(m.clone(), &wasm("hello")).unwrap();
-    let r = host.handle(&plugin, get("/hello/Ada")).await.unwrap();
+    let r = host.handle(&plugin, get("/hello/Ada"), Owner::default()).await.unwrap();
     assert_eq!(body(&r), r#"{"greeting": "Bonjour, Ada!"}"#);
     let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
     assert_eq!(cached.len(), 1);
@@ -110,30 +111,29 @@ impl EngineService for EmptyEngine {
     fn submit(&self, _: JobSpec) -> Result<String, SubmitError> {
         Err(SubmitError::QueueFull)
     }
-    fn get(&self, _: &str) -> Option<JobInfo> {
+    fn get(&self, _: &Owner, _: &str) -> Option<JobInfo> {
         None
     }
-    fn wait(&self, _: &str, _: Duration) -> BoxFuture<'_, Option<JobInfo>> {
+    fn wait(&self, _: &Owner, _: &str, _: Duration) -> BoxFuture<'_, Option<JobInfo>> {
         Box::pin(async { None })
     }
-    fn preview(&self, _: &str) -> Option<Vec<u8>> {
+    fn preview(&self, _: &Owner, _: &str) -> Option<Image> {
         None
     }
-    fn image_file(&self, _: &str, _: u32) -> Option<Vec<u8>> {
+    fn image_file(&self, _: &Owner, _: &str, _: u32) -> Option<Vec<u8>> {
         None
     }
-    fn stop(&self) {}
-    fn queue(&self) -> QueueInfo {
-        QueueInfo { running_size: 7, finished_size: 0, last_job_id: None }
-    }
-    fn history(&self, _: Option<&str>, _: u32, _: u32) -> (Vec<JobInfo>, Vec<JobInfo>) {
-        (vec![], vec![])
-    }
-    fn delete(&self, _: &str) -> bool {
+    fn stop(&self, _: &Owner, _: Option<&str>) -> bool {
         false
     }
-    fn models(&self) -> ModelFiles {
-        ModelFiles { checkpoints: vec![], loras: vec![] }
+    fn queue(&self, _: &Owner) -> QueueInfo {
+        QueueInfo { running_size: 7, finished_size: 0, last_job_id: None }
+    }
+    fn history(&self, _: &Owner, _: Option<&str>, _: u32, _: u32) -> (Vec<JobInfo>, Vec<JobInfo>) {
+        (vec![], vec![])
+    }
+    fn delete(&self, _: &Owner, _: &str) -> bool {
+        false
     }
     fn release_memory(&self) {}
 }
@@ -143,10 +143,48 @@ async fn a_granted_capability_reaches_the_engine_service() {
     let services = Services { engine: Some(Arc::new(EmptyEngine)), ..Default::default() };
     let host = PluginHost::new(HostOptions::default(), services).unwrap();
     let granted = hostile(&host, 1000, 64, vec![Capability::Engine]);
-    let r = host.handle(&granted, get("/hostile/capability")).await.unwrap();
+    let r = host.handle(&granted, get("/hostile/capability"), Owner::default()).await.unwrap();
     assert_eq!((r.status, body(&r).as_str()), (200, "queue has 7 jobs"));
     let denied = hostile(&host, 1000, 64, vec![]);
-    let failure = host.handle(&denied, get("/hostile/capability")).await.unwrap_err();
+    let failure = host.handle(&denied, get("/hostile/capability"), Owner::default()).await.unwrap_err();
     assert_eq!(failure.status(), 500);
     assert!(failure.to_string().contains("no 'engine' capability"), "{failure}");
+}
+
+fn fixture(file: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/plugins").join(file)).unwrap()
+}
+
+/// The contract version is read from the component: a prebuilt 0.1.0 component and the same
+/// example built against 0.2.0 load into one host and both serve; a version this host does
+/// not serve is refused with a message saying which ones it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_of_every_served_contract_version_load_side_by_side() {
+    let host = PluginHost::new(HostOptions::default(), Services::default()).unwrap();
+    let old = host.load(PluginManifest::default_for("hello01"), &fixture("hello-0.1.0.wasm")).unwrap();
+    let new = host.load(PluginManifest::default_for("hello"), &wasm("hello")).unwrap();
+    assert_eq!((old.contract(), new.contract()), (ContractVersion::V0_1, ContractVersion::V0_2));
+    assert_eq!((old.world(), new.world()), (World::Endpoint, World::Endpoint));
+    for plugin in [&old, &new] {
+        let r = host.handle(plugin, get("/hello/Ada"), Owner::default()).await.unwrap();
+        assert_eq!(body(&r), r#"{"greeting": "Hello, Ada!"}"#);
+    }
+    let step = host.load(PluginManifest::default_for("grayscale"), &wasm("grayscale")).unwrap();
+    assert_eq!((step.contract(), step.world()), (ContractVersion::V0_2, World::ImageStep));
+    let prompt_step = host.load(PluginManifest::default_for("example_styles"), &wasm("example_styles")).unwrap();
+    assert_eq!((prompt_step.contract(), prompt_step.world()), (ContractVersion::V0_1, World::PromptStep));
+
+    // The same bytes with every `@0.1.0` renamed `@0.9.0` (same length, still a valid component).
+    let mut future = fixture("hello-0.1.0.wasm");
+    let (from, to) = (b"focal:plugin/", b"@0.1.0");
+    let mut i = 0;
+    while i + to.len() <= future.len() {
+        if future[i..].starts_with(to) && future[..i].windows(from.len()).rev().take(40).any(|w| w == from) {
+            future[i..i + to.len()].copy_from_slice(b"@0.9.0");
+        }
+        i += 1;
+    }
+    let err = host.load(PluginManifest::default_for("future"), &future).err().expect("0.9.0 is not served");
+    let text = format!("{err:#}");
+    assert!(text.contains("focal:plugin@0.9.0") && text.contains("0.1.0, 0.2.0"), "{text}");
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
 use focal_engine::expansion::PromptExpansion;
-use focal_runtime::services::{BoxFuture, ExpansionService};
+use focal_core::services::{BoxFuture, ExpansionService};
 
 pub struct HostExpansion {
     inner: Arc<Inner>,

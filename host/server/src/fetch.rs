@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use focal_runtime::services::{BoxFuture, FetchService};
+use focal_core::services::{BoxFuture, FetchService};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 #[derive(Clone, Debug)]

@@ -2,16 +2,18 @@
 //! fresh sandboxed instance. Plugins come from the plugins directory (`<name>.wasm` plus an
 //! optional `<name>.toml` manifest) and are reloaded when their files change, so operators add
 //! endpoints to a running server without rebuilding or restarting it.
+pub mod catalog;
 pub mod decode;
 pub mod expansion;
 pub mod fetch;
 pub mod heads;
+pub mod images;
 pub mod jobs;
 pub mod limits;
 pub mod metadata;
 pub mod outputs;
-pub mod prompts;
 pub mod registry;
+pub mod steps;
 pub mod store;
 pub mod webhook;
 
@@ -22,6 +24,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Request as HttpRequest, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Router;
+use focal_core::Owner;
 use focal_runtime::{PluginHost, Request};
 
 pub use registry::Registry;
@@ -86,7 +89,9 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
             return error(StatusCode::PAYLOAD_TOO_LARGE, &limit);
         }
     };
-    match app.host.handle(&plugin, Request { method, path, query, headers, body }).await {
+    // Every request is the host's own until tenancy binds requests to owners.
+    let owner = Owner::default();
+    match app.host.handle(&plugin, Request { method, path, query, headers, body }, owner).await {
         Ok(r) => plugin_response(&plugin.manifest.name, r),
         Err(failure) => {
             let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -3,7 +3,7 @@
 //! anything is allocated for it, so no request can take the process down. The values are the
 //! defaults of `focal serve`'s `--max-*` options.
 
-use focal_runtime::services::JobSpec;
+use focal_core::JobSpec;
 
 use crate::decode::ImageLimits;
 
@@ -18,6 +18,8 @@ pub struct RequestLimits {
     pub max_generation_pixels: u64,
     /// `image_number` at most (the Fooocus-API's own maximum).
     pub max_images_per_job: u32,
+    /// LoRAs a job may name.
+    pub max_loras_per_job: usize,
     /// Characters in each prompt text. Nothing useful needs more: CLIP reads 75-token windows
     /// and Fooocus concatenates them, so this is already hundreds of windows.
     pub max_prompt_chars: usize,
@@ -30,6 +32,7 @@ impl Default for RequestLimits {
             image: ImageLimits::default(),
             max_generation_pixels: 8 << 20,
             max_images_per_job: 32,
+            max_loras_per_job: 32,
             max_prompt_chars: 64 << 10,
         }
     }
@@ -48,6 +51,9 @@ impl RequestLimits {
         }
         if p.image_number == 0 || p.image_number > self.max_images_per_job {
             return Err(format!("image_number: {} is not between 1 and {}", p.image_number, self.max_images_per_job));
+        }
+        if p.loras.len() > self.max_loras_per_job {
+            return Err(format!("loras: {} LoRAs; the limit is {}", p.loras.len(), self.max_loras_per_job));
         }
         for (field, text) in [("prompt", &p.prompt), ("negative_prompt", &p.negative_prompt)] {
             let chars = text.chars().count();

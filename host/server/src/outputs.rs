@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use focal_engine::image::RgbImage;
-use focal_runtime::services::{File, FileService};
+use focal_core::services::{File, FileService};
 
 /// Software tag written with the metadata, as Fooocus writes `Fooocus v2.5.5`.
 const SOFTWARE: &str = concat!("focal v", env!("CARGO_PKG_VERSION"));

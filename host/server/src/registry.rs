@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use focal_runtime::{Plugin, PluginHost, PluginManifest};
+use focal_runtime::{Plugin, PluginHost, PluginManifest, World};
 
 /// How often the plugins directory is checked for added, changed or removed plugins.
 const POLL: Duration = Duration::from_millis(500);
@@ -205,7 +205,7 @@ impl Registry {
             served.insert(c.plugin.manifest.name.clone(), c.plugin.clone());
         }
         let mut routes: Vec<(String, Arc<Plugin>)> = Vec::new();
-        let endpoints = |p: &Arc<Plugin>| !p.is_prompt_step();
+        let endpoints = |p: &Arc<Plugin>| p.world() == World::Endpoint;
         for p in self.builtins.values().filter(|p| endpoints(p) && Arc::ptr_eq(&served[&p.manifest.name], p)) {
             routes.extend(p.manifest.routes.iter().map(|r| (r.clone(), p.clone())));
         }

@@ -1,8 +1,9 @@
 //! The plugin-author example: a new route served by a running focal without rebuilding it.
 //! `GET /hello/{name}` answers `{"greeting": "<greeting>, <name>!"}`, where the greeting comes from
 //! the plugin's manifest (`[config] greeting = "…"`).
+//! Built against the current contract, `focal:plugin@0.2.0`.
 
-wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
+wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.2.0" });
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
 use focal::plugin::{config, log};

@@ -9,7 +9,7 @@ use focal_engine::lora::LoraSpec;
 use focal_engine::refiner::RefinerModel;
 use focal_engine::{LoadOptions, SdxlModel};
 use focal_models::Downloader;
-use focal_runtime::services::{GenerationParams, Lora};
+use focal_core::{Download, JobSpec, Lora, Phase};
 use sha2::{Digest, Sha256};
 
 use super::JobManager;
@@ -35,9 +35,10 @@ pub(super) struct Loaded {
 impl JobManager {
     /// The model files a job names, resolved in the models folder: its checkpoint, its LoRAs
     /// with the prompt's `<lora:…>` tags, its refiner and VAE.
-    pub(super) fn model_key(&self, id: &str, p: &GenerationParams, tag_loras: &[(String, f32)]) -> Result<ModelKey, String> {
+    pub(super) fn model_key(&self, id: &str, spec: &JobSpec, tag_loras: &[(String, f32)]) -> Result<ModelKey, String> {
+        let p = &spec.params;
         let checkpoint = self.checkpoint_for(&p.base_model);
-        let requested_loras = self.with_tag_loras(&p.loras, tag_loras);
+        let requested_loras = self.with_tag_loras(&p.loras, tag_loras, spec.fooocus.is_some());
         let loras = self.lora_specs(id, &requested_loras)?;
         let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
             Some(path) if path != checkpoint => Some(path),
@@ -111,9 +112,9 @@ impl JobManager {
     }
 
     /// The request's LoRAs plus the prompt's `<lora:stem:weight>` tags found in `loras/` (by
-    /// file stem; unknown stems and names already requested skipped), at most [`MAX_LORAS`]
-    /// besides the performance LoRA, which stays last.
-    fn with_tag_loras(&self, requested: &[Lora], tags: &[(String, f32)]) -> Vec<Lora> {
+    /// file stem; unknown stems and names already requested skipped). Fooocus jobs keep at
+    /// most [`MAX_LORAS`] besides the performance LoRA, which stays last.
+    fn with_tag_loras(&self, requested: &[Lora], tags: &[(String, f32)], fooocus: bool) -> Vec<Lora> {
         let is_performance = |l: &Lora| focal_models::presets::PERFORMANCE_LORAS.iter().any(|(f, _)| *f == l.name);
         let (mut loras, performance): (Vec<Lora>, Vec<Lora>) = requested.iter().cloned().partition(|l| !is_performance(l));
         let files = self.options.models.list("loras");
@@ -125,7 +126,9 @@ impl JobManager {
                 None => tracing::warn!(lora = %stem, "LoRA named in the prompt not found in the models folder; skipped"),
             }
         }
-        loras.truncate(MAX_LORAS);
+        if fooocus {
+            loras.truncate(MAX_LORAS);
+        }
         loras.extend(performance);
         loras
     }
@@ -149,7 +152,7 @@ impl JobManager {
     /// seed replaces unknown names by "None".
     /// The performance LoRAs (Lightning, Hyper-SD, …) are downloaded when missing: without them
     /// a 4-step image is noise.
-    fn lora_specs(&self, id: &str, loras: &[focal_runtime::services::Lora]) -> Result<Vec<LoraSpec>, String> {
+    fn lora_specs(&self, id: &str, loras: &[Lora]) -> Result<Vec<LoraSpec>, String> {
         let mut specs = Vec::new();
         for l in loras {
             if let Some(path) = self.options.models.find("loras", &l.name) {
@@ -174,7 +177,7 @@ impl JobManager {
         }
     }
 
-    /// Fetch `url` to `dest`, reporting progress as the job's status.
+    /// Fetch `url` to `dest`, reporting progress as the job's.
     fn download(&self, id: &str, url: &str, dest: &Path) -> Result<(), String> {
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let downloader = Downloader::new().map_err(|e| e.to_string())?;
@@ -184,7 +187,11 @@ impl JobManager {
                 let pct = total.map(|t| done * 100 / t.max(1)).unwrap_or(0);
                 if pct != last_pct {
                     last_pct = pct;
-                    self.update(id, false, |e| e.info.status = Some(format!("Downloading {name} ({pct}%) ...")));
+                    let download = Download { file: name.to_string(), percent: pct.min(100) as u8 };
+                    self.update(id, false, |e| {
+                        e.info.progress.phase = Phase::Downloading;
+                        e.info.progress.download = Some(download);
+                    });
                 }
             })
             .map(|_| ())
@@ -206,5 +213,4 @@ impl JobManager {
         self.hashes.lock().unwrap().insert(path.to_path_buf(), hash.clone());
         hash
     }
-
 }

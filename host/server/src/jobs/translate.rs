@@ -1,19 +1,23 @@
-//! From a job's WIT parameters to the engine's.
+//! From a job's parameters (the host's types) to the engine's.
 
 use focal_engine::freeu::FreeU;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::RefinerSwap;
+use focal_core::{JobSpec, Task};
 use focal_engine::GenerationParams;
 
+use super::TEXT_TO_IMAGE;
+
 /// The engine's parameters for one image of a job.
-pub(super) fn engine_params(p: &focal_runtime::services::GenerationParams, seed: u64) -> focal_engine::Result<GenerationParams> {
+pub(super) fn engine_params(spec: &JobSpec, seed: u64) -> focal_engine::Result<GenerationParams> {
+    let p = &spec.params;
     let mut params = GenerationParams::txt2img(&p.prompt, p.width, p.height, p.steps as usize, seed);
     params.clip_skip = p.clip_skip.clamp(1, 12) as usize;
     params.negative_prompt = p.negative_prompt.clone();
     params.cfg = p.guidance_scale;
     params.sampler = p.sampler.parse()?;
     params.scheduler = p.scheduler.parse()?;
-    params.patches = p.patches.map(|s| FooocusPatches {
+    params.patches = spec.fooocus.as_ref().and_then(|f| f.patches).map(|s| FooocusPatches {
         sharpness: s.sharpness,
         adaptive_cfg: s.adaptive_cfg,
         adm_positive: s.adm_positive,
@@ -33,5 +37,35 @@ pub(super) fn swap_method(name: &str) -> Result<RefinerSwap, String> {
         "separate" => Ok(RefinerSwap::Separate),
         "vae" => Ok(RefinerSwap::Vae),
         other => Err(format!("refiner_swap_method '{other}' is not one of joint, separate, vae")),
+    }
+}
+
+/// Whether this engine can run the job's task; the error says what is missing. Never answer an
+/// image task with an unrelated text-to-image result.
+pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
+    const MISSING: &str = "need image-conditioned generation (upscale, vary, inpaint, image prompts), which this focal engine does not provide yet";
+    match &spec.task {
+        Task::Untyped { label, images } => {
+            let roles: Vec<&str> = images.iter().map(|(role, _)| role.as_str()).collect();
+            Err(format!("'{label}' jobs with input images [{}] {MISSING}; only '{TEXT_TO_IMAGE}' without input images runs", roles.join(", ")))
+        }
+        Task::ImageToImage { .. } | Task::Inpaint { .. } | Task::Upscale { .. } => {
+            Err(format!("{} tasks {MISSING}; only text-to-image runs", task_name(&spec.task)))
+        }
+        Task::TextToImage if !spec.controls.is_empty() => {
+            let kinds: Vec<&str> = spec.controls.iter().map(|c| c.kind.as_str()).collect();
+            Err(format!("controls [{}] {MISSING}; only text-to-image without controls runs", kinds.join(", ")))
+        }
+        Task::TextToImage => Ok(()),
+    }
+}
+
+fn task_name(task: &Task) -> &'static str {
+    match task {
+        Task::TextToImage => "text-to-image",
+        Task::ImageToImage { .. } => "image-to-image",
+        Task::Inpaint { .. } => "inpaint",
+        Task::Upscale { .. } => "upscale",
+        Task::Untyped { .. } => "untyped",
     }
 }

@@ -1,18 +1,20 @@
 //! The engine worker: one thread owns the loaded models and runs jobs one at a time, from the
-//! prompt steps through sampling to the saved files.
+//! prompt steps through sampling and the image steps to the saved files.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use focal_core::{JobImage, JobSpec, JobStage, Phase};
+use focal_engine::image::RgbImage;
 use focal_engine::pipeline::{refiner_switch_step, Refiner};
 use focal_engine::sdxl::Conditioning;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
-use focal_runtime::services::{JobImage, JobSpec, JobStage};
 use serde_json::json;
 
 use super::models::{Loaded, ModelKey};
-use super::translate::{engine_params, swap_method};
-use super::{now_ms, JobManager, TEXT_TO_IMAGE};
+use super::translate::{check_runnable, engine_params, swap_method};
+use super::{now_ms, JobManager};
+use crate::images::image_from_rgb;
 use crate::metadata::{self, ImageFacts};
 use crate::outputs::{self, Embedded, Format};
 
@@ -22,41 +24,47 @@ const SEED_MODULUS: u64 = 1 << 63;
 /// The metadata keys the prompt pipeline decides per image.
 const PROMPT_KEYS: [&str; 6] = ["prompt", "negative_prompt", "prompt_expansion", "styles", "full_prompt", "full_negative_prompt"];
 
+/// Positive and negative conditioning of one image.
+type Conds = (Arc<Conditioning>, Arc<Conditioning>);
+
 impl JobManager {
     pub(super) fn worker_loop(self: Arc<Self>) {
         let mut loaded: Option<(ModelKey, Loaded)> = None;
         loop {
             let id = {
-                let mut jobs = self.jobs.lock().unwrap();
+                let mut queue = self.queue.lock().unwrap();
                 loop {
                     if self.release_model.swap(false, Ordering::Relaxed) && loaded.take().is_some() {
                         tracing::info!("model unloaded");
                     }
-                    if let Some(id) = jobs.waiting.pop_front() {
-                        jobs.running = Some(id.clone());
+                    if let Some(id) = queue.start_next() {
                         break id;
                     }
-                    jobs = self.work.wait(jobs).unwrap();
+                    queue = self.work.wait(queue).unwrap();
                 }
             };
             self.stop_running.store(false, Ordering::Relaxed);
             self.update(&id, true, |e| {
                 e.info.stage = JobStage::Running;
                 e.info.start_ms = now_ms();
-                e.info.progress = 1;
-                e.info.status = Some("Loading models ...".into());
+                e.info.progress.enter(Phase::LoadingModels, 1);
             });
-            let spec = self.jobs.lock().unwrap().entries[&id].spec.clone();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut loaded)))
-                .unwrap_or_else(|_| Err("the engine panicked while running this job".into()));
+            let spec = self.queue.lock().unwrap().entry_of(&id).map(|e| e.spec.clone());
+            let Some(spec) = spec else { continue };
+            let span = tracing::info_span!("job", id = %id, label = %spec.label);
+            let outcome = span.in_scope(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut loaded)))
+                    .unwrap_or_else(|_| Err("the engine panicked while running this job".into()))
+            });
             self.finish(&id, outcome);
         }
     }
 
-
     /// Each image's prompt through the pipeline, as Fooocus processes all of them before
     /// sampling the first.
-    fn process_prompts(&self, p: &focal_runtime::services::GenerationParams, seeds: &[u64]) -> Result<Vec<PromptOutput>, String> {
+    fn process_prompts(&self, spec: &JobSpec, seeds: &[u64]) -> Result<Vec<PromptOutput>, String> {
+        let p = &spec.params;
+        let fooocus = spec.fooocus.as_ref();
         seeds
             .iter()
             .enumerate()
@@ -66,8 +74,8 @@ impl JobManager {
                     seed,
                     prompt: p.prompt.clone(),
                     negative_prompt: p.negative_prompt.clone(),
-                    styles: p.styles.clone(),
-                    read_wildcards_in_order: p.read_wildcards_in_order,
+                    styles: fooocus.map(|f| f.styles.clone()).unwrap_or_default(),
+                    read_wildcards_in_order: fooocus.is_some_and(|f| f.read_wildcards_in_order),
                 };
                 let out = match self.prompts.get() {
                     Some(pipeline) => pipeline.run(input)?,
@@ -81,42 +89,13 @@ impl JobManager {
             .collect()
     }
 
-    /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
-    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, Loaded)>) -> Result<(), String> {
-        // Never answer an image task with an unrelated text-to-image result.
-        if spec.job_type != TEXT_TO_IMAGE || !spec.inputs.is_empty() {
-            let roles: Vec<&str> = spec.inputs.iter().map(|i| i.role.as_str()).collect();
-            return Err(format!(
-                "'{}' jobs with input images [{}] need image-conditioned generation (upscale, vary, inpaint, \
-                 image prompts), which this focal engine does not provide yet; only '{TEXT_TO_IMAGE}' without \
-                 input images runs",
-                spec.job_type,
-                roles.join(", ")
-            ));
-        }
+    /// Encode each image's workloads; images with the same prompts share them.
+    fn encode_prompts(&self, loaded: &Loaded, spec: &JobSpec, prompts: &[PromptOutput]) -> Result<Vec<Conds>, String> {
+        let _span = tracing::info_span!("encode_prompts", images = prompts.len()).entered();
         let p = &spec.params;
-        let count = p.image_number.max(1);
-        let seeds: Vec<u64> = (0..count as u64)
-            .map(|i| if p.disable_seed_increment { p.seed % SEED_MODULUS } else { p.seed.wrapping_add(i) % SEED_MODULUS })
-            .collect();
-        self.update(id, false, |e| e.info.status = Some("Processing prompts ...".into()));
-        let prompts = self.process_prompts(p, &seeds)?;
-        let key = self.model_key(id, p, &prompts[0].loras)?;
-        let (checkpoint, loras) = (key.checkpoint.clone(), key.loras.clone());
-        self.ensure_loaded(id, key, loaded)?;
-        let lora_facts: Vec<(String, f32, String)> = loras
-            .iter()
-            .map(|l| (l.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), l.weight, self.model_hash(&l.path)))
-            .collect();
-        let models = &loaded.as_ref().unwrap().1;
-        let model = &models.base;
-        self.update(id, false, |e| {
-            e.info.progress = 13;
-            e.info.status = Some("Encoding prompts ...".into());
-        });
+        let model = &loaded.base;
         let clip_skip = p.clip_skip.clamp(1, 12) as usize;
-        // Encode each image's workloads; images with the same prompts share them.
-        let mut conds: Vec<(Arc<Conditioning>, Arc<Conditioning>)> = Vec::with_capacity(prompts.len());
+        let mut conds: Vec<Conds> = Vec::with_capacity(prompts.len());
         for (i, pr) in prompts.iter().enumerate() {
             let same = i > 0 && prompts[i - 1].positive == pr.positive && prompts[i - 1].negative == pr.negative;
             if same {
@@ -132,30 +111,55 @@ impl JobManager {
             };
             conds.push((cond, uncond));
         }
-        let format = Format::from_extension(&spec.output.extension).unwrap_or(Format::Png);
-        let stem = if spec.output.save_name.is_empty() { id.to_string() } else { spec.output.save_name.clone() };
+        Ok(conds)
+    }
+
+    /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
+    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, Loaded)>) -> Result<(), String> {
+        check_runnable(spec)?;
+        let p = &spec.params;
+        let count = p.image_number.max(1);
+        let seeds: Vec<u64> = (0..count as u64)
+            .map(|i| if p.disable_seed_increment { p.seed % SEED_MODULUS } else { p.seed.wrapping_add(i) % SEED_MODULUS })
+            .collect();
+        self.update(id, false, |e| {
+            e.info.progress.images = count;
+            e.info.progress.steps = p.steps;
+            e.info.progress.enter(Phase::ProcessingPrompts, 1);
+        });
+        let prompts = self.process_prompts(spec, &seeds)?;
+        let key = self.model_key(id, spec, &prompts[0].loras)?;
+        let (checkpoint, loras) = (key.checkpoint.clone(), key.loras.clone());
+        self.ensure_loaded(id, key, loaded)?;
+        let models = &loaded.as_ref().unwrap().1;
+        self.enter(id, Phase::EncodingPrompts, 13);
+        let conds = self.encode_prompts(models, spec, &prompts)?;
+        let saver = Saver::new(self, spec, id, &checkpoint, &loras);
         let all_steps = (p.steps * count).max(1);
         for i in 0..count {
-            let seed = seeds[i as usize];
+            let _span = tracing::info_span!("image", index = i, seed = seeds[i as usize]).entered();
             let (cond, uncond) = &conds[i as usize];
-            let params = engine_params(p, seed).map_err(|e| e.to_string())?;
+            let params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
             let mut on_step = |pr: focal_engine::Progress| {
                 let done = i * p.steps + pr.step as u32;
-                let preview = pr.preview.and_then(|img| img.encode_png().ok());
+                let preview = pr.preview.and_then(|img| image_from_rgb(&img).ok());
                 self.update(id, false, |e| {
-                    e.info.progress = (15 + 85 * done / all_steps) as u8;
-                    e.info.status = Some(format!("Step {}/{} in the {}-th Sampling", pr.step, p.steps, i + 1));
+                    let progress = &mut e.info.progress;
+                    progress.enter(Phase::Sampling, (15 + 85 * done / all_steps) as u8);
+                    progress.image = i;
+                    progress.step = pr.step as u32;
                     if preview.is_some() {
                         e.preview = preview;
                     }
                 });
                 !self.stop_running.load(Ordering::Relaxed)
             };
+            let swap = spec.fooocus.as_ref().map(|f| f.refiner_swap_method.as_str()).unwrap_or_default();
             let refiner_at = match (&models.refiner, &p.refiner) {
-                (Some(model), Some(r)) => Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(&r.swap_method)? }),
+                (Some(model), Some(r)) => Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(swap)? }),
                 _ => None,
             };
-            let out = match model.generate_with_refiner(&params, cond, uncond, refiner_at, p.preview, &mut on_step) {
+            let out = match models.base.generate_with_refiner(&params, cond, uncond, refiner_at, p.preview, &mut on_step) {
                 Ok(o) => o,
                 Err(focal_engine::EngineError::Cancelled) => {
                     self.update(id, false, |e| e.info.stopped = true);
@@ -163,29 +167,73 @@ impl JobManager {
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            self.update(id, false, |e| e.info.status = Some(format!("Saving image {}/{count} to system ...", i + 1)));
-            let parameters = spec.output.metadata.as_ref().map(|m| {
-                let base_model = checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let facts = ImageFacts {
-                    seed: out.seed,
-                    base_model: &base_model,
-                    base_model_hash: &self.model_hash(&checkpoint),
-                    width: out.image.width,
-                    height: out.image.height,
-                    loras: &lora_facts,
-                };
-                let entries = prompt_entries(&m.entries, &prompts[i as usize]);
-                (metadata::parameters(&m.scheme, &entries, &facts), m.scheme.clone())
-            });
-            let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
-            let bytes = outputs::encode(&out.image, format, embedded.as_ref()).map_err(|e| format!("encoding the image: {e:#}"))?;
-            let name = format!("{stem}-{i}.{}", spec.output.extension.to_ascii_lowercase());
-            let rel = self.options.outputs.save(&name, &bytes).map_err(|e| format!("{e:#}"))?;
-            self.update(id, true, |e| e.info.images.push(JobImage { seed: out.seed, path: format!("/files/{rel}") }));
+            self.update(id, false, |e| e.info.progress.enter(Phase::Saving, e.info.progress.percent));
+            let image = self.post_process(spec, out.image)?;
+            let path = saver.save(i, out.seed, &image, &prompts[i as usize])?;
+            self.update(id, true, |e| e.info.images.push(JobImage { seed: out.seed, path }));
         }
         Ok(())
     }
 
+    /// The job's image steps, in order, on one image.
+    fn post_process(&self, spec: &JobSpec, image: RgbImage) -> Result<RgbImage, String> {
+        if spec.post_steps.is_empty() {
+            return Ok(image);
+        }
+        let _span = tracing::info_span!("image_steps", steps = spec.post_steps.len()).entered();
+        let pipeline = self.images.get().ok_or("this host runs no image steps")?;
+        let out = pipeline.run(&spec.post_steps, image_from_rgb(&image)?)?;
+        crate::decode::decode(&out.encoded, &self.options.limits.image).map_err(|e| format!("the image steps' result: {e}"))
+    }
+}
+
+/// Writes a job's images: file name, format and the metadata Fooocus embeds.
+struct Saver<'a> {
+    jobs: &'a JobManager,
+    spec: &'a JobSpec,
+    stem: String,
+    format: Format,
+    base_model: String,
+    base_model_hash: String,
+    /// (file stem, weight, hash) of each merged LoRA.
+    loras: Vec<(String, f32, String)>,
+}
+
+impl<'a> Saver<'a> {
+    fn new(jobs: &'a JobManager, spec: &'a JobSpec, id: &str, checkpoint: &std::path::Path, loras: &[focal_engine::lora::LoraSpec]) -> Self {
+        let stem_of = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Saver {
+            jobs,
+            spec,
+            stem: if spec.output.save_name.is_empty() { id.to_string() } else { spec.output.save_name.clone() },
+            format: Format::from_extension(&spec.output.extension).unwrap_or(Format::Png),
+            base_model: stem_of(checkpoint),
+            base_model_hash: jobs.model_hash(checkpoint),
+            loras: loras.iter().map(|l| (stem_of(&l.path), l.weight, jobs.model_hash(&l.path))).collect(),
+        }
+    }
+
+    /// Save image `index`; returns the path it is served at.
+    fn save(&self, index: u32, seed: u64, image: &RgbImage, prompt: &PromptOutput) -> Result<String, String> {
+        let metadata = self.spec.fooocus.as_ref().and_then(|f| f.metadata.as_ref());
+        let parameters = metadata.map(|m| {
+            let facts = ImageFacts {
+                seed,
+                base_model: &self.base_model,
+                base_model_hash: &self.base_model_hash,
+                width: image.width,
+                height: image.height,
+                loras: &self.loras,
+            };
+            let entries = prompt_entries(&m.entries, prompt);
+            (metadata::parameters(&m.scheme, &entries, &facts), m.scheme.clone())
+        });
+        let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
+        let bytes = outputs::encode(image, self.format, embedded.as_ref()).map_err(|e| format!("encoding the image: {e:#}"))?;
+        let name = format!("{}-{index}.{}", self.stem, self.spec.output.extension.to_ascii_lowercase());
+        let rel = self.jobs.options.outputs.save(&name, &bytes).map_err(|e| format!("{e:#}"))?;
+        Ok(format!("/files/{rel}"))
+    }
 }
 
 /// The job's metadata entries with what the prompt pipeline made of this image (Fooocus's

@@ -1,25 +1,27 @@
-//! The prompt-step plugins as the job worker (one pipeline run per image) and endpoint plugins
-//! (`focal:plugin/prompts`: the styles on offer) see them.
+//! The step plugins as the job worker sees them (prompt steps: one pipeline run per image;
+//! image steps: the job's `post_steps` on each image it saves) and as endpoint plugins see them
+//! (`focal:plugin/prompts`: the styles on offer; `catalog.image-steps`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use focal_core::services::{BoxFuture, PromptService};
+use focal_core::{Image, StepCall};
 use focal_runtime::prompts::{self, PromptInput, PromptOutput};
-use focal_runtime::services::{BoxFuture, PromptService};
-use focal_runtime::PluginHost;
+use focal_runtime::{PluginHost, World};
 
-use crate::jobs::PromptPipeline;
+use crate::jobs::{ImagePipeline, PromptPipeline};
 use crate::registry::Registry;
 
 /// Bound to the host and registry once both exist (the host needs the services first).
-pub struct PluginPrompts {
+pub struct PluginSteps {
     plugins: OnceLock<(Arc<PluginHost>, Arc<Registry>)>,
     runtime: tokio::runtime::Handle,
     /// Style names per component digest: a step's list only changes with its code.
     styles: Mutex<HashMap<String, Vec<String>>>,
 }
 
-impl PluginPrompts {
+impl PluginSteps {
     /// `runtime` runs the steps for the (non-async) job worker.
     pub fn new(runtime: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(Self { plugins: OnceLock::new(), runtime, styles: Mutex::new(HashMap::new()) })
@@ -28,9 +30,15 @@ impl PluginPrompts {
     pub fn attach(&self, host: Arc<PluginHost>, registry: Arc<Registry>) {
         let _ = self.plugins.set((host, registry));
     }
+
+    /// Names of the loaded image steps.
+    pub fn image_steps(&self) -> Vec<String> {
+        let Some((_, registry)) = self.plugins.get() else { return vec![] };
+        registry.plugins().iter().filter(|p| p.world() == World::ImageStep).map(|p| p.manifest.name.clone()).collect()
+    }
 }
 
-impl PromptService for PluginPrompts {
+impl PromptService for PluginSteps {
     fn styles(&self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
             let Some((host, registry)) = self.plugins.get() else { return vec![] };
@@ -57,11 +65,28 @@ impl PromptService for PluginPrompts {
     }
 }
 
-impl PromptPipeline for PluginPrompts {
+impl PromptPipeline for PluginSteps {
     fn run(&self, input: PromptInput) -> Result<PromptOutput, String> {
         match self.plugins.get() {
             Some((host, registry)) => self.runtime.block_on(prompts::run(host, &registry.prompt_steps(), input)),
             None => Ok(prompts::assemble(prompts::initial_task(input))),
         }
+    }
+}
+
+impl ImagePipeline for PluginSteps {
+    fn run(&self, steps: &[StepCall], mut image: Image) -> Result<Image, String> {
+        let Some((host, registry)) = self.plugins.get() else { return Err("no image steps are loaded".into()) };
+        for call in steps {
+            let name = &call.plugin;
+            let step = registry
+                .plugins()
+                .into_iter()
+                .find(|p| p.world() == World::ImageStep && &p.manifest.name == name)
+                .ok_or_else(|| format!("image step '{name}' is not loaded"))?;
+            let result = self.runtime.block_on(host.process_image(&step, image, &call.options));
+            image = result.map_err(|e| format!("image step '{name}': {e}"))?.map_err(|e| format!("image step '{name}': {e}"))?;
+        }
+        Ok(image)
     }
 }
