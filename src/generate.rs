@@ -1,16 +1,24 @@
-//! `focal generate`: one request, straight through the engine, PNGs to a folder.
+//! `focal generate`: one Fooocus-API text-to-image request through the same plugins and job
+//! worker as `focal serve`, in-process (no HTTP), images written to a folder. The request is
+//! parsed by the `fooocus_api` plugin, so the command and the server cannot disagree about it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::DType;
-use focal_engine::interposer::{self, Interposer};
-use focal_engine::pipeline::{refiner_switch_step, Refiner};
-use focal_engine::refiner::RefinerModel;
-use focal_engine::{LoadOptions, SdxlModel};
+use focal_core::services::EngineService;
+use focal_core::{JobStage, Owner, Phase};
+use focal_runtime::Request;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 
-use crate::request::TextToImageRequest;
+use crate::app::{App, AppConfig};
+use crate::serve::Dirs;
+
+/// The route whose plugin parses the request.
+const TEXT_TO_IMAGE: &str = "/v1/generation/text-to-image";
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -20,15 +28,17 @@ pub struct GenerateArgs {
     /// Checkpoint file name in DIR/checkpoints, or a path to a .safetensors file / diffusers folder.
     #[arg(long)]
     base_model: String,
-    /// A Fooocus-API v1 text-to-image JSON body.
+    /// A Fooocus-API v1 text-to-image JSON body (`refiner_model_name` may also be a path).
     #[arg(long)]
     request: PathBuf,
-    /// Output folder for 0.png, 1.png, …
+    /// Output folder for 0.png, 1.png, … (the request's `save_extension` decides the format).
     #[arg(long)]
     out: PathBuf,
     /// Compute precision: f32 (default on CPU), f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    #[command(flatten)]
+    dirs: Dirs,
 }
 
 pub fn resolve_checkpoint(models_dir: &Path, name: &str) -> Result<PathBuf> {
@@ -55,56 +65,112 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     })
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.request).with_context(|| format!("cannot read {}", args.request.display()))?;
-    let request = TextToImageRequest::parse(&text)?;
-    let base_seed = request.base_seed()?;
-    // Validate every image's parameters before the (slow) model load.
-    let params = (0..request.image_number).map(|i| request.to_params(base_seed, i)).collect::<Result<Vec<_>>>()?;
-    for setting in request.unapplied_settings() {
-        eprintln!("note: {setting} is not applied yet");
+/// A FastAPI-style error body as one line: `advanced_params.sampler_name: msg; …`.
+fn detail_text(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else { return String::from_utf8_lossy(body).into_owned() };
+    match &v["detail"] {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                let loc: Vec<String> = item["loc"].as_array().into_iter().flatten().skip(1).map(|p| p.as_str().map(String::from).unwrap_or_else(|| p.to_string())).collect();
+                format!("{}: {}", loc.join("."), item["msg"].as_str().unwrap_or_default())
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
-    let dtype = parse_dtype(&args.dtype)?;
-    let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
-    let embeddings_dir = Some(focal_models::ModelsDir::new(&args.models_dir).folder("embeddings"));
-    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, embeddings_dir, ..Default::default() })?;
-    let refiner = match request.refiner()? {
-        Some((name, switch, swap)) => Some((load_refiner(&args.models_dir, &name, dtype)?, switch, swap)),
-        None => None,
-    };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-
-    let cond = model.encode_prompt(&request.prompt, 2)?;
-    let uncond = model.encode_prompt(&request.negative_prompt, 2)?;
-    for (i, p) in params.iter().enumerate() {
-        let bar = ProgressBar::new(p.steps as u64).with_style(
-            ProgressStyle::with_template("image {msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}").unwrap(),
-        );
-        bar.set_message(format!("{}/{}", i + 1, params.len()));
-        let refiner_at = refiner.as_ref().map(|(m, switch, swap)| Refiner { model: m, switch: refiner_switch_step(p.steps, *switch), swap: *swap });
-        let out = model.generate_with_refiner(p, &cond, &uncond, refiner_at, false, &mut |pr| {
-            bar.set_position(pr.step as u64);
-            true
-        })?;
-        bar.finish_and_clear();
-        let path = args.out.join(format!("{i}.png"));
-        std::fs::write(&path, out.image.encode_png()?).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("{}", serde_json::json!({"seed": out.seed, "finish_reason": "SUCCESS", "path": path}));
-    }
-    Ok(())
 }
 
-/// The request's refiner from DIR/checkpoints; an SD1.5 one with the interposer from
-/// DIR/vae_approx (which `focal serve` fetches on first use).
-fn load_refiner(models_dir: &Path, name: &str, dtype: DType) -> Result<RefinerModel> {
-    let path = resolve_checkpoint(models_dir, name).context("refiner_model_name")?;
-    let refiner = RefinerModel::load(&path, &LoadOptions { dtype, ..Default::default() })?;
-    if !refiner.has_own_vae() {
-        return Ok(refiner);
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.request).with_context(|| format!("cannot read {}", args.request.display()))?;
+    let mut body: Value = serde_json::from_str(&text).map_err(|e| anyhow!("invalid request: {e}"))?;
+    let Some(fields) = body.as_object_mut() else { bail!("invalid request: the body is not a JSON object") };
+    let dtype = parse_dtype(&args.dtype)?;
+    let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The command line's model is the request's; a refiner given as a path is named by its
+    // file name (clients of the server can only name files in the models folder).
+    fields.insert("base_model_name".into(), Value::String(file_name(&checkpoint)));
+    let mut extra_checkpoints = BTreeMap::new();
+    if let Some(refiner) = fields.get("refiner_model_name").and_then(Value::as_str).map(PathBuf::from) {
+        if refiner.components().count() > 1 && refiner.is_file() {
+            fields.insert("refiner_model_name".into(), Value::String(file_name(&refiner)));
+            extra_checkpoints.insert(file_name(&refiner), refiner);
+        }
     }
-    let file = models_dir.join("vae_approx").join(interposer::FILE_NAME);
-    if !file.is_file() {
-        bail!("an SD1.5 refiner needs the latent interposer {}: download it from {}", file.display(), interposer::URL);
+    fields.insert("async_process".into(), Value::Bool(true));
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+
+    // This run's job database and files live in a scratch folder; the compiled-plugin cache and
+    // the operator's plugins are the data folder's, as for `focal serve`.
+    let scratch = std::env::temp_dir().join(format!("focal-generate-{}", std::process::id()));
+    let result = tokio::runtime::Runtime::new()?.block_on(async {
+        let app = App::start(AppConfig {
+            models_dir: args.models_dir.clone(),
+            database: scratch.join("focal.db"),
+            checkpoint,
+            downloads: BTreeMap::new(),
+            allow_downloads: false,
+            extra_checkpoints,
+            dtype,
+            outputs_dir: scratch.join("outputs"),
+            max_queue: 1,
+            max_history: 0,
+            webhook_url: None,
+            webhooks: false,
+            base_url: String::new(),
+            limits: Default::default(),
+            allow_private_fetch: false,
+            settings: BTreeMap::new(),
+            dirs: &args.dirs,
+        })?;
+        generate(&app, body, &args.out).await
+    });
+    std::fs::remove_dir_all(&scratch).ok();
+    result
+}
+
+/// Submit the request to the Fooocus-API plugin, follow the job, write its images.
+async fn generate(app: &App, body: Value, out: &Path) -> Result<()> {
+    let plugin = app.registry.route(TEXT_TO_IMAGE).with_context(|| format!("no plugin serves {TEXT_TO_IMAGE}"))?;
+    let request = Request {
+        method: "POST".into(),
+        path: TEXT_TO_IMAGE.into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(&body)?,
+        ..Default::default()
+    };
+    let response = app.host.handle(&plugin, request, Owner::default()).await?;
+    if response.status != 200 {
+        bail!("invalid request: {}", detail_text(&response.body));
     }
-    Ok(refiner.with_interposer(Interposer::load(&file, &candle_core::Device::Cpu)?))
+    let accepted: Value = serde_json::from_slice(&response.body).context("the plugin's answer")?;
+    let id = accepted["job_id"].as_str().context("the plugin answered no job id")?.to_string();
+    let owner = Owner::default();
+    let bar = ProgressBar::new(1).with_style(ProgressStyle::with_template("image {msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}").unwrap());
+    let info = loop {
+        let info = app.jobs.wait(&owner, &id, Duration::from_millis(250)).await.context("the job disappeared")?;
+        let p = &info.progress;
+        if p.phase == Phase::Sampling {
+            bar.set_length(p.steps.max(1) as u64);
+            bar.set_position(p.step as u64);
+            bar.set_message(format!("{}/{}", p.image + 1, p.images));
+        }
+        if info.stage.ended() {
+            break info;
+        }
+    };
+    bar.finish_and_clear();
+    if info.stage == JobStage::Error {
+        bail!("{}", info.error.unwrap_or_default());
+    }
+    for (i, image) in info.images.iter().enumerate() {
+        let bytes = app.jobs.image_file(&owner, &id, i as u32).context("the saved image is gone")?;
+        let extension = image.path.rsplit('.').next().unwrap_or("png");
+        let path = out.join(format!("{i}.{extension}"));
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", serde_json::json!({"seed": image.seed, "finish_reason": "SUCCESS", "path": path}));
+    }
+    Ok(())
 }

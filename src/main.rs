@@ -1,8 +1,8 @@
 //! The `focal` command line.
+mod app;
 mod bench;
 mod generate;
 mod models;
-mod request;
 mod serve;
 
 use std::process::ExitCode;
@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one Fooocus-API text-to-image request through the engine and write PNGs.
+    /// Run one Fooocus-API text-to-image request through the plugins and the engine, in-process,
+    /// and write its images.
     Generate(generate::GenerateArgs),
     /// Time the engine on full-size SDXL shapes (random weights), optionally beside PyTorch.
     Bench(bench::BenchArgs),

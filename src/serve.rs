@@ -3,22 +3,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use focal_runtime::services::Services;
 use focal_runtime::{HostOptions, PluginHost};
 use focal_models::{ModelsDir, Preset};
-use focal_server::fetch::{FetchPolicy, Fetcher};
-use focal_server::jobs::{JobManager, JobOptions};
 use focal_server::limits::RequestLimits;
-use focal_server::outputs::Outputs;
-use focal_server::expansion::HostExpansion;
-use focal_server::catalog::HostCatalog;
-use focal_server::images::Images;
-use focal_server::steps::PluginSteps;
-use focal_server::webhook::{WebhookPolicy, Webhooks};
 use focal_server::Registry;
+
+use crate::app::{App, AppConfig};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -101,7 +94,7 @@ impl LimitArgs {
 pub struct Dirs {
     /// focal's own state (compiled-plugin cache, plugins).
     #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Operator plugins: `<name>.wasm` + optional `<name>.toml`; default DATA_DIR/plugins.
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
@@ -114,11 +107,11 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    fn plugins_dir(&self) -> PathBuf {
+    pub fn plugins_dir(&self) -> PathBuf {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>, wildcards_dir: Option<PathBuf>) -> Result<PluginHost> {
+    pub fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>, wildcards_dir: Option<PathBuf>) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
         let options = HostOptions {
             cache_dir,
@@ -151,7 +144,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         _ => args.base_model.clone(),
     };
     let models = ModelsDir::new(&args.models_dir);
-    let expansion_dir = models.folder("prompt_expansion/fooocus_expansion");
     let checkpoint = match crate::generate::resolve_checkpoint(&args.models_dir, &base_model) {
         Ok(p) => p,
         Err(e) => {
@@ -173,53 +165,33 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
             format!("http://{host}:{}", bound.port())
         });
-        let base_url = base_url.trim_end_matches('/').to_string();
-        let webhooks = Webhooks::start(WebhookPolicy::default())?;
-        let jobs = JobManager::start(
-            JobOptions {
-                models,
-                downloads: preset.checkpoint_downloads.clone(),
-                default_checkpoint: checkpoint,
-                max_queue: args.queue_size,
-                max_history: args.queue_history,
-                webhook_url: args.webhook_url.clone(),
-                base_url: base_url.clone(),
-                database: args.dirs.data_dir.join("focal.db"),
-                outputs: Outputs::new(&args.outputs_dir),
-                limits,
-            },
-            Some(webhooks),
-        )?;
-        let fetch = Fetcher::new(FetchPolicy { allow_private: args.allow_private_fetch, ..Default::default() })?;
-        // Prompt and image steps run on this runtime for the engine worker; bound to the plugins below.
-        let steps = PluginSteps::new(tokio::runtime::Handle::current());
-        jobs.set_prompt_pipeline(steps.clone());
-        jobs.set_image_pipeline(steps.clone());
-        let catalog = HostCatalog { models: ModelsDir::new(&args.models_dir), steps: steps.clone() };
-        let services = Services {
-            engine: Some(jobs),
-            catalog: Some(Arc::new(catalog)),
-            images: Some(Arc::new(Images { limits: limits.image })),
-            files: Some(Arc::new(Outputs::new(&args.outputs_dir))),
-            fetch: Some(Arc::new(fetch)),
-            expansion: Some(Arc::new(HostExpansion::new(expansion_dir))),
-            prompts: Some(steps.clone()),
-        };
-        let mut settings = BTreeMap::from([
-            ("base-url".to_string(), base_url),
-            ("persistent".to_string(), args.persistent.to_string()),
-        ]);
+        let mut settings = BTreeMap::from([("persistent".to_string(), args.persistent.to_string())]);
         // A named preset sets the request defaults, as Fooocus's config does for Fooocus-API.
         if args.preset.is_some() {
             settings.insert("request-defaults".to_string(), preset.request_defaults().to_string());
         }
-        let wildcards = ModelsDir::new(&args.models_dir).folder("wildcards");
-        let host = Arc::new(args.dirs.plugin_host(services, settings, Some(wildcards))?);
-        let registry = Registry::with_builtins(&host, &plugins_dir, focal_runtime::builtin::PLUGINS);
-        steps.attach(host.clone(), registry.clone());
+        let app = App::start(AppConfig {
+            models_dir: args.models_dir.clone(),
+            checkpoint,
+            downloads: preset.checkpoint_downloads.clone(),
+            allow_downloads: true,
+            extra_checkpoints: BTreeMap::new(),
+            dtype: candle_core::DType::F32,
+            outputs_dir: args.outputs_dir.clone(),
+            database: args.dirs.data_dir.join("focal.db"),
+            max_queue: args.queue_size,
+            max_history: args.queue_history,
+            webhook_url: args.webhook_url.clone(),
+            webhooks: true,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            limits,
+            allow_private_fetch: args.allow_private_fetch,
+            settings,
+            dirs: &args.dirs,
+        })?;
         let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
-        focal_server::serve_on(listener, host, registry, options).await
+        focal_server::serve_on(listener, app.host, app.registry, options).await
     })
 }
 

@@ -18,6 +18,7 @@ fn generate(dir: &Path, request: &str, base_model: &str) -> Output {
     focal(&[
         "generate", "--models-dir", models.to_str().unwrap(), "--base-model", base_model,
         "--request", req.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap(),
+        "--data-dir", dir.join("data").to_str().unwrap(),
     ])
 }
 

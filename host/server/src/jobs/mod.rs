@@ -37,6 +37,14 @@ pub struct JobOptions {
     /// Checkpoint file name → URL (from the preset): the default checkpoint is fetched on first
     /// use when missing. Requests naming other missing files get the default, as in the seed.
     pub downloads: BTreeMap<String, String>,
+    /// Whether missing models may be fetched at all (`focal generate` never downloads: it says
+    /// where to put the file).
+    pub allow_downloads: bool,
+    /// Checkpoints the operator named outside the models folder (`focal generate`'s paths), by
+    /// file name; clients can only name files inside the models folder.
+    pub extra_checkpoints: BTreeMap<String, PathBuf>,
+    /// Compute precision of the loaded models.
+    pub dtype: candle_core::DType,
     /// Checkpoint used when a job names none or one that does not exist (as the seed does).
     pub default_checkpoint: PathBuf,
     /// Waiting plus running jobs allowed; more get `QUEUE_IS_FULL`.

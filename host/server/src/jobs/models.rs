@@ -40,7 +40,7 @@ impl JobManager {
         let checkpoint = self.checkpoint_for(&p.base_model);
         let requested_loras = self.with_tag_loras(&p.loras, tag_loras, spec.fooocus.is_some());
         let loras = self.lora_specs(id, &requested_loras)?;
-        let refiner = p.refiner.as_ref().and_then(|r| match self.options.models.find("checkpoints", &r.model) {
+        let refiner = p.refiner.as_ref().and_then(|r| match self.find_checkpoint(&r.model) {
             Some(path) if path != checkpoint => Some(path),
             Some(_) => None,
             // A refiner the preset knows a URL for is fetched on first use, like its base model.
@@ -71,7 +71,12 @@ impl JobManager {
         *loaded = None; // free the old models before loading the next
         self.download_if_missing(id, &checkpoint)?;
         tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
-        let options = LoadOptions { loras: loras.clone(), embeddings_dir: Some(self.options.models.folder("embeddings")), ..Default::default() };
+        let options = LoadOptions {
+            dtype: self.options.dtype,
+            loras: loras.clone(),
+            embeddings_dir: Some(self.options.models.folder("embeddings")),
+            ..Default::default()
+        };
         let base = SdxlModel::load(&checkpoint, &LoadOptions { vae, ..options.clone() })
             .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
         for unknown in &base.lora_report.unknown {
@@ -134,6 +139,11 @@ impl JobManager {
     }
 
 
+    /// A checkpoint by name: one the operator named, or a file in the models folder.
+    fn find_checkpoint(&self, name: &str) -> Option<PathBuf> {
+        self.options.extra_checkpoints.get(name).cloned().or_else(|| self.options.models.find("checkpoints", name))
+    }
+
     /// A checkpoint from the models folder by name; unknown or empty names fall back to the
     /// default (the seed's behaviour, logged here).
     fn checkpoint_for(&self, name: &str) -> PathBuf {
@@ -141,7 +151,7 @@ impl JobManager {
         if name.is_empty() || name == "None" || Some(name) == default_name {
             return self.options.default_checkpoint.clone();
         }
-        if let Some(path) = self.options.models.find("checkpoints", name) {
+        if let Some(path) = self.find_checkpoint(name) {
             return path;
         }
         tracing::warn!(model = name, "unknown base model; using the default");
@@ -179,6 +189,9 @@ impl JobManager {
 
     /// Fetch `url` to `dest`, reporting progress as the job's.
     fn download(&self, id: &str, url: &str, dest: &Path) -> Result<(), String> {
+        if !self.options.allow_downloads {
+            return Err(format!("{} is missing and downloads are off; download it from {url} and put it there", dest.display()));
+        }
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let downloader = Downloader::new().map_err(|e| e.to_string())?;
         let mut last_pct = u64::MAX;
