@@ -8,62 +8,7 @@
 
 use crate::torch_math;
 
-const N: usize = 624;
-const M: usize = 397;
-
-/// The 32-bit Mersenne Twister exactly as `at::mt19937` seeds and tempers it.
-#[derive(Clone)]
-pub struct Mt19937 {
-    state: [u32; N],
-    index: usize,
-}
-
-impl Mt19937 {
-    /// torch seeds mt19937 with the low 32 bits of the 64-bit seed.
-    pub fn new(seed: u64) -> Self {
-        let mut state = [0u32; N];
-        state[0] = seed as u32;
-        for j in 1..N {
-            let prev = state[j - 1];
-            state[j] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(j as u32);
-        }
-        Self { state, index: N }
-    }
-
-    fn twist(&mut self) {
-        for i in 0..N {
-            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % N] & 0x7fff_ffff);
-            let mut next = self.state[(i + M) % N] ^ (y >> 1);
-            if y & 1 != 0 {
-                next ^= 0x9908_b0df;
-            }
-            self.state[i] = next;
-        }
-        self.index = 0;
-    }
-
-    pub fn next_u32(&mut self) -> u32 {
-        if self.index >= N {
-            self.twist();
-        }
-        let mut y = self.state[self.index];
-        self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^= y >> 18;
-        y
-    }
-
-    /// `random64()` in torch: two draws, the first one is the high word.
-    pub fn next_u64(&mut self) -> u64 {
-        let hi = self.next_u32() as u64;
-        let lo = self.next_u32() as u64;
-        (hi << 32) | lo
-    }
-}
+pub use focal_mt19937::Mt19937;
 
 /// A seeded generator with torch's CPU `randn` semantics.
 #[derive(Clone)]
@@ -75,7 +20,8 @@ pub struct TorchRng {
 
 impl TorchRng {
     pub fn new(seed: u64) -> Self {
-        Self { mt: Mt19937::new(seed), cached_normal: None }
+        // torch seeds mt19937 with the low 32 bits of the 64-bit seed.
+        Self { mt: Mt19937::new(seed as u32), cached_normal: None }
     }
 
     /// `uniform_real_distribution<float>(0, 1)`: 24 random bits scaled by 2^-24.

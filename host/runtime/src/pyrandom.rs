@@ -2,81 +2,24 @@
 //! words, and `choice`'s `_randbelow` (rejection sampling on `getrandbits(bit_length(n))`).
 //! Fooocus draws wildcards and "Random Style" from it, so the same seed must give the same picks.
 
-const N: usize = 624;
-const M: usize = 397;
+use focal_mt19937::Mt19937;
 
 #[derive(Clone)]
 pub struct PyRandom {
-    mt: Box<[u32; N]>,
-    index: usize,
+    mt: Mt19937,
 }
 
 impl PyRandom {
-    /// `random.Random(seed)` for a non-negative integer seed.
+    /// `random.Random(seed)` for a non-negative integer seed: `init_by_array` over its 32-bit
+    /// words, low word first.
     pub fn new(seed: u64) -> Self {
         let key: Vec<u32> = if seed >> 32 == 0 { vec![seed as u32] } else { vec![seed as u32, (seed >> 32) as u32] };
-        let mut r = Self { mt: Box::new([0; N]), index: N };
-        r.init_genrand(19_650_218);
-        let mt = &mut r.mt;
-        let (mut i, mut j) = (1usize, 0usize);
-        for _ in 0..N.max(key.len()) {
-            let prev = mt[i - 1] ^ (mt[i - 1] >> 30);
-            mt[i] = (mt[i] ^ prev.wrapping_mul(1_664_525)).wrapping_add(key[j]).wrapping_add(j as u32);
-            i += 1;
-            j += 1;
-            if i >= N {
-                mt[0] = mt[N - 1];
-                i = 1;
-            }
-            if j >= key.len() {
-                j = 0;
-            }
-        }
-        for _ in 0..N - 1 {
-            let prev = mt[i - 1] ^ (mt[i - 1] >> 30);
-            mt[i] = (mt[i] ^ prev.wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
-            i += 1;
-            if i >= N {
-                mt[0] = mt[N - 1];
-                i = 1;
-            }
-        }
-        mt[0] = 0x8000_0000;
-        r
-    }
-
-    fn init_genrand(&mut self, s: u32) {
-        self.mt[0] = s;
-        for i in 1..N {
-            let prev = self.mt[i - 1] ^ (self.mt[i - 1] >> 30);
-            self.mt[i] = 1_812_433_253u32.wrapping_mul(prev).wrapping_add(i as u32);
-        }
-        self.index = N;
-    }
-
-    fn twist(&mut self) {
-        const UPPER: u32 = 0x8000_0000;
-        const LOWER: u32 = 0x7fff_ffff;
-        const MATRIX_A: u32 = 0x9908_b0df;
-        for k in 0..N {
-            let y = (self.mt[k] & UPPER) | (self.mt[(k + 1) % N] & LOWER);
-            let mag = if y & 1 == 1 { MATRIX_A } else { 0 };
-            self.mt[k] = self.mt[(k + M) % N] ^ (y >> 1) ^ mag;
-        }
-        self.index = 0;
+        Self { mt: Mt19937::from_key(&key) }
     }
 
     /// `genrand_uint32`.
     pub fn next_u32(&mut self) -> u32 {
-        if self.index >= N {
-            self.twist();
-        }
-        let mut y = self.mt[self.index];
-        self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^ (y >> 18)
+        self.mt.next_u32()
     }
 
     /// `getrandbits(k)` for `1 <= k <= 32`.
