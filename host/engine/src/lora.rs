@@ -122,7 +122,7 @@ fn module_names(canonical: &str, unet_ldm: &[&str]) -> Vec<String> {
     match part {
         "unet" => {
             let mut v = vec![format!("lora_unet_{}", under(rest))];
-            if let Some(d) = crate::checkpoint::unet_ldm_to_diffusers(&format!("{rest}.weight"), unet_ldm) {
+            if let Some(d) = crate::keymap::unet_ldm_to_diffusers(&format!("{rest}.weight"), unet_ldm) {
                 let d = d.trim_end_matches(".weight");
                 v.push(format!("lora_unet_{}", under(d)));
                 v.push(format!("unet.{d}"));
@@ -202,6 +202,7 @@ fn update_kind(parts: &HashMap<Part, String>) -> std::result::Result<&'static st
 /// report of what could not be merged. `shape_of` gives a weight's shape: an update of another
 /// size is reported and left out, as Fooocus does ("WEIGHT NOT MERGED"), so an SDXL LoRA on a
 /// refiner of another architecture merges what fits.
+#[tracing::instrument(name = "engine.load_loras", skip_all, fields(loras = specs.len()))]
 pub fn load_patches(
     specs: &[LoraSpec],
     canonical_names: &[&str],

@@ -45,6 +45,7 @@ pub struct RefinerModel {
 impl RefinerModel {
     /// Load the UNet of an SDXL or SDXL-refiner checkpoint (single file or diffusers folder).
     /// `opts.vae` and `opts.embeddings_dir` do not apply: the base encodes and decodes.
+    #[tracing::instrument(name = "engine.load_refiner", skip_all, fields(path = %path.display()))]
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         if opts.device.is_cpu() && opts.dtype == DType::BF16 {
             return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));

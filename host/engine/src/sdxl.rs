@@ -75,6 +75,7 @@ pub struct SdxlModel {
 }
 
 impl SdxlModel {
+    #[tracing::instrument(name = "engine.load_checkpoint", skip_all, fields(path = %path.display(), dtype = ?opts.dtype))]
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         if opts.device.is_cpu() && opts.dtype == DType::BF16 {
             // candle's CPU matmul has no bf16 kernel.
@@ -141,6 +142,7 @@ impl SdxlModel {
 
     /// Fooocus's `clip_encode`: each workload encoded on its own, the contexts concatenated
     /// along the sequence and the pooled vectors of the first `pool_top_k` summed.
+    #[tracing::instrument(name = "engine.encode_prompt", skip_all, fields(workloads = texts.len()))]
     pub fn encode_workloads(&self, texts: &[String], pool_top_k: usize, clip_skip: usize) -> Result<Conditioning> {
         let mut contexts = Vec::with_capacity(texts.len());
         let mut pooled: Option<Tensor> = None;

@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 
 use crate::error::{EngineError, Result};
-use crate::sampler::{lin, to_d, Denoiser, NoiseSource, StepCallback};
+use crate::sampling::{lin, to_d, Denoiser, NoiseSource, StepCallback};
 use crate::schedule::karras;
 
 /// ε prediction at log-SNR time `t = −ln σ` (DPM-Solver's parameterisation).
