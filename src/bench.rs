@@ -168,10 +168,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 /// Measurements side by side with PyTorch's where it has the same name.
 fn print_rows(rows: &[(String, f64, f64)], reference: Option<&BTreeMap<String, f64>>) {
     match reference {
-        Some(_) => println!(
-            "{:<18} {:>10} {:>12} {:>10} {:>14}",
-            "measurement", "focal s", "pytorch s", "ratio", "peak RSS GiB"
-        ),
+        Some(_) => println!("{:<18} {:>10} {:>12} {:>10} {:>14}", "measurement", "focal s", "pytorch s", "ratio", "peak RSS GiB"),
         None => println!("{:<18} {:>10} {:>14}", "measurement", "focal s", "peak RSS GiB"),
     }
     for (name, secs, rss) in rows {
@@ -194,12 +191,18 @@ fn random_gpt2(config: &Gpt2Config) -> Result<Gpt2Model> {
     let mut t = std::collections::HashMap::new();
     t.insert("transformer.wte.weight".to_string(), randn(&[v, d])?);
     t.insert("transformer.wpe.weight".to_string(), randn(&[config.n_positions, d])?);
-    for name in ["transformer.ln_f"].into_iter().map(String::from).chain((0..config.n_layer).flat_map(|i| [format!("transformer.h.{i}.ln_1"), format!("transformer.h.{i}.ln_2")])) {
+    for name in ["transformer.ln_f"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..config.n_layer).flat_map(|i| [format!("transformer.h.{i}.ln_1"), format!("transformer.h.{i}.ln_2")]))
+    {
         t.insert(format!("{name}.weight"), Tensor::ones(d, candle_core::DType::F32, &dev)?);
         t.insert(format!("{name}.bias"), Tensor::zeros(d, candle_core::DType::F32, &dev)?);
     }
     for i in 0..config.n_layer {
-        for (layer, (rows, cols)) in [("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)), ("mlp.c_fc", (d, 4 * d)), ("mlp.c_proj", (4 * d, d))] {
+        for (layer, (rows, cols)) in
+            [("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)), ("mlp.c_fc", (d, 4 * d)), ("mlp.c_proj", (4 * d, d))]
+        {
             t.insert(format!("transformer.h.{i}.{layer}.weight"), randn(&[rows, cols])?);
             t.insert(format!("transformer.h.{i}.{layer}.bias"), Tensor::zeros(cols, candle_core::DType::F32, &dev)?);
         }

@@ -72,7 +72,13 @@ fn detail_text(body: &[u8]) -> String {
         Value::Array(items) => items
             .iter()
             .map(|item| {
-                let loc: Vec<String> = item["loc"].as_array().into_iter().flatten().skip(1).map(|p| p.as_str().map(String::from).unwrap_or_else(|| p.to_string())).collect();
+                let loc: Vec<String> = item["loc"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .skip(1)
+                    .map(|p| p.as_str().map(String::from).unwrap_or_else(|| p.to_string()))
+                    .collect();
                 format!("{}: {}", loc.join("."), item["msg"].as_str().unwrap_or_default())
             })
             .collect::<Vec<_>>()
@@ -148,7 +154,8 @@ async fn generate(app: &App, body: Value, out: &Path) -> Result<()> {
     let accepted: Value = serde_json::from_slice(&response.body).context("the plugin's answer")?;
     let id = accepted["job_id"].as_str().context("the plugin answered no job id")?.to_string();
     let owner = Owner::default();
-    let bar = ProgressBar::new(1).with_style(ProgressStyle::with_template("image {msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}").unwrap());
+    let bar =
+        ProgressBar::new(1).with_style(ProgressStyle::with_template("image {msg} [{bar:30}] {pos}/{len} steps {elapsed}/{eta}").unwrap());
     let info = loop {
         let info = app.jobs.wait(&owner, &id, Duration::from_millis(250)).await.context("the job disappeared")?;
         let p = &info.progress;

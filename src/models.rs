@@ -39,9 +39,8 @@ pub fn pull_one(downloader: &Downloader, url: &str, dest: &std::path::Path, sha2
         return Ok(());
     }
     eprintln!("downloading {url}\n         to {}", dest.display());
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("valid template"),
-    );
+    let bar = ProgressBar::new(0)
+        .with_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("valid template"));
     let result = downloader.fetch(url, dest, sha256, &mut |done, total| {
         if let Some(t) = total {
             bar.set_length(t);

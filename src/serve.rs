@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use focal_models::{ModelsDir, Preset};
 use focal_runtime::services::Services;
 use focal_runtime::{HostOptions, PluginHost};
-use focal_models::{ModelsDir, Preset};
 use focal_server::limits::RequestLimits;
 use focal_server::Registry;
 
@@ -111,7 +111,12 @@ impl Dirs {
         self.plugins_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
-    pub fn plugin_host(&self, services: Services, settings: BTreeMap<String, String>, wildcards_dir: Option<PathBuf>) -> Result<PluginHost> {
+    pub fn plugin_host(
+        &self,
+        services: Services,
+        settings: BTreeMap<String, String>,
+        wildcards_dir: Option<PathBuf>,
+    ) -> Result<PluginHost> {
         let cache_dir = Some(self.data_dir.join("cache/plugins"));
         let options = HostOptions {
             cache_dir,

@@ -16,9 +16,17 @@ fn generate(dir: &Path, request: &str, base_model: &str) -> Output {
     let models = dir.join("models");
     std::fs::create_dir_all(models.join("checkpoints")).unwrap();
     focal(&[
-        "generate", "--models-dir", models.to_str().unwrap(), "--base-model", base_model,
-        "--request", req.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap(),
-        "--data-dir", dir.join("data").to_str().unwrap(),
+        "generate",
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--base-model",
+        base_model,
+        "--request",
+        req.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
     ])
 }
 
@@ -38,8 +46,7 @@ fn generates_the_reference_image_from_a_models_folder() {
                             "adm_scaler_positive": 1, "adm_scaler_negative": 1}}"#;
     let out = generate(dir.path(), request, "tiny.safetensors");
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["seed"], 42);
     assert_eq!(lines[1]["seed"], 43);

@@ -41,7 +41,14 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
 
     // The catalog lists what the engine accepts, the loaded image step included.
     let catalog = json(get(addr, "/studio/catalog").1.as_bytes());
-    let list = |k: &str| catalog[k].as_array().unwrap_or_else(|| panic!("{k}: {catalog}")).iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let list = |k: &str| {
+        catalog[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k}: {catalog}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert!(list("samplers").contains(&"dpmpp_2m_sde_gpu".to_string()), "{catalog}");
     assert!(list("schedulers").contains(&"karras".to_string()), "{catalog}");
     assert_eq!(list("checkpoints"), ["tiny.safetensors"]);
@@ -61,7 +68,10 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
     let done = json(&body);
     assert_eq!(done["stage"], "success", "{done}");
     assert_eq!(done["progress"]["phase"], "finished", "{done}");
-    assert_eq!((done["progress"]["percent"].as_u64(), done["progress"]["images"].as_u64(), done["progress"]["steps"].as_u64()), (Some(100), Some(2), Some(2)));
+    assert_eq!(
+        (done["progress"]["percent"].as_u64(), done["progress"]["images"].as_u64(), done["progress"]["steps"].as_u64()),
+        (Some(100), Some(2), Some(2))
+    );
     assert_eq!(done["images"].as_array().unwrap().len(), 2, "{done}");
     let id = done["id"].as_str().unwrap();
     for n in 0..2 {
@@ -85,10 +95,15 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
 
     // A typed image task reaches the host with its image (one handle) and ends with an error
     // saying what this engine lacks, never with an unrelated result.
-    let init = base64_of(&std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stored-jobs/files/2026-12-05/376056dd-a6d4-49c4-b022-5e890931855c-0.png"),
-    ).unwrap());
-    let img2img = format!(r#"{{"prompt": "x", "width": 64, "height": 64, "steps": 2, "init_image": "{init}", "denoise": 0.5, "wait": true}}"#);
+    let init = base64_of(
+        &std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/stored-jobs/files/2026-12-05/376056dd-a6d4-49c4-b022-5e890931855c-0.png"),
+        )
+        .unwrap(),
+    );
+    let img2img =
+        format!(r#"{{"prompt": "x", "width": 64, "height": 64, "steps": 2, "init_image": "{init}", "denoise": 0.5, "wait": true}}"#);
     let failed = json(&request(addr, "POST", "/studio/jobs", "", &img2img).1);
     assert_eq!((failed["stage"].as_str(), failed["label"].as_str()), (Some("error"), Some("Image to Image")), "{failed}");
     assert!(failed["error"].as_str().unwrap().contains("image-to-image tasks need image-conditioned generation"), "{failed}");

@@ -35,7 +35,8 @@ fn text_to_image_through_the_builtin_plugin_matches_the_reference() {
     assert_eq!(item["finish_reason"], "SUCCESS");
     let b64 = item["base64"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap();
     let ours = focal_engine::image::RgbImage::decode_png(&b64decode(b64)).unwrap();
-    let reference = focal_engine::image::RgbImage::decode_png(&std::fs::read(fixtures().join("reference/t2i_euler_karras.png")).unwrap()).unwrap();
+    let reference =
+        focal_engine::image::RgbImage::decode_png(&std::fs::read(fixtures().join("reference/t2i_euler_karras.png")).unwrap()).unwrap();
     assert!(ours.data.iter().zip(&reference.data).all(|(a, b)| a.abs_diff(*b) <= 3));
 
     // Accept: image/png streams the PNG itself.

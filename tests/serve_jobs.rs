@@ -75,7 +75,10 @@ fn async_jobs_queue_history_files_and_a_restart() {
     assert_eq!(status, 200);
     assert!(png.starts_with(b"\x89PNG"));
     let text = String::from_utf8_lossy(&png);
-    assert!(text.contains("fooocus_scheme") && text.contains("\"prompt\": \"a red fox\"") && text.contains("\"seed\": \"7\""), "metadata in the PNG");
+    assert!(
+        text.contains("fooocus_scheme") && text.contains("\"prompt\": \"a red fox\"") && text.contains("\"seed\": \"7\""),
+        "metadata in the PNG"
+    );
     // The default styles as the prompt pipeline applied them ("Fooocus V2" needs the expansion
     // model, which this host lacks: dropped like an unknown style).
     assert!(text.contains(r#""styles": "['Fooocus Enhance', 'Fooocus Sharp']""#), "applied styles, as Python's str(list)");
@@ -142,7 +145,10 @@ fn async_jobs_queue_history_files_and_a_restart() {
     let (_, raw) = request(&addr, "GET", &format!("/v1/generation/job-history?job_id={id}&delete=true"), "", "");
     assert_eq!(json(&raw)["message"], "Deleted");
     assert_eq!(get(&addr, &first).0, 404);
-    assert_eq!(request(&addr, "GET", &format!("/v1/generation/job-history?job_id={id}&delete=true"), "", "").1, br#"{"message":"Not found"}"#);
+    assert_eq!(
+        request(&addr, "GET", &format!("/v1/generation/job-history?job_id={id}&delete=true"), "", "").1,
+        br#"{"message":"Not found"}"#
+    );
 }
 
 #[test]
@@ -160,7 +166,10 @@ fn stop_queue_full_and_history_limit() {
     let (status, full) = post(&addr, T2I, &body(""));
     assert_eq!((status, full[0]["finish_reason"].as_str()), (200, Some("QUEUE_IS_FULL")));
     let (status, full) = post(&addr, T2I, &body(r#""async_process": true"#));
-    assert_eq!((status, full["job_stage"].as_str(), full["job_result"][0]["finish_reason"].as_str()), (200, Some("ERROR"), Some("QUEUE_IS_FULL")));
+    assert_eq!(
+        (status, full["job_stage"].as_str(), full["job_result"][0]["finish_reason"].as_str()),
+        (200, Some("ERROR"), Some("QUEUE_IS_FULL"))
+    );
     let (status, raw) = request(&addr, "POST", T2I, "Accept: image/png\r\n", &body(""));
     assert_eq!((status, raw.as_slice()), (409, &b"QUEUE_IS_FULL"[..]));
 
@@ -260,7 +269,8 @@ fn image_routes_parse_validate_and_fail_honestly() {
     let png = std::fs::read(common::fixtures().join("reference/t2i_euler_karras.png")).unwrap();
 
     // v1 multipart: parsed and queued; the engine cannot upscale yet and says so.
-    let (headers, form) = multipart(&[("input_image", &png), ("uov_method", b"Upscale (2x)"), ("async_process", b"true"), ("advanced_params", b"{not json")]);
+    let (headers, form) =
+        multipart(&[("input_image", &png), ("uov_method", b"Upscale (2x)"), ("async_process", b"true"), ("advanced_params", b"{not json")]);
     let (status, raw) = request_bytes(&addr, "POST", "/v1/generation/image-upscale-vary", &headers, &form);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
     let job = json(&raw);
@@ -302,7 +312,11 @@ fn image_routes_parse_validate_and_fail_honestly() {
     assert_eq!((status, job["job_type"].as_str()), (200, Some("Image Upscale or Variation")), "{job}");
     let (_, list) = post(&addr, T2I, &body(""));
     let url = list[0]["url"].as_str().unwrap();
-    let (status, job) = post(&addr, "/v2/generation/image-prompt", &format!(r#"{{"image_prompts": [{{"cn_img": "{url}", "cn_type": "FaceSwap"}}], "async_process": true}}"#));
+    let (status, job) = post(
+        &addr,
+        "/v2/generation/image-prompt",
+        &format!(r#"{{"image_prompts": [{{"cn_img": "{url}", "cn_type": "FaceSwap"}}], "async_process": true}}"#),
+    );
     assert_eq!((status, job["job_type"].as_str()), (200, Some("Image Prompt")), "{job}");
     for (body, loc) in [
         (r#"{"uov_method": "Upscale (2x)"}"#.to_string(), "input_image"),
@@ -325,9 +339,21 @@ fn image_routes_parse_validate_and_fail_honestly() {
     let (_, raw) = request_bytes(&addr, "POST", "/v1/generation/image-enhance", &headers, &form);
     assert_eq!(json(&raw)["job_type"], "Image Enhancement");
     for (path, body, job_type) in [
-        ("/v2/generation/text-to-image-with-ip", format!(r#"{{"image_prompts": [{{"cn_img": "{b64}"}}], "async_process": true}}"#), "Text to Image"),
-        ("/v2/generation/image-inpaint-outpaint", format!(r#"{{"input_image": "{b64}", "outpaint_selections": ["Left"], "async_process": true}}"#), "Image Inpaint or Outpaint"),
-        ("/v2/generation/image-enhance", format!(r#"{{"enhance_input_image": "{b64}", "enhance_ctrlnets": [{{"enhance_enabled": true}}], "async_process": true}}"#), "Image Enhancement"),
+        (
+            "/v2/generation/text-to-image-with-ip",
+            format!(r#"{{"image_prompts": [{{"cn_img": "{b64}"}}], "async_process": true}}"#),
+            "Text to Image",
+        ),
+        (
+            "/v2/generation/image-inpaint-outpaint",
+            format!(r#"{{"input_image": "{b64}", "outpaint_selections": ["Left"], "async_process": true}}"#),
+            "Image Inpaint or Outpaint",
+        ),
+        (
+            "/v2/generation/image-enhance",
+            format!(r#"{{"enhance_input_image": "{b64}", "enhance_ctrlnets": [{{"enhance_enabled": true}}], "async_process": true}}"#),
+            "Image Enhancement",
+        ),
     ] {
         let (status, v) = post(&addr, path, &body);
         assert_eq!((status, v["job_type"].as_str()), (200, Some(job_type)), "{path}: {v}");
@@ -371,11 +397,24 @@ fn documentation_engine_and_tool_routes() {
     let spec = json(&raw);
     assert_eq!(spec["openapi"], "3.1.0");
     for path in [
-        "/v1/generation/text-to-image", "/v1/generation/image-upscale-vary", "/v1/generation/image-inpaint-outpaint",
-        "/v1/generation/image-prompt", "/v1/generation/image-enhance", "/v2/generation/text-to-image-with-ip",
-        "/v2/generation/image-upscale-vary", "/v2/generation/image-inpaint-outpaint", "/v2/generation/image-prompt",
-        "/v2/generation/image-enhance", "/v1/generation/query-job", "/v1/generation/job-queue", "/v1/generation/job-history",
-        "/v1/generation/stop", "/v1/engines/all-models", "/v1/engines/styles", "/v1/tools/generate_mask", "/files/{date}/{file_name}",
+        "/v1/generation/text-to-image",
+        "/v1/generation/image-upscale-vary",
+        "/v1/generation/image-inpaint-outpaint",
+        "/v1/generation/image-prompt",
+        "/v1/generation/image-enhance",
+        "/v2/generation/text-to-image-with-ip",
+        "/v2/generation/image-upscale-vary",
+        "/v2/generation/image-inpaint-outpaint",
+        "/v2/generation/image-prompt",
+        "/v2/generation/image-enhance",
+        "/v1/generation/query-job",
+        "/v1/generation/job-queue",
+        "/v1/generation/job-history",
+        "/v1/generation/stop",
+        "/v1/engines/all-models",
+        "/v1/engines/styles",
+        "/v1/tools/generate_mask",
+        "/files/{date}/{file_name}",
     ] {
         assert!(spec["paths"][path].is_object(), "{path} documented");
     }

@@ -40,7 +40,13 @@ fn base64(bytes: &[u8]) -> String {
 /// The 422's first error location, as a dotted path under `body`.
 fn location(body: &[u8]) -> String {
     let v = json(body);
-    v["detail"][0]["loc"].as_array().unwrap_or_else(|| panic!("no loc in {v}")).iter().map(|l| l.to_string().trim_matches('"').to_string()).collect::<Vec<_>>().join(".")
+    v["detail"][0]["loc"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no loc in {v}"))
+        .iter()
+        .map(|l| l.to_string().trim_matches('"').to_string())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[test]
@@ -76,7 +82,8 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
     assert!(body.len() < 4096, "{} bytes echoed", body.len());
     assert_eq!(location(&body), "body.prompt");
     assert_eq!(json(&body)["detail"][0]["type"], "string_too_long");
-    let (status, body) = request(&addr, "POST", "/v1/generation/text-to-image", "", &serde_json::json!({"negative_prompt": "n".repeat(70_000)}).to_string());
+    let (status, body) =
+        request(&addr, "POST", "/v1/generation/text-to-image", "", &serde_json::json!({"negative_prompt": "n".repeat(70_000)}).to_string());
     assert_eq!((status, location(&body)), (422, "body.negative_prompt".to_string()));
 
     // A generation area the engine could not hold, and too many images.
@@ -91,7 +98,8 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
     }
 
     // A body over --max-body-mb: 413 with the JSON error shape.
-    let (status, body) = request_bytes(&addr, "POST", "/v1/generation/text-to-image", "Content-Type: application/json\r\n", &vec![b' '; 17 << 20]);
+    let (status, body) =
+        request_bytes(&addr, "POST", "/v1/generation/text-to-image", "Content-Type: application/json\r\n", &vec![b' '; 17 << 20]);
     assert_eq!(status, 413);
     assert!(json(&body)["detail"].as_str().unwrap().contains("limit"), "{}", String::from_utf8_lossy(&body));
 

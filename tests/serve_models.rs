@@ -31,10 +31,15 @@ fn a_presets_default_model_is_downloaded_on_first_use() {
     let url = file_server(ckpt.clone());
     let dir = tempfile::tempdir().unwrap();
     let preset = dir.path().join("tiny-preset.json");
-    std::fs::write(&preset, format!(r#"{{"default_model": "fetched.safetensors", "checkpoint_downloads": {{"fetched.safetensors": "{url}"}}}}"#)).unwrap();
+    std::fs::write(
+        &preset,
+        format!(r#"{{"default_model": "fetched.safetensors", "checkpoint_downloads": {{"fetched.safetensors": "{url}"}}}}"#),
+    )
+    .unwrap();
     let models = dir.path().join("models");
     let server = common::serve_in(dir.path(), &["--preset".as_ref(), preset.as_os_str()]);
-    let body = r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "advanced_params": {"sampler_name": "euler", "overwrite_step": 2}}"#;
+    let body =
+        r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "advanced_params": {"sampler_name": "euler", "overwrite_step": 2}}"#;
     let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", body);
     let results = common::json(&raw);
     assert_eq!((status, results[0]["finish_reason"].as_str()), (200, Some("SUCCESS")), "{results}");
@@ -144,7 +149,8 @@ fn a_request_refiner_takes_over_at_the_switch() {
     let dir = tempfile::tempdir().unwrap();
     // A "refiner" with the base's architecture and its cross-attention values scaled.
     let mut tensors = candle_core::safetensors::load(common::fixtures().join("tiny-sdxl-a.safetensors"), &Device::Cpu).unwrap();
-    let keys: Vec<String> = tensors.keys().filter(|k| k.starts_with("model.diffusion_model.") && k.ends_with("attn2.to_v.weight")).cloned().collect();
+    let keys: Vec<String> =
+        tensors.keys().filter(|k| k.starts_with("model.diffusion_model.") && k.ends_with("attn2.to_v.weight")).cloned().collect();
     for key in keys {
         let changed = (tensors[&key].clone() * 4.0).unwrap();
         tensors.insert(key, changed);
@@ -200,14 +206,20 @@ fn refiners_of_each_architecture_refine_with_each_swap_method() {
     let sd15 = common::pixels(&common::first_image(&server.addr, &body("tiny-sd15.safetensors", "joint")));
     assert!(!seen.contains(&sd15), "the SD1.5 refiner changes the image");
     // Fooocus asserts on any other method; here it is a 422 naming the field and the choices.
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("tiny-refiner.safetensors", "blend"));
+    let (status, raw) =
+        common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("tiny-refiner.safetensors", "blend"));
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("refiner_swap_method") && text.contains("separate"), "{text}");
     // As the base model, the refiner checkpoint fails the job with a message that says why.
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "",
+    let (status, raw) = common::request(
+        &server.addr,
+        "POST",
+        "/v1/generation/text-to-image",
+        "",
         r#"{"prompt": "a fox", "aspect_ratios_selection": "64*64", "base_model_name": "tiny-refiner.safetensors",
-            "async_process": true, "advanced_params": {"overwrite_step": 2}}"#);
+            "async_process": true, "advanced_params": {"overwrite_step": 2}}"#,
+    );
     assert_eq!(status, 200);
     let id = common::json(&raw)["job_id"].as_str().unwrap().to_string();
     let job = loop {
@@ -312,7 +324,9 @@ fn a_preset_sets_the_request_defaults() {
     ] {
         assert!(m.contains(expected), "{expected} in {m}");
     }
-    let m = meta(r#"{"prompt": "a fox", "image_seed": 1, "require_base64": true, "guidance_scale": 5.0, "advanced_params": {"scheduler_name": "karras"}}"#);
+    let m = meta(
+        r#"{"prompt": "a fox", "image_seed": 1, "require_base64": true, "guidance_scale": 5.0, "advanced_params": {"scheduler_name": "karras"}}"#,
+    );
     assert!(m.contains(r#""guidance_scale": 5.0"#) && m.contains(r#""scheduler": "karras""#) && m.contains(r#""sampler": "euler""#), "{m}");
 }
 
@@ -339,7 +353,13 @@ fn vae_name_swaps_the_vae_and_unknown_names_fail_the_job() {
     let bright = common::first_image(&server.addr, &body("bright.safetensors"));
     assert_ne!(common::pixels(&bright), common::pixels(&plain), "the VAE file decodes the image");
     assert!(String::from_utf8_lossy(&bright).contains(r#""vae": "bright.safetensors""#), "VAE in the metadata");
-    let (status, raw) = common::request(&server.addr, "POST", "/v1/generation/text-to-image", "", &body("missing.safetensors").replace(r#""require_base64": true"#, r#""async_process": true"#));
+    let (status, raw) = common::request(
+        &server.addr,
+        "POST",
+        "/v1/generation/text-to-image",
+        "",
+        &body("missing.safetensors").replace(r#""require_base64": true"#, r#""async_process": true"#),
+    );
     assert_eq!(status, 200);
     let job = common::json(&raw)["job_id"].as_str().unwrap().to_string();
     let t = std::time::Instant::now();

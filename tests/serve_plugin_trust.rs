@@ -145,7 +145,12 @@ fn plugin_log_lines_are_escaped_prefixed_and_capped() {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("server.log");
     let server = common::serve_logged(&["--data-dir".as_ref(), data.path().as_os_str()], &log);
-    install(&data.path().join("plugins"), "hostile", "hostile", "name = \"hostile\"\nroutes = [\"/hostile\"]\n[limits]\ntimeout_ms = 30000\n");
+    install(
+        &data.path().join("plugins"),
+        "hostile",
+        "hostile",
+        "name = \"hostile\"\nroutes = [\"/hostile\"]\n[limits]\ntimeout_ms = 30000\n",
+    );
     wait_for(&server.addr, "/hostile/ok", 200);
     assert_eq!(get(&server.addr, "/hostile/log").0, 200);
     let text = wait_for_log(&log, "innocent");

@@ -67,10 +67,8 @@ fn a_plugin_dropped_into_a_running_server_serves_its_route() {
     assert!(body.contains("time limit"), "{body}");
 
     // `focal plugins list` shows what the directory holds.
-    let out = Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(["plugins", "list", "--data-dir", data.path().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_focal")).args(["plugins", "list", "--data-dir", data.path().to_str().unwrap()]).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("hello") && listing.contains("/hello") && listing.contains("hostile"), "{listing}");
     assert!(!listing.contains("broken"), "{listing}");

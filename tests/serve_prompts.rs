@@ -109,7 +109,8 @@ fn fooocus_v2_expansion_from_the_models_folder() {
     }
     std::fs::copy(gpt2.join("test_words.txt"), target.join("positive.txt")).unwrap();
     let refs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gpt2.join("expansion_refs.json")).unwrap()).unwrap();
-    let want = refs["expansion"].as_array().unwrap().iter().find(|c| c["prompt"] == "a lighthouse" && c["seed"] == 3).unwrap()["expansion"].clone();
+    let want = refs["expansion"].as_array().unwrap().iter().find(|c| c["prompt"] == "a lighthouse" && c["seed"] == 3).unwrap()["expansion"]
+        .clone();
 
     let meta = metadata(&addr, "a lighthouse", r#"["Fooocus V2", "Fooocus Sharp"]"#);
     assert_eq!(meta["styles"], "['Fooocus V2', 'Fooocus Sharp']");
@@ -145,10 +146,12 @@ fn png_text(png: &[u8], key: &str) -> Option<String> {
 fn metadata_equals_the_real_fooocus_api() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
-    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny-sdxl-a.safetensors")).unwrap();
+    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny-sdxl-a.safetensors"))
+        .unwrap();
     let server = common::serve_in(dir.path(), &["--base-model".as_ref(), "tiny-sdxl-a.safetensors".as_ref()]);
     let oracle: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle/oracle_metadata.json")).unwrap(),
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle/oracle_metadata.json"))
+            .unwrap(),
     )
     .unwrap();
     let version = format!("focal v{}", env!("CARGO_PKG_VERSION"));
@@ -166,7 +169,8 @@ fn metadata_equals_the_real_fooocus_api() {
             let got = png_text(&png, "parameters").expect("parameters chunk");
             let want = want.as_str().unwrap().replace("Fooocus v2.5.3", &version);
             if req["meta_scheme"] == "fooocus" {
-                let (got, want): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&got).unwrap(), serde_json::from_str(&want).unwrap());
+                let (got, want): (serde_json::Value, serde_json::Value) =
+                    (serde_json::from_str(&got).unwrap(), serde_json::from_str(&want).unwrap());
                 for key in want.as_object().unwrap().keys().chain(got.as_object().unwrap().keys()) {
                     assert_eq!(got.get(key), want.get(key), "metadata key {key:?} for {}", req["prompt"]);
                 }

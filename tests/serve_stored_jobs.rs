@@ -37,7 +37,10 @@ fn jobs_stored_by_an_older_focal_are_listed_and_served() {
     let path = &url[url.find("/files/").unwrap()..];
     let (status, body) = common::request(addr, "GET", path, "", "");
     assert_eq!(status, 200);
-    let stored = std::fs::read(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/stored-jobs/files/2026-12-05/{DONE}-0.png"))).unwrap();
+    let stored = std::fs::read(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/stored-jobs/files/2026-12-05/{DONE}-0.png")),
+    )
+    .unwrap();
     assert_eq!(body, stored, "the stored file, byte for byte");
 
     let failed = json(get(addr, &format!("/v1/generation/query-job?job_id={FAILED}")).1.as_bytes());

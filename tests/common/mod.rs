@@ -110,7 +110,11 @@ pub fn json(body: &[u8]) -> serde_json::Value {
 /// One HTTP/1.1 request on a fresh connection: (status, body), chunked bodies decoded.
 /// JSON is the default Content-Type; pass one in `headers` to override it.
 pub fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, Vec<u8>) {
-    let headers = if headers.to_ascii_lowercase().contains("content-type:") { headers.to_string() } else { format!("Content-Type: application/json\r\n{headers}") };
+    let headers = if headers.to_ascii_lowercase().contains("content-type:") {
+        headers.to_string()
+    } else {
+        format!("Content-Type: application/json\r\n{headers}")
+    };
     request_bytes(addr, method, path, &headers, body.as_bytes())
 }
 

@@ -107,8 +107,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub const WAITING: Progress =
-        Progress { phase: Phase::Waiting, percent: 0, image: 0, images: 0, step: 0, steps: 0, download: None };
+    pub const WAITING: Progress = Progress { phase: Phase::Waiting, percent: 0, image: 0, images: 0, step: 0, steps: 0, download: None };
 
     /// Move to `phase` at `percent` (the image and step counters kept).
     pub fn enter(&mut self, phase: Phase, percent: u8) {

@@ -78,13 +78,28 @@ pub struct InpaintOptions {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Task {
     TextToImage,
-    ImageToImage { image: Image, denoise: f32 },
-    Inpaint { image: Image, mask: Image, options: InpaintOptions },
-    Upscale { image: Image, model: String, factor: f32, denoise: f32 },
+    ImageToImage {
+        image: Image,
+        denoise: f32,
+    },
+    Inpaint {
+        image: Image,
+        mask: Image,
+        options: InpaintOptions,
+    },
+    Upscale {
+        image: Image,
+        model: String,
+        factor: f32,
+        denoise: f32,
+    },
     /// A contract-0.1.0 job other than plain text-to-image: its images by role, without the
     /// parameters a typed task needs (0.1.0 cannot express them). It ends with an error that
     /// says so.
-    Untyped { label: String, images: Vec<(String, Image)> },
+    Untyped {
+        label: String,
+        images: Vec<(String, Image)>,
+    },
 }
 
 impl Task {

@@ -40,18 +40,26 @@ pub enum Architecture {
 /// Where a canonical tensor comes from.
 #[derive(Debug, Clone)]
 enum Source {
-    Plain { file: usize, key: String },
+    Plain {
+        file: usize,
+        key: String,
+    },
     /// One third (q, k or v) of a fused `[3C, …]` tensor.
-    Third { file: usize, key: String, index: usize },
-    Transposed { file: usize, key: String },
+    Third {
+        file: usize,
+        key: String,
+        index: usize,
+    },
+    Transposed {
+        file: usize,
+        key: String,
+    },
 }
 
 impl Source {
     fn file_and_key(&self) -> (usize, &str) {
         match self {
-            Source::Plain { file, key } | Source::Third { file, key, .. } | Source::Transposed { file, key } => {
-                (*file, key)
-            }
+            Source::Plain { file, key } | Source::Third { file, key, .. } | Source::Transposed { file, key } => (*file, key),
         }
     }
 }
@@ -101,10 +109,17 @@ impl Checkpoint {
         let adm = width("unet.label_emb.0.0.weight", 1);
         let names = self.names();
         let context = names.iter().find(|n| n.starts_with("unet.") && n.ends_with("attn2.to_k.weight")).and_then(|n| width(n, 1));
-        let linear_proj = names.iter().find(|n| n.starts_with("unet.") && n.ends_with("proj_in.weight")).and_then(|n| self.shape(n)).map(|s| s.len() == 2);
+        let linear_proj = names
+            .iter()
+            .find(|n| n.starts_with("unet.") && n.ends_with("proj_in.weight"))
+            .and_then(|n| self.shape(n))
+            .map(|s| s.len() == 2);
         match (adm, context) {
             (None, Some(_)) if linear_proj == Some(false) => Ok(Architecture::Sd15),
-            (None, Some(_)) => Err(EngineError::checkpoint(&self.path, "this is a Stable Diffusion 2.x checkpoint; focal runs SDXL models (SD1.5 as a refiner)")),
+            (None, Some(_)) => Err(EngineError::checkpoint(
+                &self.path,
+                "this is a Stable Diffusion 2.x checkpoint; focal runs SDXL models (SD1.5 as a refiner)",
+            )),
             (Some(adm), Some(context)) if adm == context + 5 * 256 => Ok(Architecture::SdxlRefiner),
             (Some(_), Some(_)) => Ok(Architecture::Sdxl),
             _ => Err(EngineError::checkpoint(&self.path, "cannot read the UNet's ADM and context widths")),
@@ -161,8 +176,7 @@ impl Checkpoint {
             _ => return Err(EngineError::checkpoint(path, "expected a .safetensors file or a diffusers folder")),
         }
         // SAFETY: the file is mapped read-only; focal never writes model files while serving.
-        unsafe { MmapedSafetensors::new(path) }
-            .map_err(|e| EngineError::checkpoint(path, format!("not a readable safetensors file ({e})")))
+        unsafe { MmapedSafetensors::new(path) }.map_err(|e| EngineError::checkpoint(path, format!("not a readable safetensors file ({e})")))
     }
 
     fn open_single_file(path: &Path) -> Result<Self> {
@@ -187,7 +201,15 @@ impl Checkpoint {
             }
         }
         let sd1_text_encoder = names.iter().any(|n| n.starts_with("cond_stage_model."));
-        Ok(Self { path: path.to_path_buf(), files: vec![file], entries, clip_l_act: None, clip_g_act: None, loras: HashMap::new(), sd1_text_encoder })
+        Ok(Self {
+            path: path.to_path_buf(),
+            files: vec![file],
+            entries,
+            clip_l_act: None,
+            clip_g_act: None,
+            loras: HashMap::new(),
+            sd1_text_encoder,
+        })
     }
 
     fn open_diffusers(dir: &Path) -> Result<Self> {
@@ -257,7 +279,10 @@ impl Checkpoint {
         match self.architecture() {
             Ok(Architecture::Sdxl) | Err(_) => {}
             Ok(Architecture::SdxlRefiner) => {
-                return Err(EngineError::checkpoint(&self.path, "this is an SDXL refiner checkpoint; it cannot be the base model (select it as the refiner)"))
+                return Err(EngineError::checkpoint(
+                    &self.path,
+                    "this is an SDXL refiner checkpoint; it cannot be the base model (select it as the refiner)",
+                ))
             }
             Ok(Architecture::Sd15) => {
                 return Err(EngineError::checkpoint(
@@ -314,10 +339,8 @@ impl Checkpoint {
 
     /// Read a canonical tensor (split/transposed as needed) in `dtype`.
     pub fn tensor(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let source = self
-            .entries
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("{}: tensor {name} is missing", self.path.display())))?;
+        let source =
+            self.entries.get(name).ok_or_else(|| candle_core::Error::Msg(format!("{}: tensor {name} is missing", self.path.display())))?;
         let (file, key) = source.file_and_key();
         let t = self.files[file].load(key, device)?;
         let t = match source {
@@ -393,7 +416,11 @@ fn reject_other_formats(path: &Path, names: &[String]) -> Result<()> {
 }
 
 fn with_text_model_prefix(name: &str) -> String {
-    if name.starts_with("text_model.") { name.to_string() } else { format!("text_model.{name}") }
+    if name.starts_with("text_model.") {
+        name.to_string()
+    } else {
+        format!("text_model.{name}")
+    }
 }
 
 /// OpenCLIP bigG names → transformers CLIP names (one fused qkv tensor gives three entries).
@@ -418,8 +445,14 @@ fn open_clip_to_hf(file: usize, key: &str, rest: &str) -> Vec<(String, Source)> 
             .map(|(index, proj)| (format!("{base}.self_attn.{proj}.{kind}"), Source::Third { file, key: key.to_string(), index }))
             .collect();
     }
-    let renamed = [("attn.out_proj.", "self_attn.out_proj."), ("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
-        .iter()
-        .find_map(|(from, to)| inner.strip_prefix(from).map(|p| format!("{to}{p}")));
+    let renamed = [
+        ("attn.out_proj.", "self_attn.out_proj."),
+        ("ln_1.", "layer_norm1."),
+        ("ln_2.", "layer_norm2."),
+        ("mlp.c_fc.", "mlp.fc1."),
+        ("mlp.c_proj.", "mlp.fc2."),
+    ]
+    .iter()
+    .find_map(|(from, to)| inner.strip_prefix(from).map(|p| format!("{to}{p}")));
     renamed.map(|r| plain(format!("{base}.{r}"))).unwrap_or_default()
 }

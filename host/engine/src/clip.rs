@@ -106,9 +106,7 @@ impl ClipTextModel {
         let width = tokens.dim(1)?;
         let position_embedding = tm.get_unchecked("embeddings.position_embedding.weight")?;
         let n_layers = (0..).take_while(|i| tm.contains_tensor(&format!("encoder.layers.{i}.layer_norm1.weight"))).count();
-        let layers = (0..n_layers)
-            .map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..n_layers).map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act)).collect::<Result<Vec<_>>>()?;
         let projection = if vb.contains_tensor("text_projection.weight") {
             Some(Linear::new(vb.get_unchecked("text_projection.weight")?, None))
         } else {
@@ -136,7 +134,14 @@ impl ClipTextModel {
 
     /// [`encode`](Self::encode) where ids from [`VECTOR_ID_BASE`] on stand for `vectors[id − base]`
     /// (textual-inversion embeddings) instead of vocabulary entries.
-    pub fn encode_with_vectors(&self, ids: &[Vec<u32>], vectors: &[Option<Tensor>], skip: usize, pooled: bool, device: &Device) -> Result<ClipOutput> {
+    pub fn encode_with_vectors(
+        &self,
+        ids: &[Vec<u32>],
+        vectors: &[Option<Tensor>],
+        skip: usize,
+        pooled: bool,
+        device: &Device,
+    ) -> Result<ClipOutput> {
         let (b, t) = (ids.len(), ids[0].len());
         let flat: Vec<u32> = ids.iter().flatten().map(|&id| if id >= VECTOR_ID_BASE { 0 } else { id }).collect();
         let ids_t = Tensor::from_vec(flat, (b, t), device)?;

@@ -58,9 +58,13 @@ impl PromptExpansion {
             }
             return Err(EngineError::invalid("prompt_expansion", format!("{} lacks {}", dir.display(), names.join(", "))));
         }
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| EngineError::invalid("prompt_expansion", format!("{}: {e}", dir.join(name).display())));
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| EngineError::invalid("prompt_expansion", format!("{}: {e}", dir.join(name).display())))
+        };
         let config = Gpt2Config::from_json(&read("config.json")?).map_err(|e| EngineError::invalid("prompt_expansion", e))?;
-        let tokenizer = Gpt2Tokenizer::from_files(&read("vocab.json")?, &read("merges.txt")?).map_err(|e| EngineError::invalid("prompt_expansion", e))?;
+        let tokenizer = Gpt2Tokenizer::from_files(&read("vocab.json")?, &read("merges.txt")?)
+            .map_err(|e| EngineError::invalid("prompt_expansion", e))?;
         let words: Vec<String> = read("positive.txt")?.lines().filter(|w| !w.is_empty()).map(str::to_string).collect();
         let model = Gpt2Model::load(weights.as_ref().unwrap(), config, DType::F32, device)?;
         Ok(Self::new(model, tokenizer, &words))

@@ -52,7 +52,8 @@ impl ColumnBlocks {
         let out = weight.dim(1)?;
         let n = candle_core::utils::get_num_threads().clamp(1, 8).min(out);
         let step = out.div_ceil(n);
-        let blocks = (0..out).step_by(step).map(|start| weight.narrow(1, start, step.min(out - start))?.contiguous()).collect::<Result<_>>()?;
+        let blocks =
+            (0..out).step_by(step).map(|start| weight.narrow(1, start, step.min(out - start))?.contiguous()).collect::<Result<_>>()?;
         Ok(Self { blocks })
     }
 
@@ -175,8 +176,7 @@ impl Gpt2Model {
         let t = vb.pp("transformer");
         let wte = t.get_unchecked("wte.weight")?;
         let wpe = t.get_unchecked("wpe.weight")?;
-        let blocks =
-            (0..config.n_layer).map(|i| Block::new(t.pp(format!("h.{i}")), config.layer_norm_epsilon)).collect::<Result<_>>()?;
+        let blocks = (0..config.n_layer).map(|i| Block::new(t.pp(format!("h.{i}")), config.layer_norm_epsilon)).collect::<Result<_>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), config.layer_norm_epsilon)?;
         let device = wte.device().clone();
         let lm_head = ColumnBlocks::new(&wte.t()?)?;
@@ -197,7 +197,12 @@ impl Gpt2Model {
 
     /// From named tensors (transformers names; non-weight buffers and the tied `lm_head` are
     /// dropped, a missing `transformer.` prefix is added).
-    pub fn from_tensors(tensors: std::collections::HashMap<String, Tensor>, config: Gpt2Config, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn from_tensors(
+        tensors: std::collections::HashMap<String, Tensor>,
+        config: Gpt2Config,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let tensors = tensors
             .into_iter()
             .filter(|(name, _)| !name.ends_with(".attn.bias") && !name.ends_with(".attn.masked_bias") && name != "lm_head.weight")

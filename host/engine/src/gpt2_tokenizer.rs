@@ -76,7 +76,18 @@ impl Gpt2Tokenizer {
 
 /// transformers' `clean_up_tokenization`: spaces before punctuation and English contractions removed.
 fn clean_up_tokenization(text: &str) -> String {
-    [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
-        .iter()
-        .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+    [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ]
+    .iter()
+    .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
 }

@@ -53,7 +53,13 @@ struct Stage<'a> {
 }
 
 impl<'a> Stage<'a> {
-    fn base(model: &'a SdxlModel, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, patches: Option<FooocusPatches>) -> Result<Self> {
+    fn base(
+        model: &'a SdxlModel,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        size: SizeIds,
+        patches: Option<FooocusPatches>,
+    ) -> Result<Self> {
         let (unet, dt, dev) = (&model.unet, model.dtype, &model.device);
         Ok(Self {
             unet,
@@ -120,7 +126,14 @@ pub struct CfgDenoiser<'a> {
 }
 
 impl<'a> CfgDenoiser<'a> {
-    pub fn new(model: &'a SdxlModel, sampling: &'a ModelSampling, cond: &Conditioning, uncond: &Conditioning, size: SizeIds, cfg: f32) -> Result<Self> {
+    pub fn new(
+        model: &'a SdxlModel,
+        sampling: &'a ModelSampling,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+        size: SizeIds,
+        cfg: f32,
+    ) -> Result<Self> {
         Self::with_patches(model, sampling, cond, uncond, size, cfg, None)
     }
 
@@ -159,7 +172,14 @@ impl<'a> CfgDenoiser<'a> {
     /// Continue with `refiner` after the model call at step `switch` (Fooocus's "joint" swap:
     /// the sampler's history and noise carry on; the refiner's conditioning is made from the
     /// base's `cond`/`uncond` as [`RefinerModel::conditioning`] says).
-    pub fn with_refiner(mut self, base: &SdxlModel, refiner: &'a RefinerModel, switch: usize, cond: &Conditioning, uncond: &Conditioning) -> Result<Self> {
+    pub fn with_refiner(
+        mut self,
+        base: &SdxlModel,
+        refiner: &'a RefinerModel,
+        switch: usize,
+        cond: &Conditioning,
+        uncond: &Conditioning,
+    ) -> Result<Self> {
         self.next = Some((Stage::refiner(base, refiner, cond, uncond, self.size, self.patches)?, switch));
         Ok(self)
     }
@@ -262,4 +282,3 @@ impl CfgDenoiser<'_> {
         Ok((x - eps)?)
     }
 }
-

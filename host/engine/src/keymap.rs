@@ -4,11 +4,7 @@
 //! and `lora`, so neither imports the other for names.
 
 pub(crate) fn count_indices(names: &[String], prefix: &str) -> usize {
-    names
-        .iter()
-        .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(0, |m| m + 1)
+    names.iter().filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1)
 }
 
 /// UNet modules outside the blocks: (diffusers prefix, LDM prefix), read in both directions.
@@ -48,7 +44,9 @@ impl UnetKeyMap {
         let idx = |k: usize| parts.get(k).and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
         let tail = |k: usize| parts[k..].join(".");
         match (parts.first().copied(), parts.get(2).copied()) {
-            (Some("down_blocks"), Some("resnets")) => format!("input_blocks.{}.0.{}", (l + 1) * idx(1) + idx(3) + 1, resnet_to_ldm(&tail(4))),
+            (Some("down_blocks"), Some("resnets")) => {
+                format!("input_blocks.{}.0.{}", (l + 1) * idx(1) + idx(3) + 1, resnet_to_ldm(&tail(4)))
+            }
             (Some("down_blocks"), Some("attentions")) => format!("input_blocks.{}.1.{}", (l + 1) * idx(1) + idx(3) + 1, tail(4)),
             (Some("down_blocks"), Some("downsamplers")) => {
                 format!("input_blocks.{}.0.op.{}", (l + 1) * (idx(1) + 1), tail(4).trim_start_matches("conv."))
@@ -83,10 +81,7 @@ const RESNET_RENAMES: [(&str, &str); 6] = [
 ];
 
 fn resnet_to_ldm(rest: &str) -> String {
-    RESNET_RENAMES
-        .iter()
-        .find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}")))
-        .unwrap_or_else(|| rest.to_string())
+    RESNET_RENAMES.iter().find_map(|(from, to)| rest.strip_prefix(from).map(|r| format!("{to}{r}"))).unwrap_or_else(|| rest.to_string())
 }
 
 fn resnet_to_diffusers(rest: &str) -> String {
@@ -133,7 +128,8 @@ pub fn unet_ldm_to_diffusers(name: &str, ldm_names: &[&str]) -> Option<String> {
         }
         "output_blocks" => {
             let (level, i) = (n / (l + 1), n % (l + 1));
-            let has_attention = ldm_names.iter().any(|x| x.starts_with(&format!("output_blocks.{n}.1.")) && x.contains("transformer_blocks"));
+            let has_attention =
+                ldm_names.iter().any(|x| x.starts_with(&format!("output_blocks.{n}.1.")) && x.contains("transformer_blocks"));
             match slot {
                 "0" => Some(format!("up_blocks.{level}.resnets.{i}.{}", resnet_to_diffusers(rest))),
                 "1" if has_attention => Some(format!("up_blocks.{level}.attentions.{i}.{rest}")),
@@ -160,8 +156,15 @@ pub(crate) fn diffusers_vae_to_ldm(name: &str, levels: usize) -> String {
         (Some("mid_block"), _) => {
             let t = tail(3);
             let renames = [
-                ("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out."),
-                ("query.", "q."), ("key.", "k."), ("value.", "v."), ("proj_attn.", "proj_out."),
+                ("group_norm.", "norm."),
+                ("to_q.", "q."),
+                ("to_k.", "k."),
+                ("to_v.", "v."),
+                ("to_out.0.", "proj_out."),
+                ("query.", "q."),
+                ("key.", "k."),
+                ("value.", "v."),
+                ("proj_attn.", "proj_out."),
             ];
             let r = renames.iter().find_map(|(f, to)| t.strip_prefix(f).map(|x| format!("{to}{x}"))).unwrap_or(t);
             format!("mid.attn_1.{r}")
@@ -169,7 +172,11 @@ pub(crate) fn diffusers_vae_to_ldm(name: &str, levels: usize) -> String {
         (Some("conv_norm_out"), _) => format!("norm_out.{}", tail(1)),
         _ => rest.to_string(),
     };
-    if half == "encoder" || half == "decoder" { format!("{half}.{inner}") } else { name.to_string() }
+    if half == "encoder" || half == "decoder" {
+        format!("{half}.{inner}")
+    } else {
+        name.to_string()
+    }
 }
 
 fn vae_resnet(rest: &str) -> String {

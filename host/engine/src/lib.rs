@@ -8,8 +8,8 @@ pub mod error;
 pub mod expansion;
 pub mod freeu;
 pub mod gpt2;
-pub mod guidance;
 pub mod gpt2_tokenizer;
+pub mod guidance;
 pub mod image;
 pub mod interposer;
 pub mod keymap;
@@ -31,7 +31,7 @@ pub mod unet;
 pub mod vae;
 
 pub use error::{EngineError, Result};
-pub use pipeline::{GenerationParams, Generated, Progress};
+pub use pipeline::{Generated, GenerationParams, Progress};
 pub use sampler::Sampler;
 pub use schedule::Scheduler;
 pub use sdxl::{LoadOptions, SdxlModel};

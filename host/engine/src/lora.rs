@@ -69,9 +69,7 @@ impl LoraPatch {
                 let combined = down_t.matmul(&mid_t)?.reshape((inner, rank, kh, kw))?.transpose(0, 1)?.reshape((rank, inner * kh * kw))?;
                 f32_2d(up)?.matmul(&combined)?
             }
-            Update::Hadamard { w1a, w1b, w2a, w2b } => {
-                (f32_2d(w1a)?.matmul(&f32_2d(w1b)?)? * f32_2d(w2a)?.matmul(&f32_2d(w2b)?)?)?
-            }
+            Update::Hadamard { w1a, w1b, w2a, w2b } => (f32_2d(w1a)?.matmul(&f32_2d(w1b)?)? * f32_2d(w2a)?.matmul(&f32_2d(w2b)?)?)?,
             Update::Kronecker { w1, w2 } => kronecker(w1, w2)?,
         };
         (delta * self.scale)?.reshape(shape)
@@ -191,7 +189,9 @@ fn update_kind(parts: &HashMap<Part, String>) -> std::result::Result<&'static st
         Ok("lora")
     } else if [Part::HadaW1a, Part::HadaW1b, Part::HadaW2a, Part::HadaW2b].iter().all(|&p| has(p)) {
         Ok("loha")
-    } else if (has(Part::LokrW1) || has(Part::LokrW1a) && has(Part::LokrW1b)) && (has(Part::LokrW2) || has(Part::LokrW2a) && has(Part::LokrW2b)) {
+    } else if (has(Part::LokrW1) || has(Part::LokrW1a) && has(Part::LokrW1b))
+        && (has(Part::LokrW2) || has(Part::LokrW2a) && has(Part::LokrW2b))
+    {
         Ok("lokr")
     } else {
         Err("an incomplete set of LoRA/LoHa/LoKr weights")
@@ -260,7 +260,10 @@ pub fn load_patches(
                 "loha" => {
                     let w1b = load(Part::HadaW1b)?;
                     let dim = w1b.dim(0).map_err(bad)?;
-                    (Update::Hadamard { w1a: load(Part::HadaW1a)?, w1b, w2a: load(Part::HadaW2a)?, w2b: load(Part::HadaW2b)? }, ratio(Some(dim)))
+                    (
+                        Update::Hadamard { w1a: load(Part::HadaW1a)?, w1b, w2a: load(Part::HadaW2a)?, w2b: load(Part::HadaW2b)? },
+                        ratio(Some(dim)),
+                    )
                 }
                 _ => {
                     // Each factor whole or as a product; the factorised one sets `dim`.
@@ -308,7 +311,10 @@ mod tests {
     #[test]
     fn module_names_cover_kohya_and_diffusers_layouts() {
         let names = super::module_names("clip_g.text_model.encoder.layers.3.self_attn.k_proj.weight", &[]);
-        assert_eq!(names, ["lora_te2_text_model_encoder_layers_3_self_attn_k_proj", "text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj"]);
+        assert_eq!(
+            names,
+            ["lora_te2_text_model_encoder_layers_3_self_attn_k_proj", "text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj"]
+        );
         assert!(super::module_names("unet.out.0.bias", &[]).is_empty());
         assert!(super::module_names("vae.decoder.conv_in.weight", &[]).is_empty());
     }

@@ -73,7 +73,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     let out = if n <= rows || mask.is_some() {
         rows_of(&q)?
     } else {
-        let chunks = (0..n).step_by(rows).map(|start| rows_of(&q.narrow(2, start, rows.min(n - start))?.contiguous()?)).collect::<Result<Vec<_>>>()?;
+        let chunks = (0..n)
+            .step_by(rows)
+            .map(|start| rows_of(&q.narrow(2, start, rows.min(n - start))?.contiguous()?))
+            .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&chunks, 2)?
     };
     out.transpose(1, 2)?.reshape((b, n, inner))

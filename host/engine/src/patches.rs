@@ -40,7 +40,8 @@ pub fn adm_sizes(width: u32, height: u32, scale: f32) -> (SizeIds, SizeIds) {
     // The f32's shortest decimal (e.g. 0.8), as Python holds the setting.
     let scale: f64 = scale.to_string().parse().unwrap_or(scale as f64);
     let scaled = |v: u32| (v as f64 * scale) as u32;
-    let emphasized = SizeIds { height: scaled(height), width: scaled(width), crop_top: 0, crop_left: 0, target_height: h64, target_width: w64 };
+    let emphasized =
+        SizeIds { height: scaled(height), width: scaled(width), crop_top: 0, crop_left: 0, target_height: h64, target_width: w64 };
     (emphasized, SizeIds::plain(w64, h64))
 }
 

@@ -99,7 +99,6 @@ pub struct Generated {
     pub seed: u64,
 }
 
-
 /// How the refiner takes over (Fooocus `refiner_swap_method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefinerSwap {
@@ -147,7 +146,9 @@ fn channel_vector(v: [f32; 4], like: &Tensor) -> Result<Tensor> {
 
 /// Playground latent → the SDXL VAE's scaled latent (what `Vae::decode` takes).
 fn playground_to_vae(latent: &Tensor) -> Result<Tensor> {
-    let raw = latent.broadcast_mul(&(channel_vector(PLAYGROUND_STD, latent)? / 0.5)?)?.broadcast_add(&channel_vector(PLAYGROUND_MEAN, latent)?)?;
+    let raw = latent
+        .broadcast_mul(&(channel_vector(PLAYGROUND_STD, latent)? / 0.5)?)?
+        .broadcast_add(&channel_vector(PLAYGROUND_MEAN, latent)?)?;
     Ok((raw * crate::vae::SDXL_SCALING_FACTOR)?)
 }
 
@@ -161,7 +162,11 @@ fn vae_to_playground(latent: &Tensor) -> Result<Tensor> {
 /// model's largest σ or beyond ("max_denoise").
 fn first_noise_scale(sigma0: f32, sampling: &ModelSampling) -> f64 {
     let (s0, max) = (sigma0 as f64, sampling.sigma_max() as f64);
-    if (s0 - max).abs() <= 1e-5 * s0.abs().max(max.abs()) || s0 > max { (1.0 + s0 * s0).sqrt() } else { s0 }
+    if (s0 - max).abs() <= 1e-5 * s0.abs().max(max.abs()) || s0 > max {
+        (1.0 + s0 * s0).sqrt()
+    } else {
+        s0
+    }
 }
 
 /// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
@@ -236,7 +241,8 @@ impl SdxlModel {
         };
         let sampling = ModelSampling::for_scheduler(params.scheduler);
         let playground = sampling.prediction == Prediction::Edm;
-        let sigmas = sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
+        let sigmas =
+            sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
         let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
         let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
         let x = match &params.init_image {
@@ -269,22 +275,38 @@ impl SdxlModel {
                 (true, false) => Some(latent_preview(denoised)?),
                 (true, true) => Some(latent_preview(&playground_to_vae(denoised)?)?),
             };
-            if on_progress(Progress { step, total, preview }) { Ok(()) } else { Err(EngineError::Cancelled) }
+            if on_progress(Progress { step, total, preview }) {
+                Ok(())
+            } else {
+                Err(EngineError::Cancelled)
+            }
         };
         // Noise the sampler adds along the way (ancestral/SDE steps), per sampler run.
         let noise = |seed: u64| NoiseSource::new(seed.wrapping_add(1));
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
-                let x = sample(params.sampler, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
+                let x = sample(
+                    params.sampler,
+                    &mut denoiser,
+                    x,
+                    &sigmas[..=r.switch],
+                    &sampling,
+                    &mut noise(params.seed),
+                    &mut |i, _, _, d| report(i + 1, d),
+                )?;
                 let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
+                    report(r.switch + i + 1, d)
+                })?
             }
             Some(r) if r.swap == RefinerSwap::Vae && r.switch > 0 && r.switch < total => {
                 // Base: steps [0, switch) down to σ = 0 (Fooocus's force_full_denoise).
                 let mut head = sigmas[..=r.switch].to_vec();
                 *head.last_mut().expect("switch > 0") = 0.0;
                 let mut denoiser = denoiser.recording_eps();
-                let x0 = sample(params.sampler, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
+                let x0 = sample(params.sampler, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
+                    report(i + 1, d)
+                })?;
                 let eps = denoiser.last_eps().ok_or_else(|| EngineError::invalid("refiner_swap_method", "the base made no model call"))?;
                 // Refiner: fresh noise from seed + 1, its channel mean replaced by the base's last ε.
                 let tail: Vec<f32> = sigmas[r.switch..].iter().map(|&s| (s as f64 * VAE_SWAP_SIGMA_SCALE) as f32).collect();
@@ -316,7 +338,11 @@ impl SdxlModel {
                 sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
-        let image = if playground { decode_with(decoder, &playground_to_vae(&latent)?, self.dtype)? } else { decode_with(decoder, &latent, self.dtype)? };
+        let image = if playground {
+            decode_with(decoder, &playground_to_vae(&latent)?, self.dtype)?
+        } else {
+            decode_with(decoder, &latent, self.dtype)?
+        };
         Ok(Generated { image, latent, seed: params.seed })
     }
 
@@ -336,7 +362,8 @@ impl SdxlModel {
 fn decode_with(vae: &AutoEncoder, latent: &Tensor, dtype: DType) -> Result<RgbImage> {
     let (_, _, h, w) = latent.dims4()?;
     let latent = latent.to_dtype(dtype)?;
-    let decoded = if h * w > LARGEST_UNTILED_LATENT { vae.decode_tiled(&latent, Tiling::default())? } else { vae.decode(&latent)? }.to_dtype(DType::F32)?;
+    let decoded = if h * w > LARGEST_UNTILED_LATENT { vae.decode_tiled(&latent, Tiling::default())? } else { vae.decode(&latent)? }
+        .to_dtype(DType::F32)?;
     let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
     RgbImage::from_tensor(&img.get(0)?)
 }

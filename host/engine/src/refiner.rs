@@ -18,8 +18,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{Architecture, Checkpoint};
 use crate::error::{EngineError, Result};
-use crate::lora::LoraReport;
 use crate::interposer::Interposer;
+use crate::lora::LoraReport;
 use crate::sdxl::{Conditioning, LoadOptions, SdxlModel};
 use crate::tokenizer::CHUNK_LEN;
 use crate::unet::UNet;
@@ -58,7 +58,8 @@ impl RefinerModel {
         let unet = UNet::new(vb.pp("unet")).map_err(|e| EngineError::checkpoint(path, format!("cannot build the refiner's UNet: {e}")))?;
         let vae = match architecture {
             Architecture::Sd15 => {
-                let mut vae = AutoEncoder::new(vb.pp("vae")).map_err(|e| EngineError::checkpoint(path, format!("cannot build the SD1.5 VAE: {e}")))?;
+                let mut vae = AutoEncoder::new(vb.pp("vae"))
+                    .map_err(|e| EngineError::checkpoint(path, format!("cannot build the SD1.5 VAE: {e}")))?;
                 vae.scaling_factor = SD15_SCALING_FACTOR;
                 Some(vae)
             }
@@ -99,7 +100,10 @@ impl RefinerModel {
                 let width = self.unet.context_dim.ok_or_else(|| EngineError::invalid("refiner", "its UNet has no cross-attention"))?;
                 let full = base.context.dim(2)?;
                 if width > full {
-                    return Err(EngineError::invalid("refiner", format!("it attends to {width} channels; the base model's context has {full}")));
+                    return Err(EngineError::invalid(
+                        "refiner",
+                        format!("it attends to {width} channels; the base model's context has {full}"),
+                    ));
                 }
                 Ok(Conditioning { context: base.context.narrow(2, full - width, width)?.contiguous()?, pooled: base.pooled.clone() })
             }

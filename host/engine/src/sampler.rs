@@ -77,9 +77,7 @@ impl Sampler {
 /// of node `j` (nodes t_i, t_{i−1}, …). The polynomial has degree < 4, so 4-point
 /// Gauss–Legendre quadrature is exact.
 fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
-    let basis = |tau: f64| {
-        (0..order).filter(|&k| k != j).fold(1.0, |p, k| p * (tau - t[i - k]) / (t[i - j] - t[i - k]))
-    };
+    let basis = |tau: f64| (0..order).filter(|&k| k != j).fold(1.0, |p, k| p * (tau - t[i - k]) / (t[i - j] - t[i - k]));
     const NODES: [(f64, f64); 4] = [
         (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
         (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
@@ -149,7 +147,11 @@ pub fn sample(
                 let (down, up) = ancestral_step(sigma, next, 1.0);
                 let d = to_d(&x, sigma, &denoised)?;
                 let x = (&x + (d * (down - sigma))?)?;
-                if next > 0.0 { (&x + (noise.sample(&x)? * up)?)? } else { x }
+                if next > 0.0 {
+                    (&x + (noise.sample(&x)? * up)?)?
+                } else {
+                    x
+                }
             }
             Sampler::Heun | Sampler::Dpm2 if next == 0.0 => {
                 let d = to_d(&x, sigma, &denoised)?;
@@ -288,7 +290,11 @@ pub fn sample(
                     let denoised2 = model.denoise(&x2, (-s_mid).exp() as f32)?;
                     lin(&x, down / sigma, &denoised2, -(-h).exp_m1())?
                 };
-                if next > 0.0 { (&x + (noise.sample(&x)? * up)?)? } else { x }
+                if next > 0.0 {
+                    (&x + (noise.sample(&x)? * up)?)?
+                } else {
+                    x
+                }
             }
             Sampler::DpmPP3MSde | Sampler::DpmPP3MSdeGpu => {
                 // η = 1.
@@ -339,7 +345,11 @@ pub fn sample(
                 }
             }
             Sampler::Lcm => {
-                if next > 0.0 { (&denoised + (noise.sample(&denoised)? * next)?)? } else { denoised.clone() }
+                if next > 0.0 {
+                    (&denoised + (noise.sample(&denoised)? * next)?)?
+                } else {
+                    denoised.clone()
+                }
             }
             Sampler::Tcd => {
                 // Move the clean estimate to the re-noising timestep s (VP frame), then back to

@@ -55,4 +55,3 @@ pub(crate) fn lin(x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor> {
 pub(crate) fn to_d(x: &Tensor, sigma: f64, denoised: &Tensor) -> Result<Tensor> {
     Ok(((x - denoised)? / sigma)?)
 }
-

@@ -2,7 +2,6 @@
 //! schedulers Fooocus offers. Arithmetic follows ComfyUI's tensor dtypes (tables built in f64 and
 //! stored as f32, schedules computed in f32) so results agree to ~1 ulp.
 
-
 /// Number of training timesteps of SDXL.
 pub const TIMESTEPS: usize = 1000;
 
@@ -135,9 +134,7 @@ pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     }
     let step = (end - start) / (n - 1) as f32;
     let half = n / 2;
-    (0..n)
-        .map(|i| if i < half { start + step * i as f32 } else { end - step * (n - i - 1) as f32 })
-        .collect()
+    (0..n).map(|i| if i < half { start + step * i as f32 } else { end - step * (n - i - 1) as f32 }).collect()
 }
 
 macro_rules! named_enum {
@@ -186,8 +183,17 @@ named_enum!(
 
 /// NVIDIA's Align Your Steps noise levels for SDXL (as ComfyUI/Fooocus ship them).
 const AYS_SDXL: [f64; 11] = [
-    14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289, 0.3798540708,
-    0.2332364134, 0.1114188177, 0.0291671582,
+    14.6146412293,
+    6.3184485287,
+    3.7681790315,
+    2.1811480769,
+    1.3405244945,
+    0.8620721141,
+    0.5550693289,
+    0.3798540708,
+    0.2332364134,
+    0.1114188177,
+    0.0291671582,
 ];
 
 /// AYS table log-linearly resampled to `steps + 1` levels, last set to 0 (ComfyUI
@@ -262,10 +268,7 @@ pub fn karras(n: usize, sigma_min: f32, sigma_max: f32, rho: f64) -> Vec<f32> {
     let min_inv = (sigma_min as f64).powf(1.0 / rho);
     let max_inv = (sigma_max as f64).powf(1.0 / rho);
     let span = (min_inv - max_inv) as f32;
-    linspace_f32(0.0, 1.0, n)
-        .into_iter()
-        .map(|r| (max_inv as f32 + r * span).powf(rho as f32))
-        .collect()
+    linspace_f32(0.0, 1.0, n).into_iter().map(|r| (max_inv as f32 + r * span).powf(rho as f32)).collect()
 }
 
 /// ComfyUI `normal_scheduler`: uniform in timestep, sigma by log-linear interpolation.
@@ -284,13 +287,7 @@ fn normal(ms: &ModelSampling, steps: usize, sgm: bool) -> Vec<f32> {
 
 /// The sigmas a sampling run uses: `denoise < 1` computes `int(steps/denoise)` and keeps the
 /// tail; samplers that need it (dpm_2, uni_pc) get one extra step with the penultimate dropped.
-pub fn sampling_sigmas(
-    ms: &ModelSampling,
-    scheduler: Scheduler,
-    steps: usize,
-    denoise: f32,
-    discard_penultimate: bool,
-) -> Vec<f32> {
+pub fn sampling_sigmas(ms: &ModelSampling, scheduler: Scheduler, steps: usize, denoise: f32, discard_penultimate: bool) -> Vec<f32> {
     let compute = |n: usize| {
         if discard_penultimate {
             let mut s = scheduler.sigmas(ms, n + 1);

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
+use crate::clip::VECTOR_ID_BASE;
 use crate::clip::{Activation, ClipTextModel};
+use crate::embeddings::Embeddings;
 use crate::error::{EngineError, Result};
 use crate::lora::{LoraReport, LoraSpec};
 use crate::nn::timestep_embedding;
-use crate::clip::VECTOR_ID_BASE;
-use crate::embeddings::Embeddings;
 use crate::tokenizer::{ClipTokenizer, EOS};
 use crate::unet::UNet;
 use crate::vae::AutoEncoder;
@@ -107,7 +107,17 @@ impl SdxlModel {
             }
         }
         let embeddings = opts.embeddings_dir.as_ref().map(Embeddings::new);
-        Ok(Self { clip_l, clip_g, unet, vae, tokenizer: ClipTokenizer::bundled(), dtype: opts.dtype, device: opts.device.clone(), lora_report, embeddings })
+        Ok(Self {
+            clip_l,
+            clip_g,
+            unet,
+            vae,
+            tokenizer: ClipTokenizer::bundled(),
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+            lora_report,
+            embeddings,
+        })
     }
 
     /// Encode a prompt as Fooocus does (`clip_skip` 2 = penultimate layer, SDXL's default):
@@ -193,7 +203,10 @@ fn adm_vector(adm_in_channels: usize, pooled: &Tensor, values: &[f32], device: &
     if per_id == 0 || pooled_dim + per_id * values.len() != adm_in_channels {
         return Err(EngineError::invalid(
             "checkpoint",
-            format!("a pooled vector of {pooled_dim} and {} embeddings do not fill the UNet's ADM input of {adm_in_channels}", values.len()),
+            format!(
+                "a pooled vector of {pooled_dim} and {} embeddings do not fill the UNet's ADM input of {adm_in_channels}",
+                values.len()
+            ),
         ));
     }
     let emb = timestep_embedding(values, per_id, device)?.flatten_all()?.unsqueeze(0)?;
@@ -208,6 +221,13 @@ pub fn size_adm(adm_in_channels: usize, pooled: &Tensor, size: SizeIds, device: 
 
 /// The SDXL refiner's ADM vector (ComfyUI `SDXLRefiner.encode_adm`): pooled text, the size, a
 /// zero crop and the aesthetic score.
-pub fn aesthetic_adm(adm_in_channels: usize, pooled: &Tensor, width: u32, height: u32, aesthetic_score: f32, device: &Device) -> Result<Tensor> {
+pub fn aesthetic_adm(
+    adm_in_channels: usize,
+    pooled: &Tensor,
+    width: u32,
+    height: u32,
+    aesthetic_score: f32,
+    device: &Device,
+) -> Result<Tensor> {
     adm_vector(adm_in_channels, pooled, &[height as f32, width as f32, 0.0, 0.0, aesthetic_score], device)
 }

@@ -218,11 +218,8 @@ pub fn uni_pc(model: &mut dyn Denoiser, x: Tensor, sigmas: &[f32], variant: UniP
         let predicted = if d1s.is_empty() {
             base.clone()
         } else {
-            let rhos_p = if k == 2 {
-                vec![0.5]
-            } else {
-                solve(r[..k - 1].iter().map(|row| row[..k - 1].to_vec()).collect(), b[..k - 1].to_vec())
-            };
+            let rhos_p =
+                if k == 2 { vec![0.5] } else { solve(r[..k - 1].iter().map(|row| row[..k - 1].to_vec()).collect(), b[..k - 1].to_vec()) };
             match weighted(&rhos_p)? {
                 Some(p) => (&base - (p * (alpha(t) * b_h))?)?,
                 None => base.clone(),
@@ -256,11 +253,16 @@ pub fn uni_pc(model: &mut dyn Denoiser, x: Tensor, sigmas: &[f32], variant: UniP
 /// Restart sampling with k-diffusion's default plan: below 20 steps plain Heun; from 20 steps
 /// the schedule is rebuilt as karras over fewer steps and the interval from σ≈0.1 back up to
 /// σ≈2 is re-run once (twice from 36 steps), re-noised to its top with the seeded noise.
-pub fn restart(model: &mut dyn Denoiser, mut x: Tensor, sigmas: &[f32], noise: &mut NoiseSource, on_step: &mut StepCallback) -> Result<Tensor> {
+pub fn restart(
+    model: &mut dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f32],
+    noise: &mut NoiseSource,
+    on_step: &mut StepCallback,
+) -> Result<Tensor> {
     let steps = sigmas.len() - 1;
-    let nearest = |sig: &[f32], target: f32| {
-        (0..sig.len()).min_by(|&a, &b| (sig[a] - target).abs().total_cmp(&(sig[b] - target).abs())).unwrap_or(0)
-    };
+    let nearest =
+        |sig: &[f32], target: f32| (0..sig.len()).min_by(|&a, &b| (sig[a] - target).abs().total_cmp(&(sig[b] - target).abs())).unwrap_or(0);
     let mut plan: Option<(usize, usize, usize, f32)> = None; // (at index, restart steps, times, top sigma)
     let sig: Vec<f32> = if steps >= 20 {
         let (restart_steps, times) = if steps >= 36 { (steps / 4, 2) } else { (9, 1) };

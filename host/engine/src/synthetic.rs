@@ -205,10 +205,7 @@ impl SdxlArchitecture {
         let mut offset = 0usize;
         for (name, shape) in &tensors {
             let bytes = shape.iter().product::<usize>() * 2;
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
-            );
+            header.insert(name.clone(), serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + bytes]}));
             offset += bytes;
         }
         let mut json = serde_json::to_string(&header).expect("header serialises");

@@ -30,10 +30,8 @@ impl ClipTokenizer {
     }
 
     pub fn from_files(vocab_json: &str, merges_txt: &str) -> Result<Self, String> {
-        let pattern = Regex::new(
-            r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-        )
-        .unwrap();
+        let pattern =
+            Regex::new(r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+").unwrap();
         Ok(Self { bpe: BytePairEncoding::from_files(vocab_json, merges_txt, "</w>")?, pattern })
     }
 
@@ -249,8 +247,17 @@ fn html_unescape(s: &str) -> String {
         return s.to_string();
     }
     const NAMED: &[(&str, char)] = &[
-        ("amp", '&'), ("lt", '<'), ("gt", '>'), ("quot", '"'), ("apos", '\''), ("nbsp", '\u{a0}'),
-        ("copy", '©'), ("reg", '®'), ("hellip", '…'), ("mdash", '—'), ("ndash", '–'),
+        ("amp", '&'),
+        ("lt", '<'),
+        ("gt", '>'),
+        ("quot", '"'),
+        ("apos", '\''),
+        ("nbsp", '\u{a0}'),
+        ("copy", '©'),
+        ("reg", '®'),
+        ("hellip", '…'),
+        ("mdash", '—'),
+        ("ndash", '–'),
     ];
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

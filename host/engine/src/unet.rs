@@ -70,13 +70,7 @@ impl CrossAttention {
     fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let q = linear(&vb.pp("to_q"))?;
         let inner = q.weight().dim(0)?;
-        Ok(Self {
-            k: linear(&vb.pp("to_k"))?,
-            v: linear(&vb.pp("to_v"))?,
-            out: linear(&vb.pp("to_out.0"))?,
-            heads: heads.split(inner),
-            q,
-        })
+        Ok(Self { k: linear(&vb.pp("to_k"))?, v: linear(&vb.pp("to_v"))?, out: linear(&vb.pp("to_out.0"))?, heads: heads.split(inner), q })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
@@ -136,7 +130,11 @@ impl SpatialTransformer {
     fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let linear_proj = vb.get_unchecked("proj_in.weight")?.rank() == 2;
         let proj = |name: &str| -> Result<Proj> {
-            if linear_proj { Ok(Proj::Linear(linear(&vb.pp(name))?)) } else { Ok(Proj::Conv(conv2d(&vb.pp(name), 1, 0)?)) }
+            if linear_proj {
+                Ok(Proj::Linear(linear(&vb.pp(name))?))
+            } else {
+                Ok(Proj::Conv(conv2d(&vb.pp(name), 1, 0)?))
+            }
         };
         let depth = (0..).take_while(|k| vb.contains_tensor(&format!("transformer_blocks.{k}.norm1.weight"))).count();
         Ok(Self {
@@ -276,10 +274,9 @@ impl UNet {
         let context_dim = (0..n_in).find_map(|i| {
             vb.pp("input_blocks").pp(i).pp("1.transformer_blocks.0.attn2.to_k").get_unchecked("weight").ok().and_then(|w| w.dim(1).ok())
         });
-        let level_ends_in = (0..n_in)
-            .filter(|&i| ends_level_in(&input_blocks, i))
-            .collect();
-        let level_ends_out = (0..n_out).filter(|&i| i + 1 == n_out || output_blocks[i].0.iter().any(|l| matches!(l, Layer::Up(_)))).collect();
+        let level_ends_in = (0..n_in).filter(|&i| ends_level_in(&input_blocks, i)).collect();
+        let level_ends_out =
+            (0..n_out).filter(|&i| i + 1 == n_out || output_blocks[i].0.iter().any(|l| matches!(l, Layer::Up(_)))).collect();
         Ok(Self {
             time_embed: Mlp2::new(&vb.pp("time_embed.0"), &vb.pp("time_embed.2"))?,
             label_emb: if has_adm { Some(Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?) } else { None },
@@ -308,7 +305,14 @@ impl UNet {
     }
 
     /// [`forward`](Self::forward), recording every level's output.
-    pub fn forward_traced(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor, trace: Option<&mut UNetTrace>) -> Result<Tensor> {
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        timesteps: &[f32],
+        context: &Tensor,
+        y: &Tensor,
+        trace: Option<&mut UNetTrace>,
+    ) -> Result<Tensor> {
         self.run(x, timesteps, context, y, None, trace)
     }
 

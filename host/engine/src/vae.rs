@@ -147,7 +147,11 @@ impl AutoEncoder {
     /// `vb` points at the `vae` component.
     pub fn new(vb: VarBuilder) -> Result<Self> {
         let quant = |name: &str| -> Result<Option<Conv2d>> {
-            if vb.contains_tensor(&format!("{name}.weight")) { Ok(Some(conv2d(&vb.pp(name), 1, 0)?)) } else { Ok(None) }
+            if vb.contains_tensor(&format!("{name}.weight")) {
+                Ok(Some(conv2d(&vb.pp(name), 1, 0)?))
+            } else {
+                Ok(None)
+            }
         };
         let e = vb.pp("encoder");
         let d = vb.pp("decoder");
@@ -271,7 +275,14 @@ fn feather_mask(h: usize, w: usize, feather: usize, edges: [bool; 4], device: &c
 impl AutoEncoder {
     /// Run `f` over overlapping `tile`×`tile` crops of `input` (`[B, C, H, W]`, sizes in input
     /// pixels) and blend the outputs, whose spatial size is the input's times `num/den`.
-    fn tiled(&self, input: &Tensor, tile: usize, overlap: usize, (num, den): (usize, usize), f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    fn tiled(
+        &self,
+        input: &Tensor,
+        tile: usize,
+        overlap: usize,
+        (num, den): (usize, usize),
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let (_, _, h, w) = input.dims4()?;
         let ys = tile_starts(h, tile, overlap);
         let xs = tile_starts(w, tile, overlap);
@@ -286,13 +297,18 @@ impl AutoEncoder {
                 let edges = [iy > 0, iy + 1 < ys.len(), ix > 0, ix + 1 < xs.len()];
                 let mask = feather_mask(oh, ow, overlap * num / den, edges, out.device())?;
                 let (oy, ox) = (y0 * num / den, x0 * num / den);
-                let place = |t: &Tensor| -> Result<Tensor> {
-                    t.pad_with_zeros(2, oy, full_h - oy - oh)?.pad_with_zeros(3, ox, full_w - ox - ow)
-                };
+                let place =
+                    |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, oy, full_h - oy - oh)?.pad_with_zeros(3, ox, full_w - ox - ow) };
                 let contrib = place(&out.broadcast_mul(&mask)?)?;
                 let m = place(&mask.broadcast_as((b, c, oh, ow))?.contiguous()?)?;
-                acc = Some(match acc { Some(a) => (a + contrib)?, None => contrib });
-                weight = Some(match weight { Some(wt) => (wt + m)?, None => m });
+                acc = Some(match acc {
+                    Some(a) => (a + contrib)?,
+                    None => contrib,
+                });
+                weight = Some(match weight {
+                    Some(wt) => (wt + m)?,
+                    None => m,
+                });
             }
         }
         acc.expect("at least one tile") / weight.expect("at least one tile")

@@ -34,9 +34,20 @@ fn other_model_kinds_are_refused_with_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("lora.safetensors", vec!["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"], "LoRA"),
-        ("sd15.safetensors", vec!["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"], "1.x/2.x"),
+        (
+            "sd15.safetensors",
+            vec![
+                "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+                "model.diffusion_model.input_blocks.0.0.weight",
+            ],
+            "1.x/2.x",
+        ),
         ("sd3.safetensors", vec!["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"], "Stable Diffusion 3"),
-        ("refiner.safetensors", vec!["conditioner.embedders.0.model.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"], "refiner"),
+        (
+            "refiner.safetensors",
+            vec!["conditioner.embedders.0.model.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"],
+            "refiner",
+        ),
         ("unet_only.safetensors", vec!["model.diffusion_model.input_blocks.0.0.weight"], "missing"),
     ];
     for (file, keys, needle) in cases {
@@ -78,8 +89,10 @@ fn a_standalone_vae_file_replaces_the_checkpoints() {
     let vae_names: Vec<String> = base.names().into_iter().filter(|n| n.starts_with("vae.")).map(str::to_string).collect();
     assert!(!vae_names.is_empty());
     let dir = tempfile::tempdir().unwrap();
-    let ldm: std::collections::HashMap<String, candle_core::Tensor> =
-        vae_names.iter().map(|n| (n.strip_prefix("vae.").unwrap().to_string(), base.tensor(n, DType::F32, &Device::Cpu).unwrap())).collect();
+    let ldm: std::collections::HashMap<String, candle_core::Tensor> = vae_names
+        .iter()
+        .map(|n| (n.strip_prefix("vae.").unwrap().to_string(), base.tensor(n, DType::F32, &Device::Cpu).unwrap()))
+        .collect();
     let ldm_file = dir.path().join("ldm_vae.safetensors");
     candle_core::safetensors::save(&ldm, &ldm_file).unwrap();
     let diffusers_file = common::fixtures().join("diffusers/vae/diffusion_pytorch_model.safetensors");
@@ -94,7 +107,11 @@ fn a_standalone_vae_file_replaces_the_checkpoints() {
         }
     }
     let not_vae = dir.path().join("not_vae.safetensors");
-    candle_core::safetensors::save(&std::collections::HashMap::from([("x".to_string(), candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())]), &not_vae).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("x".to_string(), candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())]),
+        &not_vae,
+    )
+    .unwrap();
     let err = Checkpoint::open(&single).unwrap().with_vae(&not_vae).err().unwrap().to_string();
     assert!(err.contains("not an autoencoder"), "{err}");
 }

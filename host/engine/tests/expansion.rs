@@ -109,5 +109,8 @@ fn expansion_folder_is_checked_and_loaded() {
     std::fs::copy(dir().join("pytorch_model.bin"), tmp.path().join("pytorch_model.bin")).unwrap();
     let expansion = PromptExpansion::load_dir(tmp.path(), &Device::Cpu).unwrap();
     let case = &json("expansion_refs.json")["expansion"][1];
-    assert_eq!(expansion.expand(case["prompt"].as_str().unwrap(), case["seed"].as_u64().unwrap()).unwrap(), case["expansion"].as_str().unwrap());
+    assert_eq!(
+        expansion.expand(case["prompt"].as_str().unwrap(), case["seed"].as_u64().unwrap()).unwrap(),
+        case["expansion"].as_str().unwrap()
+    );
 }

@@ -8,8 +8,7 @@ use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 fn run_cases(fixture: &str, checkpoint: &Path) {
     let model = SdxlModel::load(checkpoint, &LoadOptions::default()).unwrap();
     let dir = common::fixture_dir(fixture);
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap()).unwrap();
     let mut ran = 0;
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -30,11 +29,13 @@ fn run_cases(fixture: &str, checkpoint: &Path) {
             p.init_image = Some(RgbImage::decode_png(&png).unwrap());
         }
         let mut steps_seen = 0;
-        let out = model.generate(&p, true, &mut |pr| {
-            steps_seen = pr.step;
-            assert!(pr.preview.is_some());
-            true
-        }).unwrap();
+        let out = model
+            .generate(&p, true, &mut |pr| {
+                steps_seen = pr.step;
+                assert!(pr.preview.is_some());
+                true
+            })
+            .unwrap();
         assert_eq!(steps_seen, p.steps, "{name}: progress reported every step");
         let refs = common::model_reference(fixture, &format!("{name}.safetensors"));
         let r = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs["latent"]));
@@ -70,7 +71,13 @@ fn cancelling_stops_between_steps() {
     let model = SdxlModel::load(&common::fixtures().join("tiny-sdxl-a.safetensors"), &LoadOptions::default()).unwrap();
     let p = GenerationParams::txt2img("a cat", 64, 64, 6, 1);
     let mut calls = 0;
-    let err = model.generate(&p, false, &mut |_| { calls += 1; calls < 2 }).err().unwrap();
+    let err = model
+        .generate(&p, false, &mut |_| {
+            calls += 1;
+            calls < 2
+        })
+        .err()
+        .unwrap();
     assert!(matches!(err, focal_engine::EngineError::Cancelled));
     assert_eq!(calls, 2);
 }

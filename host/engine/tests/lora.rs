@@ -31,7 +31,8 @@ fn lora_weights_merge_as_w_plus_scaled_up_down_and_unknown_keys_are_reported() {
     let ldm: Vec<&str> = names.iter().filter_map(|n| n.strip_prefix("unet.")).collect();
     let diffusers = |n: &str| focal_engine::checkpoint::unet_ldm_to_diffusers(n.strip_prefix("unet.").unwrap(), &ldm).unwrap();
     // (weight, module key, down suffix, up suffix, with alpha): every layout focal reads.
-    let kohya = |prefix: &str, n: &str| format!("{prefix}{}", n.split_once('.').unwrap().1.strip_suffix(".weight").unwrap().replace('.', "_"));
+    let kohya =
+        |prefix: &str, n: &str| format!("{prefix}{}", n.split_once('.').unwrap().1.strip_suffix(".weight").unwrap().replace('.', "_"));
     let to_q = pick(&|n| n.starts_with("unet.") && n.ends_with("attn1.to_q.weight"));
     let conv = pick(&|n| n.starts_with("unet.input_blocks.1.0.in_layers.2.weight"));
     let clip_l = pick(&|n| n.starts_with("clip_l.") && n.ends_with("self_attn.q_proj.weight"));
@@ -44,7 +45,13 @@ fn lora_weights_merge_as_w_plus_scaled_up_down_and_unknown_keys_are_reported() {
         (clip_l.clone(), kohya("lora_te1_", &clip_l), ".lora_down.weight", ".lora_up.weight", true),
         (clip_g.clone(), kohya("lora_te2_", &clip_g), ".lora_down.weight", ".lora_up.weight", true),
         // kohya keys with diffusers paths (LCM-LoRA style) and PEFT-style dotted diffusers keys.
-        (conv2.clone(), format!("lora_unet_{}", diffusers(&conv2).trim_end_matches(".weight").replace('.', "_")), ".lora_down.weight", ".lora_up.weight", true),
+        (
+            conv2.clone(),
+            format!("lora_unet_{}", diffusers(&conv2).trim_end_matches(".weight").replace('.', "_")),
+            ".lora_down.weight",
+            ".lora_up.weight",
+            true,
+        ),
         (to_v.clone(), format!("unet.{}", diffusers(&to_v).trim_end_matches(".weight")), ".lora_A.weight", ".lora_B.weight", false),
     ];
     let (rank, alpha, weight) = (2usize, 3.0f32, 0.7f32);
@@ -89,7 +96,10 @@ fn lora_weights_merge_as_w_plus_scaled_up_down_and_unknown_keys_are_reported() {
     }
     // Untouched weights stay as they were.
     let other = pick(&|n| n.starts_with("unet.out.") && n.ends_with(".weight"));
-    assert_eq!(values(&merged.tensor(&other, DType::F32, &Device::Cpu).unwrap()), values(&base.tensor(&other, DType::F32, &Device::Cpu).unwrap()));
+    assert_eq!(
+        values(&merged.tensor(&other, DType::F32, &Device::Cpu).unwrap()),
+        values(&base.tensor(&other, DType::F32, &Device::Cpu).unwrap())
+    );
 
     // Through the model loader: the report travels with the model.
     let model = SdxlModel::load(&path, &LoadOptions { loras: vec![spec], ..Default::default() }).unwrap();
@@ -174,10 +184,12 @@ fn loha_lokr_and_locon_mid_merge_as_comfyui_computes_them() {
     let (base_w, a1, b1, v2) = (values(&w(&lokr_target)), values(&k1a), values(&k1b), values(&k2));
     let (p, q) = (lo / 2, lc / 2);
     let w1 = |i: usize, l: usize| (0..rank).map(|r| a1[i * rank + r] * b1[r * 2 + l]).sum::<f32>();
-    let want: Vec<f32> = (0..lo * lc).map(|idx| {
-        let (row, col) = (idx / lc, idx % lc);
-        base_w[idx] + scale * w1(row / p, col / q) * v2[(row % p) * q + col % q]
-    }).collect();
+    let want: Vec<f32> = (0..lo * lc)
+        .map(|idx| {
+            let (row, col) = (idx / lc, idx % lc);
+            base_w[idx] + scale * w1(row / p, col / q) * v2[(row % p) * q + col % q]
+        })
+        .collect();
     close("LoKr", &get(&lokr_target), &want);
 
     let (base_w, vd, vm, vu) = (values(&cw), values(&down), values(&mid), values(&up));

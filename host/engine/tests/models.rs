@@ -18,9 +18,13 @@ macro_rules! on_both_models {
     ($check:ident) => {
         mod $check {
             #[test]
-            fn model_a() { super::$check(crate::common::MODEL_A) }
+            fn model_a() {
+                super::$check(crate::common::MODEL_A)
+            }
             #[test]
-            fn model_b() { super::$check(crate::common::MODEL_B) }
+            fn model_b() {
+                super::$check(crate::common::MODEL_B)
+            }
         }
     };
 }
@@ -97,7 +101,7 @@ fn tiled_vae_blends_overlapping_tiles() {
     let m = model(common::MODEL_A);
     let r = common::reference("vae_decode.safetensors");
     let latent = &r["latent"]; // 16x24 latent
-    // One tile covering everything is exactly the plain decode.
+                               // One tile covering everything is exactly the plain decode.
     let whole = m.vae.decode_tiled(latent, Tiling { tile: 32, overlap: 8 }).unwrap();
     assert_rel("single tile", &whole, &r["decoded_raw"], 1e-3);
     // Real tiling: the right size, finite, and close to the plain decode away from the seams.

@@ -116,7 +116,13 @@ fn gaussian_blur(v: &[f32], h: usize, w: usize) -> Vec<f32> {
     let total: f64 = k.iter().sum();
     let refl = |i: i64, n: usize| -> usize {
         let n = n as i64;
-        (if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i }) as usize
+        (if i < 0 {
+            -i
+        } else if i >= n {
+            2 * (n - 1) - i
+        } else {
+            i
+        }) as usize
     };
     let mut out = vec![0f32; h * w];
     for y in 0..h {

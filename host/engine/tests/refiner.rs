@@ -10,12 +10,12 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use focal_engine::lora::LoraSpec;
 use focal_engine::checkpoint::Architecture;
-use focal_engine::patches::FooocusPatches;
-use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser, Refiner, RefinerSwap};
 use focal_engine::image::RgbImage;
 use focal_engine::interposer::Interposer;
+use focal_engine::lora::LoraSpec;
+use focal_engine::patches::FooocusPatches;
+use focal_engine::pipeline::{initial_noise, refiner_switch_step, CfgDenoiser, Refiner, RefinerSwap};
 use focal_engine::refiner::{refiner_adm, RefinerModel};
 use focal_engine::sampler::{sample, NoiseSource, Sampler};
 use focal_engine::schedule::{sampling_sigmas, ModelSampling, Scheduler};
@@ -34,7 +34,8 @@ fn refiner_model(dir: &std::path::Path) -> RefinerModel {
     ]);
     let lora = dir.join("refiner-delta.safetensors");
     candle_core::safetensors::save(&tensors, &lora).unwrap();
-    let refiner = RefinerModel::load(&path, &LoadOptions { loras: vec![LoraSpec { path: lora, weight: 1.0 }], ..Default::default() }).unwrap();
+    let refiner =
+        RefinerModel::load(&path, &LoadOptions { loras: vec![LoraSpec { path: lora, weight: 1.0 }], ..Default::default() }).unwrap();
     assert_eq!((refiner.architecture, refiner.lora_report.patched), (Architecture::Sdxl, 1));
     refiner
 }
@@ -207,7 +208,9 @@ fn an_sd15_refiner_takes_over_through_the_interposer_as_in_fooocus() {
         let asked = if case["swap"] == "separate" { RefinerSwap::Separate } else { RefinerSwap::Joint };
         let calls: Vec<&str> = case["unet_calls"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         assert_eq!(calls.iter().take_while(|c| **c == "base").count(), switch, "{name}: {calls:?}");
-        let out = base.generate_with_refiner(&params, &cond, &uncond, Some(Refiner { model: &refiner, switch, swap: asked }), false, &mut |_| true).unwrap();
+        let out = base
+            .generate_with_refiner(&params, &cond, &uncond, Some(Refiner { model: &refiner, switch, swap: asked }), false, &mut |_| true)
+            .unwrap();
         let err = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs[name]));
         assert!(err < 1e-4, "{name}: SD1.5 latent rel L2 {err} against Fooocus");
         // Decoded by the refiner's own VAE: Fooocus's pixels within 3/255.
@@ -223,7 +226,14 @@ fn an_sd15_refiner_takes_over_through_the_interposer_as_in_fooocus() {
     // Without the interposer it says which file is missing.
     let bare = sd15_refiner(false);
     let params = GenerationParams::txt2img("", 64, 64, 4, 1);
-    let err = base.generate_with_refiner(&params, &cond, &uncond, Some(Refiner { model: &bare, switch: 2, swap: RefinerSwap::Joint }), false, &mut |_| true);
+    let err = base.generate_with_refiner(
+        &params,
+        &cond,
+        &uncond,
+        Some(Refiner { model: &bare, switch: 2, swap: RefinerSwap::Joint }),
+        false,
+        &mut |_| true,
+    );
     let msg = err.err().unwrap().to_string();
     assert!(msg.contains("vae_approx/xl-to-v1_interposer-v4.0.safetensors"), "{msg}");
 }
@@ -237,7 +247,9 @@ fn with_an_sd15_refiner_a_partial_denoise_runs_one_model_as_fooocus_decides() {
     let image = RgbImage { width: 64, height: 64, data: (0..64 * 64 * 3).map(|i| ((i * 37) % 251) as u8).collect() };
     let mut params = GenerationParams::txt2img("a lighthouse", 64, 64, 8, 3);
     params.init_image = Some(image.clone());
-    let run = |params: &GenerationParams, r: Option<Refiner>| base.generate_with_refiner(params, &cond, &uncond, r, false, &mut |_| true).unwrap().latent;
+    let run = |params: &GenerationParams, r: Option<Refiner>| {
+        base.generate_with_refiner(params, &cond, &uncond, r, false, &mut |_| true).unwrap().latent
+    };
     let at_half = Refiner { model: &refiner, switch: 4, swap: RefinerSwap::Joint };
     // ((8 − 4) / 8)^0.834 = 0.561: a denoise above it is the base's alone …
     params.denoise = 0.7;

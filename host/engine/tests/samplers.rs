@@ -97,7 +97,9 @@ fn restart_with_its_restart_plan_matches_the_reference() {
 fn restart_renoising_is_seeded() {
     let ms = ModelSampling::sdxl();
     let sigmas = Scheduler::Karras.sigmas(&ms, 24);
-    let x = (Tensor::from_vec(focal_engine::rng::TorchRng::new(3).randn(4 * 16 * 16), (1, 4, 16, 16), &Device::Cpu).unwrap() * sigmas[0] as f64).unwrap();
+    let x = (Tensor::from_vec(focal_engine::rng::TorchRng::new(3).randn(4 * 16 * 16), (1, 4, 16, 16), &Device::Cpu).unwrap()
+        * sigmas[0] as f64)
+        .unwrap();
     let a = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(7)));
     let b = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(7)));
     let c = common::to_vec(&run(Sampler::Restart, &ms, x.clone(), &sigmas, &mut NoiseSource::new(8)));
@@ -114,7 +116,8 @@ fn stochastic_samplers_inject_unit_noise_at_their_formula_scale_and_are_determin
     let ms = ModelSampling::sdxl();
     let sigmas = Scheduler::Karras.sigmas(&ms, 10);
     let (sigma, next) = (sigmas[0] as f64, sigmas[1] as f64);
-    let x = (Tensor::from_vec(focal_engine::rng::TorchRng::new(1).randn(4 * 64 * 64), (1, 4, 64, 64), &Device::Cpu).unwrap() * sigma).unwrap();
+    let x =
+        (Tensor::from_vec(focal_engine::rng::TorchRng::new(1).randn(4 * 64 * 64), (1, 4, 64, 64), &Device::Cpu).unwrap() * sigma).unwrap();
     let up = next.min((next * next * (sigma * sigma - next * next) / (sigma * sigma)).sqrt());
     let h = (sigma / next).ln();
     let sde = next * (-(-2.0 * h).exp_m1()).sqrt();

@@ -12,23 +12,40 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub enum DownloadError {
     /// The server could not be reached (no network, DNS, refused).
-    Offline { url: String, dest: PathBuf, reason: String },
-    Http { url: String, status: u16 },
+    Offline {
+        url: String,
+        dest: PathBuf,
+        reason: String,
+    },
+    Http {
+        url: String,
+        status: u16,
+    },
     /// The finished file's sha256 is not the expected one; the file was deleted.
-    Corrupt { dest: PathBuf, expected: String, actual: String },
-    Io { path: PathBuf, error: std::io::Error },
+    Corrupt {
+        dest: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The transfer stopped early; the partial file is kept for the next attempt.
-    Interrupted { url: String, part: PathBuf, have: u64, reason: String },
+    Interrupted {
+        url: String,
+        part: PathBuf,
+        have: u64,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for DownloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DownloadError::Offline { url, dest, reason } => write!(
-                f,
-                "cannot reach {url} ({reason}); are you offline? Download it by hand and put it at {}",
-                dest.display()
-            ),
+            DownloadError::Offline { url, dest, reason } => {
+                write!(f, "cannot reach {url} ({reason}); are you offline? Download it by hand and put it at {}", dest.display())
+            }
             DownloadError::Http { url, status } => write!(f, "{url}: HTTP {status}"),
             DownloadError::Corrupt { dest, expected, actual } => write!(
                 f,
@@ -36,11 +53,9 @@ impl std::fmt::Display for DownloadError {
                 dest.display()
             ),
             DownloadError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            DownloadError::Interrupted { url, part, have, reason } => write!(
-                f,
-                "download of {url} interrupted after {have} bytes ({reason}); run it again to resume from {}",
-                part.display()
-            ),
+            DownloadError::Interrupted { url, part, have, reason } => {
+                write!(f, "download of {url} interrupted after {have} bytes ({reason}); run it again to resume from {}", part.display())
+            }
         }
     }
 }
@@ -110,7 +125,8 @@ impl Downloader {
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let mut response = request.send().map_err(|e| DownloadError::Offline { url: url.clone(), dest: dest.to_path_buf(), reason: root_cause(&e) })?;
+        let mut response =
+            request.send().map_err(|e| DownloadError::Offline { url: url.clone(), dest: dest.to_path_buf(), reason: root_cause(&e) })?;
         let status = response.status().as_u16();
         // 206: the server resumes; 200: it sends everything again (start over); 416: the part
         // is already complete.

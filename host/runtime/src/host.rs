@@ -11,7 +11,9 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -19,13 +21,13 @@ use focal_core::services::Services;
 use focal_core::{Image, Owner, PromptTask};
 
 use crate::bindings::{self, v0_1, v0_2, ContractVersion};
+use crate::failure::{failure, within_budget, PluginFailure};
 use crate::http::{Request, Response};
-use crate::imports::escape_plugin_text;
 use crate::manifest::{Capability, PluginManifest};
 use crate::pyrandom::PyRandom;
 
 /// How often the epoch advances; wall-time budgets are checked at this granularity.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Panic messages and other guest stderr kept for the log, per request.
 const STDERR_CAPTURE: usize = 64 << 10;
 /// Bytes of `log::log` output a plugin may write per request; the rest is dropped (noted once).
@@ -117,36 +119,6 @@ impl Plugin {
     }
 }
 
-/// Why a plugin did not produce a response. The request fails; nothing else does.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginFailure {
-    #[error("plugin '{plugin}' exceeded its time limit of {limit_ms} ms")]
-    Timeout { plugin: String, limit_ms: u64 },
-    #[error("plugin '{plugin}' exceeded its memory limit of {limit_mb} MiB")]
-    OutOfMemory { plugin: String, limit_mb: u64 },
-    #[error("plugin '{plugin}' crashed: {message}")]
-    Trap { plugin: String, message: String },
-    #[error("plugin '{plugin}' returned an invalid response: {message}")]
-    BadResponse { plugin: String, message: String },
-    #[error("plugin '{plugin}' is serving its limit of {limit} requests at once; try again")]
-    Busy { plugin: String, limit: u32 },
-    #[error("too many plugin requests in flight; try again")]
-    HostBusy,
-}
-
-impl PluginFailure {
-    /// The HTTP status the failure maps to.
-    pub fn status(&self) -> u16 {
-        match self {
-            PluginFailure::Timeout { .. } => 504,
-            PluginFailure::Busy { .. } | PluginFailure::HostBusy => 503,
-            // The plugin is the upstream here: what it answered is not a valid HTTP response.
-            PluginFailure::BadResponse { .. } => 502,
-            _ => 500,
-        }
-    }
-}
-
 /// Per-request store data.
 pub struct State {
     wasi: WasiCtx,
@@ -161,7 +133,7 @@ pub struct State {
     pub(crate) settings: Arc<BTreeMap<String, String>>,
     /// Only the services the manifest grants.
     pub(crate) services: Services,
-    started: Instant,
+    pub(crate) started: Instant,
     pub(crate) deadline: Instant,
     /// The image's Python generator while a prompt step runs (`focal:plugin/random`).
     pub(crate) random: Option<PyRandom>,
@@ -368,7 +340,8 @@ impl PluginHost {
         }
         // The plugin's own share first, so a flooded plugin is refused without touching the
         // capacity the others need.
-        let _plugin_slot = plugin.slots.try_acquire().map_err(|_| PluginFailure::Busy { plugin: m.name.clone(), limit: plugin.concurrency })?;
+        let _plugin_slot =
+            plugin.slots.try_acquire().map_err(|_| PluginFailure::Busy { plugin: m.name.clone(), limit: plugin.concurrency })?;
         let _host_slot = self.endpoint_slots.try_acquire().map_err(|_| PluginFailure::HostBusy)?;
         let (mut store, stderr) = self.store(m, owner, None);
         let response = match &plugin.kind {
@@ -482,38 +455,6 @@ impl PluginHost {
     }
 }
 
-/// Await a call into a plugin, with a backstop for time spent in host awaits (the epoch only
-/// fires while wasm runs).
-async fn within_budget<T>(m: &PluginManifest, call: impl std::future::Future<Output = T>) -> Result<T, PluginFailure> {
-    let limit = Duration::from_millis(m.limits.timeout_ms);
-    tokio::time::timeout(limit + EPOCH_TICK * 10, call)
-        .await
-        .map_err(|_| PluginFailure::Timeout { plugin: m.name.clone(), limit_ms: m.limits.timeout_ms })
-}
-
-/// What a wasmtime error from a plugin call means for the caller (logged with the guest's
-/// stderr, e.g. its panic message).
-fn failure(m: &PluginManifest, stderr: &MemoryOutputPipe, e: wasmtime::Error, store: &Store<State>) -> PluginFailure {
-    let name = &m.name;
-    let elapsed = store.data().started.elapsed();
-    let trap = e.downcast_ref::<Trap>().copied();
-    let text = format!("{e:#}");
-    let out = stderr.contents();
-    let guest_said = String::from_utf8_lossy(&out);
-    let stderr = escape_plugin_text(guest_said.trim());
-    tracing::warn!(plugin = %name, ?trap, elapsed_ms = elapsed.as_millis() as u64, stderr = %stderr, "plugin failed: {}", escape_plugin_text(&text));
-    if trap == Some(Trap::Interrupt) {
-        PluginFailure::Timeout { plugin: name.clone(), limit_ms: m.limits.timeout_ms }
-    } else if text.contains("forcing trap when growing memory") {
-        PluginFailure::OutOfMemory { plugin: name.clone(), limit_mb: m.limits.memory_mb }
-    } else if text.contains("concurrent limit") {
-        PluginFailure::HostBusy
-    } else {
-        let detail = guest_said.lines().rev().find(|l| l.contains("panicked")).map(str::to_string);
-        PluginFailure::Trap { plugin: name.clone(), message: detail.unwrap_or_else(|| first_line(&e.root_cause().to_string())) }
-    }
-}
-
 fn validate(r: &Response) -> Result<(), String> {
     if !(100..=599).contains(&r.status) {
         return Err(format!("status {} is not an HTTP status", r.status));
@@ -525,10 +466,6 @@ fn validate(r: &Response) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -67,9 +67,9 @@ impl State {
     /// The service behind a capability, or a trap that names what the manifest lacks (the
     /// request fails with that message; nothing else does).
     fn granted<T: ?Sized>(&self, service: &Option<Arc<T>>, capability: &str) -> wasmtime::Result<Arc<T>> {
-        service.clone().ok_or_else(|| {
-            wasmtime::Error::msg(format!("plugin '{}' has no '{capability}' capability in its manifest", self.plugin))
-        })
+        service
+            .clone()
+            .ok_or_else(|| wasmtime::Error::msg(format!("plugin '{}' has no '{capability}' capability in its manifest", self.plugin)))
     }
 
     pub(crate) fn engine(&self) -> wasmtime::Result<Arc<dyn EngineService>> {

@@ -7,14 +7,16 @@ pub mod prompts;
 pub mod pyrandom;
 
 mod bindings;
+mod failure;
 mod host;
 mod http;
 mod imports;
 
+pub use bindings::ContractVersion;
+pub use failure::PluginFailure;
 /// The services are the host's domain (`focal-core`); re-exported for the server.
 pub use focal_core::services;
-pub use bindings::ContractVersion;
-pub use host::{HostOptions, Plugin, PluginFailure, PluginHost, World};
+pub use host::{HostOptions, Plugin, PluginHost, World};
 pub use http::{Request, Response};
 pub use imports::escape_plugin_text;
 pub use manifest::{Capability, Limits, PluginManifest};
@@ -26,10 +28,7 @@ pub const BUILT_PLUGINS_DIR: &str = env!("FOCAL_PLUGINS_OUT");
 pub mod builtin {
     /// `(manifest TOML, component bytes)` of each built-in plugin.
     pub const PLUGINS: &[(&str, &[u8])] = &[
-        (
-            include_str!("../../../plugins/fooocus-api/plugin.toml"),
-            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_api.wasm")),
-        ),
+        (include_str!("../../../plugins/fooocus-api/plugin.toml"), include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_api.wasm"))),
         (
             include_str!("../../../plugins/fooocus-prompt/plugin.toml"),
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_prompt.wasm")),

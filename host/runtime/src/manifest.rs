@@ -84,8 +84,7 @@ pub enum Capability {
 
 impl PluginManifest {
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
-        let m: PluginManifest =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: invalid plugin manifest: {e}", origin.display()))?;
+        let m: PluginManifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: invalid plugin manifest: {e}", origin.display()))?;
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             anyhow::bail!("{}: plugin name '{}' must be non-empty ASCII letters, digits, '-' or '_'", origin.display(), m.name);
         }

@@ -46,7 +46,11 @@ pub struct PromptOutput {
 /// Python's `remove_empty_str(items, default)`.
 fn non_empty(items: Vec<String>, default: &str) -> Vec<String> {
     let kept: Vec<String> = items.into_iter().filter(|s| !s.is_empty()).collect();
-    if kept.is_empty() { vec![default.to_string()] } else { kept }
+    if kept.is_empty() {
+        vec![default.to_string()]
+    } else {
+        kept
+    }
 }
 
 /// The task the first step receives: the request's whole texts, nothing applied yet.

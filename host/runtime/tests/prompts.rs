@@ -40,7 +40,11 @@ async fn fooocus_prompt_and_styles_steps_match_fooocus() {
     let host = host();
     let steps = vec![step(&host, "fooocus-prompt", "fooocus_prompt"), step(&host, "fooocus-styles", "fooocus_styles")];
     let expected = expected();
-    assert_eq!(host.prompt_styles(&steps[1]).await.unwrap(), strings(&expected["style_names"]), "Random Style + the 277 styles, in Fooocus's order");
+    assert_eq!(
+        host.prompt_styles(&steps[1]).await.unwrap(),
+        strings(&expected["style_names"]),
+        "Random Style + the 277 styles, in Fooocus's order"
+    );
     let mut checked = 0;
     for case in expected["cases"].as_array().unwrap() {
         for (i, want) in case["images"].as_array().unwrap().iter().enumerate() {
@@ -102,11 +106,21 @@ async fn wildcards_are_deterministic_per_seed_and_cover_the_list() {
 async fn endpoints_are_not_prompt_steps() {
     let host = host();
     let hello = Arc::new(
-        host.load(PluginManifest::default_for("hello"), &std::fs::read(Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("hello.wasm")).unwrap())
-            .unwrap(),
+        host.load(
+            PluginManifest::default_for("hello"),
+            &std::fs::read(Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("hello.wasm")).unwrap(),
+        )
+        .unwrap(),
     );
     assert!(!hello.is_prompt_step());
-    let input = PromptInput { index: 0, seed: 1, prompt: "x".into(), negative_prompt: String::new(), styles: vec![], read_wildcards_in_order: false };
+    let input = PromptInput {
+        index: 0,
+        seed: 1,
+        prompt: "x".into(),
+        negative_prompt: String::new(),
+        styles: vec![],
+        read_wildcards_in_order: false,
+    };
     let err = prompts::run(&host, &[hello], input).await.unwrap_err();
     assert!(err.contains("prompt step 'hello'"), "{err}");
 }

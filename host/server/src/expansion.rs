@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use focal_engine::expansion::PromptExpansion;
 use focal_core::services::{BoxFuture, ExpansionService};
+use focal_engine::expansion::PromptExpansion;
 
 pub struct HostExpansion {
     inner: Arc<Inner>,

@@ -86,10 +86,8 @@ impl Fetcher {
                 attempt.follow()
             }
         });
-        let mut builder = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .redirect(redirects)
-            .user_agent(concat!("focal/", env!("CARGO_PKG_VERSION")));
+        let mut builder =
+            reqwest::Client::builder().timeout(policy.timeout).redirect(redirects).user_agent(concat!("focal/", env!("CARGO_PKG_VERSION")));
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
@@ -163,7 +161,15 @@ mod tests {
 
     #[test]
     fn private_and_odd_targets_are_refused() {
-        for bad in ["file:///etc/passwd", "ftp://example.com/x", "http://127.0.0.1/x", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest", "http://localhost:8080/"] {
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://example.com/x",
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://localhost:8080/",
+        ] {
             let url = reqwest::Url::parse(bad).unwrap();
             assert!(check_url(&url, false).is_err(), "{bad}");
         }

@@ -71,7 +71,11 @@ impl<S> HeadCheck<S> {
                     bytes = &bytes[n..];
                     if *left == 0 {
                         // After a body the next head; after a chunk's data its CRLF and size.
-                        let next = if matches!(self.framing, Framing::Body(_)) { Framing::Head(Vec::new()) } else { Framing::ChunkSize(Vec::new()) };
+                        let next = if matches!(self.framing, Framing::Body(_)) {
+                            Framing::Head(Vec::new())
+                        } else {
+                            Framing::ChunkSize(Vec::new())
+                        };
                         self.framing = next;
                     }
                 }
@@ -90,7 +94,11 @@ impl<S> HeadCheck<S> {
                     bytes = &bytes[end + 1..];
                     let text = String::from_utf8_lossy(line).trim().to_string();
                     self.framing = if matches!(self.framing, Framing::Trailer(_)) {
-                        if text.is_empty() { Framing::Head(Vec::new()) } else { Framing::Trailer(Vec::new()) }
+                        if text.is_empty() {
+                            Framing::Head(Vec::new())
+                        } else {
+                            Framing::Trailer(Vec::new())
+                        }
                     } else if text.is_empty() {
                         // The CRLF that ends a chunk's data.
                         Framing::ChunkSize(Vec::new())
@@ -164,7 +172,8 @@ fn check_head(head: &[u8]) -> Result<Option<(usize, Framing)>, (u16, String)> {
     let values = |name: &'static str| -> Vec<String> {
         req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).to_string()).collect()
     };
-    let codings: Vec<String> = values("transfer-encoding").iter().flat_map(|v| v.split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>()).collect();
+    let codings: Vec<String> =
+        values("transfer-encoding").iter().flat_map(|v| v.split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>()).collect();
     if !codings.is_empty() {
         if codings.last().map(String::as_str) != Some("chunked") || req.version != Some(1) {
             return Err((400, "Transfer-Encoding must end with chunked".into()));
@@ -181,10 +190,13 @@ fn check_head(head: &[u8]) -> Result<Option<(usize, Framing)>, (u16, String)> {
             length = Some(n);
         }
     }
-    Ok(Some((len, match length {
-        Some(n) if n > 0 => Framing::Body(n),
-        _ => Framing::Head(Vec::new()),
-    })))
+    Ok(Some((
+        len,
+        match length {
+            Some(n) if n > 0 => Framing::Body(n),
+            _ => Framing::Head(Vec::new()),
+        },
+    )))
 }
 
 /// A complete response with the host's JSON error body; the connection closes after it.

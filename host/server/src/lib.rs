@@ -77,11 +77,7 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     };
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let headers = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
+    let headers = req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect();
     let body = match to_bytes(req.into_body(), app.max_body_bytes).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
@@ -136,7 +132,12 @@ fn plugin_response(plugin: &str, r: focal_runtime::Response) -> HttpResponse {
 
 /// Serve on a bound listener until Ctrl-C. Each connection's request heads are checked by
 /// [`heads::HeadCheck`] before hyper parses them, so malformed requests get JSON errors too.
-pub async fn serve_on(listener: tokio::net::TcpListener, host: Arc<PluginHost>, registry: Arc<Registry>, options: ServerOptions) -> anyhow::Result<()> {
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    host: Arc<PluginHost>,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+) -> anyhow::Result<()> {
     registry.clone().watch(host.clone());
     let app = router(host, registry, &options);
     let shutdown = tokio::signal::ctrl_c();
@@ -161,7 +162,10 @@ pub async fn serve_on(listener: tokio::net::TcpListener, host: Arc<PluginHost>, 
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 // A refused head looks like the end of the stream: answer what came before it first.
                 .half_close(true)
-                .serve_connection(io, service).with_upgrades().await {
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await
+            {
                 tracing::debug!("connection ended: {e}");
             }
         });

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use focal_engine::image::RgbImage;
 use focal_core::services::{File, FileService};
+use focal_engine::image::RgbImage;
 
 /// Software tag written with the metadata, as Fooocus writes `Fooocus v2.5.5`.
 const SOFTWARE: &str = concat!("focal v", env!("CARGO_PKG_VERSION"));
@@ -85,8 +85,7 @@ pub fn encode(img: &RgbImage, format: Format, meta: Option<&Embedded>) -> Result
 /// UserComment (0x9286) and MakerNote (0x927C), as PIL writes Fooocus's `Image.Exif`.
 fn exif(m: &Embedded) -> Vec<u8> {
     let software = [SOFTWARE.as_bytes(), b"\0"].concat();
-    let entries: [(u16, u16, &[u8]); 3] =
-        [(0x0131, 2, &software), (0x9286, 7, m.parameters.as_bytes()), (0x927C, 7, m.scheme.as_bytes())];
+    let entries: [(u16, u16, &[u8]); 3] = [(0x0131, 2, &software), (0x9286, 7, m.parameters.as_bytes()), (0x927C, 7, m.scheme.as_bytes())];
     let ifd_len = 2 + entries.len() * 12 + 4;
     let mut data_offset = 8 + ifd_len;
     let mut tiff = b"II*\0".to_vec();
@@ -146,7 +145,8 @@ impl Outputs {
     /// nested folders, image extensions only).
     pub fn resolve(&self, rel: &str) -> Option<PathBuf> {
         let (date, name) = rel.split_once('/')?;
-        let date_ok = date.len() == 10 && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        let date_ok =
+            date.len() == 10 && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
         let name_ok = !name.is_empty()
             && !name.starts_with('.')
             && !name.contains(['/', '\\', '\0'])

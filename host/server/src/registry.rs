@@ -35,11 +35,7 @@ struct Loaded {
 type Fingerprint = Vec<(SystemTime, u64)>;
 
 fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
-    paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-        .collect()
+    paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())).collect()
 }
 
 /// A directory plugin on its way to being served.

@@ -255,7 +255,15 @@ pub fn schema(fields: &[Field]) -> Value {
             }
             None => required.push(json!(f.name)),
         }
-        s["title"] = json!(f.name.split('_').map(|w| { let mut c = w.chars(); c.next().map(|h| h.to_uppercase().chain(c).collect::<String>()).unwrap_or_default() }).collect::<Vec<_>>().join(" "));
+        s["title"] = json!(f
+            .name
+            .split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map(|h| h.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" "));
         props.insert(f.name.into(), s);
     }
     let mut out = json!({"type": "object", "properties": props});

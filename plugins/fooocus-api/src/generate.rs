@@ -3,11 +3,12 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::endpoints::{self, Endpoint};
 use crate::exports::focal::plugin::handler::{Request, Response};
 use crate::fields;
 use crate::focal::plugin::engine::{self, InputImage, JobInfo, JobStage, SubmitError};
 use crate::focal::plugin::{fetch, files, log};
-use crate::request::{self, Endpoint};
+use crate::request;
 use crate::{header, json_response, multipart, unprocessable};
 
 /// Longest a sync request waits in one host call before checking again.
@@ -33,22 +34,36 @@ fn wants_png(req: &Request) -> bool {
 fn read_body(e: &Endpoint, req: &Request) -> Result<(Map<String, Value>, multipart::Uploads), Response> {
     if e.multipart {
         let ct = header(req, "content-type").unwrap_or("");
-        let parts = multipart::parse(ct, &req.body).map_err(|msg| unprocessable(vec![fields::error_item("value_error", &[json!("body")], &msg, &Value::Null, None)], Value::Null))?;
-        return Ok(multipart::to_fields(parts, &request::fields_of(e)));
+        let parts = multipart::parse(ct, &req.body).map_err(|msg| {
+            unprocessable(vec![fields::error_item("value_error", &[json!("body")], &msg, &Value::Null, None)], Value::Null)
+        })?;
+        return Ok(multipart::to_fields(parts, &endpoints::fields_of(e)));
     }
     if req.body.is_empty() {
-        return Err(unprocessable(vec![fields::error_item("missing", &[json!("body")], "Field required", &Value::Null, None)], Value::Null));
+        return Err(unprocessable(
+            vec![fields::error_item("missing", &[json!("body")], "Field required", &Value::Null, None)],
+            Value::Null,
+        ));
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(o)) => Ok((o, vec![])),
         Ok(other) => Err(unprocessable(
-            vec![fields::error_item("model_attributes_type", &[json!("body")], "Input should be a valid dictionary or object to extract fields from", &other, None)],
+            vec![fields::error_item(
+                "model_attributes_type",
+                &[json!("body")],
+                "Input should be a valid dictionary or object to extract fields from",
+                &other,
+                None,
+            )],
             other,
         )),
         Err(err) => {
             let text = String::from_utf8_lossy(&req.body).into_owned();
             let ctx = json!({"error": err.to_string()});
-            Err(unprocessable(vec![fields::error_item("json_invalid", &[json!("body"), json!(err.column())], "JSON decode error", &json!({}), Some(ctx))], json!(text)))
+            Err(unprocessable(
+                vec![fields::error_item("json_invalid", &[json!("body"), json!(err.column())], "JSON decode error", &json!({}), Some(ctx))],
+                json!(text),
+            ))
         }
     }
 }
@@ -72,7 +87,8 @@ fn image_from_string(field: &str, s: &str) -> Result<Option<Vec<u8>>, String> {
 
 /// Collect the endpoint's input images, in a fixed role order.
 fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> Result<Vec<InputImage>, (Vec<Value>, String)> {
-    let mut inputs: Vec<InputImage> = uploads.into_iter().filter(|(_, d)| !d.is_empty()).map(|(role, data)| InputImage { role, data }).collect();
+    let mut inputs: Vec<InputImage> =
+        uploads.into_iter().filter(|(_, d)| !d.is_empty()).map(|(role, data)| InputImage { role, data }).collect();
     for key in ["input_image", "input_mask", "enhance_input_image"] {
         if let Some(Value::String(s)) = body.get(key) {
             if inputs.iter().any(|i| i.role == key) {
@@ -103,7 +119,9 @@ fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> R
 /// `focal serve --preset`), one level into `advanced_params`.
 fn with_preset_defaults(raw: &Map<String, Value>) -> Map<String, Value> {
     let mut raw = raw.clone();
-    let Some(Ok(Value::Object(defaults))) = crate::host_config("host.request-defaults").map(|t| serde_json::from_str::<Value>(&t)) else { return raw };
+    let Some(Ok(Value::Object(defaults))) = crate::host_config("host.request-defaults").map(|t| serde_json::from_str::<Value>(&t)) else {
+        return raw;
+    };
     for (key, value) in defaults {
         match (raw.get_mut(&key), value) {
             (Some(Value::Object(given)), Value::Object(nested)) => {
@@ -126,13 +144,15 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
         Err(r) => return r,
     };
     let mut errors = Vec::new();
-    let body = fields::parse(&request::fields_of(e), &with_preset_defaults(&raw), &[json!("body")], &mut errors);
+    let body = fields::parse(&endpoints::fields_of(e), &with_preset_defaults(&raw), &[json!("body")], &mut errors);
     if !errors.is_empty() {
         return unprocessable(errors, Value::Object(raw));
     }
     let inputs = match input_images(&body, uploads) {
         Ok(i) => i,
-        Err((loc, msg)) => return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw)),
+        Err((loc, msg)) => {
+            return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw))
+        }
     };
     let png_stream = wants_png(req);
     let generation = match request::generation(e, &body, inputs, random_seed(), png_stream) {
@@ -149,7 +169,10 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
             return if png_stream {
                 Response { status: 409, headers: vec![("content-type".into(), "text/plain".into())], body: b"QUEUE_IS_FULL".to_vec() }
             } else if generation.async_process {
-                json_response(200, &json!({"job_id": "", "job_type": e.job_type, "job_stage": "ERROR", "job_progress": 0, "job_status": null, "job_step_preview": null, "job_result": [full]}))
+                json_response(
+                    200,
+                    &json!({"job_id": "", "job_type": e.job_type, "job_stage": "ERROR", "job_progress": 0, "job_status": null, "job_step_preview": null, "job_result": [full]}),
+                )
             } else {
                 json_response(200, &json!([full]))
             };
@@ -184,8 +207,11 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
         return match engine::get(&id) {
             Some(info) => json_response(200, &crate::jobs::async_job_response(&info, false)),
             // Already finished and dropped by a tiny --queue-history: still a valid job id.
-            None => json_response(200, &json!({"job_id": id, "job_type": e.job_type, "job_stage": "SUCCESS", "job_progress": 100,
-                "job_status": "Finished", "job_step_preview": null, "job_result": null})),
+            None => json_response(
+                200,
+                &json!({"job_id": id, "job_type": e.job_type, "job_stage": "SUCCESS", "job_progress": 100,
+                "job_status": "Finished", "job_step_preview": null, "job_result": null}),
+            ),
         };
     }
     let Some(info) = wait_until_done(&id) else {
@@ -222,7 +248,9 @@ pub fn results(info: &JobInfo, require_base64: bool, extension: &str) -> Vec<Val
         .enumerate()
         .map(|(i, img)| {
             let b64 = if require_base64 {
-                engine::image_file(&info.id, i as u32).map(|bytes| json!(format!("data:image/{mime};base64,{}", crate::base64::encode(&bytes)))).unwrap_or(Value::Null)
+                engine::image_file(&info.id, i as u32)
+                    .map(|bytes| json!(format!("data:image/{mime};base64,{}", crate::base64::encode(&bytes))))
+                    .unwrap_or(Value::Null)
             } else {
                 Value::Null
             };
@@ -234,7 +262,11 @@ pub fn results(info: &JobInfo, require_base64: bool, extension: &str) -> Vec<Val
 /// `Accept: image/png`: the first image as PNG (converted if saved in another format);
 /// 500 `ERROR` for a failed job, 400 `USER_CANCEL` when stopped before any image, as the seed.
 fn png_response(info: &JobInfo) -> Response {
-    let plain = |status: u16, text: &str| Response { status, headers: vec![("content-type".into(), "text/plain".into())], body: text.as_bytes().to_vec() };
+    let plain = |status: u16, text: &str| Response {
+        status,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: text.as_bytes().to_vec(),
+    };
     if info.stage == JobStage::Error {
         log::log(log::Level::Error, &format!("job {} failed: {}", info.id, info.error.as_deref().unwrap_or("unknown error")));
         return plain(500, "ERROR");

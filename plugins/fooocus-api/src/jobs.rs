@@ -54,7 +54,13 @@ fn flag(query: &str, key: &str) -> Result<bool, Response> {
         Some("true" | "True" | "1" | "yes" | "on") => Ok(true),
         Some("false" | "False" | "0" | "no" | "off") => Ok(false),
         Some(other) => Err(unprocessable(
-            vec![crate::fields::error_item("bool_parsing", &[json!("query"), json!(key)], "Input should be a valid boolean, unable to interpret input", &json!(other), None)],
+            vec![crate::fields::error_item(
+                "bool_parsing",
+                &[json!("query"), json!(key)],
+                "Input should be a valid boolean, unable to interpret input",
+                &json!(other),
+                None,
+            )],
             Value::Null,
         )),
     }
@@ -65,7 +71,13 @@ fn int_param(query: &str, key: &str, default: i64) -> Result<i64, Response> {
         None => Ok(default),
         Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             unprocessable(
-                vec![crate::fields::error_item("int_parsing", &[json!("query"), json!(key)], "Input should be a valid non-negative integer", &json!(v), None)],
+                vec![crate::fields::error_item(
+                    "int_parsing",
+                    &[json!("query"), json!(key)],
+                    "Input should be a valid non-negative integer",
+                    &json!(v),
+                    None,
+                )],
                 Value::Null,
             )
         }),
@@ -74,7 +86,10 @@ fn int_param(query: &str, key: &str, default: i64) -> Result<i64, Response> {
 
 pub fn query_job(req: &Request) -> Response {
     let Some(id) = query_param(&req.query, "job_id") else {
-        return unprocessable(vec![crate::fields::error_item("missing", &[json!("query"), json!("job_id")], "Field required", &Value::Null, None)], Value::Null);
+        return unprocessable(
+            vec![crate::fields::error_item("missing", &[json!("query"), json!("job_id")], "Field required", &Value::Null, None)],
+            Value::Null,
+        );
     };
     let with_preview = match flag(&req.query, "require_step_preview") {
         Ok(b) => b,
@@ -154,7 +169,16 @@ pub fn job_history(req: &Request) -> Response {
     };
     if delete {
         let Some(id) = job_id else {
-            return unprocessable(vec![crate::fields::error_item("missing", &[json!("query"), json!("job_id")], "job_id is required with delete=true", &Value::Null, None)], Value::Null);
+            return unprocessable(
+                vec![crate::fields::error_item(
+                    "missing",
+                    &[json!("query"), json!("job_id")],
+                    "job_id is required with delete=true",
+                    &Value::Null,
+                    None,
+                )],
+                Value::Null,
+            );
         };
         let message = if engine::delete(&id) { "Deleted" } else { "Not found" };
         return json_response(200, &json!({"message": message}));
@@ -168,9 +192,11 @@ pub fn job_history(req: &Request) -> Response {
     let (offset, limit) = if paged { ((page * size).min(u32::MAX as i64) as u32, size.min(u32::MAX as i64) as u32) } else { (0, u32::MAX) };
     let (queue, history) = engine::history(job_id.as_deref(), offset, limit);
     let shape: fn(&JobInfo) -> Value = if persistent { persistent_record } else { brief };
-    json_response(200, &json!({"queue": queue.iter().map(brief).collect::<Vec<_>>(), "history": history.iter().map(shape).collect::<Vec<_>>()}))
+    json_response(
+        200,
+        &json!({"queue": queue.iter().map(brief).collect::<Vec<_>>(), "history": history.iter().map(shape).collect::<Vec<_>>()}),
+    )
 }
-
 
 pub fn stop() -> Response {
     engine::stop();

@@ -5,6 +5,7 @@
 wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
 
 mod base64;
+mod endpoints;
 mod fields;
 mod generate;
 mod jobs;
@@ -56,7 +57,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=').or(Some((kv, "")))).find(|(k, _)| percent_decode(k) == key).map(|(_, v)| percent_decode(v))
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| percent_decode(k) == key)
+        .map(|(_, v)| percent_decode(v))
 }
 
 pub(crate) fn host_config(key: &str) -> Option<String> {
@@ -84,7 +89,7 @@ pub(crate) fn python_float(f: f64) -> String {
 fn route(req: &Request) -> Response {
     let method = req.method.as_str();
     let path = req.path.as_str();
-    if let Some(e) = request::ENDPOINTS.iter().find(|e| e.path == path) {
+    if let Some(e) = endpoints::ENDPOINTS.iter().find(|e| e.path == path) {
         return if method == "POST" { generate::handle(e, req) } else { method_not_allowed() };
     }
     if path.starts_with("/files/") {

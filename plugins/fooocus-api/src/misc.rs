@@ -39,7 +39,8 @@ pub fn file(req: &Request) -> Response {
     }
 }
 
-pub const MASK_MODELS: &[&str] = &["u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "silueta", "isnet-general-use", "isnet-anime", "sam"];
+pub const MASK_MODELS: &[&str] =
+    &["u2net", "u2netp", "u2net_human_seg", "u2net_cloth_seg", "silueta", "isnet-general-use", "isnet-anime", "sam"];
 
 pub const GENERATE_MASK: &[Field] = &[
     required("image", Kind::Str),
@@ -62,7 +63,18 @@ fn not_available(what: &str) -> Response {
 pub fn generate_mask(req: &Request) -> Response {
     let raw = match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(o)) => o,
-        _ => return unprocessable(vec![fields::error_item("model_attributes_type", &[json!("body")], "Input should be a valid dictionary", &Value::Null, None)], Value::Null),
+        _ => {
+            return unprocessable(
+                vec![fields::error_item(
+                    "model_attributes_type",
+                    &[json!("body")],
+                    "Input should be a valid dictionary",
+                    &Value::Null,
+                    None,
+                )],
+                Value::Null,
+            )
+        }
     };
     let mut errors = vec![];
     let body = fields::parse(GENERATE_MASK, &raw, &[json!("body")], &mut errors);
@@ -75,18 +87,31 @@ pub fn generate_mask(req: &Request) -> Response {
 pub fn describe_image(req: &Request) -> Response {
     let image_type = crate::query_param(&req.query, "image_type").unwrap_or_else(|| "Photo".into());
     if !matches!(image_type.as_str(), "Photo" | "Anime") {
-        let e = fields::error_item("enum", &[json!("query"), json!("image_type")], "Input should be 'Photo' or 'Anime'", &json!(image_type), None);
+        let e = fields::error_item(
+            "enum",
+            &[json!("query"), json!("image_type")],
+            "Input should be 'Photo' or 'Anime'",
+            &json!(image_type),
+            None,
+        );
         return unprocessable(vec![e], Value::Null);
     }
     let parts = crate::multipart::parse(header(req, "content-type").unwrap_or(""), &req.body).unwrap_or_default();
     if !parts.iter().any(|p| p.name == "image" && !p.data.is_empty()) {
-        return unprocessable(vec![fields::error_item("missing", &[json!("body"), json!("image")], "Field required", &Value::Null, None)], Value::Null);
+        return unprocessable(
+            vec![fields::error_item("missing", &[json!("body"), json!("image")], "Field required", &Value::Null, None)],
+            Value::Null,
+        );
     }
     not_available(if image_type == "Photo" { "describe-image (Photo, BLIP)" } else { "describe-image (Anime, WD14 tagger)" })
 }
 
 pub fn root() -> Response {
-    Response { status: 200, headers: vec![("content-type".into(), "text/html; charset=utf-8".into())], body: b"Swagger-UI to: <a href=\"/docs\">/docs</a>".to_vec() }
+    Response {
+        status: 200,
+        headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
+        body: b"Swagger-UI to: <a href=\"/docs\">/docs</a>".to_vec(),
+    }
 }
 
 /// Swagger UI for `/openapi.json`, loaded from the CDN as FastAPI's `/docs` does.

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::endpoints::{self, ENDPOINTS};
 use crate::fields::schema;
-use crate::request::{self, ENDPOINTS};
 
 fn json_op(summary: &str, body: Option<Value>, response: Value) -> Value {
     let mut op = json!({
@@ -32,7 +32,7 @@ pub fn document() -> Value {
     let accept = json!({"name": "accept", "in": "query", "required": false, "schema": {"type": "string"},
         "description": "Parameter to override 'Accept' header, 'image/png' for output bytes"});
     for e in ENDPOINTS {
-        let body_schema = schema(&request::fields_of(e));
+        let body_schema = schema(&endpoints::fields_of(e));
         let mut body_schema = body_schema;
         if e.multipart {
             // Form fields that carry JSON text.
@@ -51,7 +51,10 @@ pub fn document() -> Value {
     paths.insert("/".into(), json!({"get": {"summary": "Home", "responses": {"200": {"description": "Link to the docs", "content": {"text/html": {"schema": {"type": "string"}}}}}}}));
     paths.insert("/ping".into(), json!({"get": json_op("Ping", None, json!({"type": "string"}))}));
     let mut q = json_op("Query job", None, json!({"$ref": "#/components/schemas/AsyncJobResponse"}));
-    q["parameters"] = json!([query("job_id", json!({"type": "string"}), true), query("require_step_preview", json!({"type": "boolean", "default": false}), false)]);
+    q["parameters"] = json!([
+        query("job_id", json!({"type": "string"}), true),
+        query("require_step_preview", json!({"type": "boolean", "default": false}), false)
+    ]);
     q["responses"]["404"] = json!({"description": "Job not found", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AsyncJobResponse"}}}});
     paths.insert("/v1/generation/query-job".into(), json!({"get": q}));
     paths.insert("/v1/generation/job-queue".into(), json!({"get": json_op("Job queue", None, json!({"type": "object", "properties": {
@@ -64,16 +67,26 @@ pub fn document() -> Value {
         query("delete", json!({"type": "boolean", "default": false}), false),
     ]);
     paths.insert("/v1/generation/job-history".into(), json!({"get": h}));
-    paths.insert("/v1/generation/stop".into(), json!({"post": json_op("Stop the running job", None, json!({"type": "object", "properties": {"msg": {"type": "string"}}}))}));
+    paths.insert(
+        "/v1/generation/stop".into(),
+        json!({"post": json_op("Stop the running job", None, json!({"type": "object", "properties": {"msg": {"type": "string"}}}))}),
+    );
     let models = json!({"type": "object", "properties": {"model_filenames": {"type": "array", "items": {"type": "string"}}, "lora_filenames": {"type": "array", "items": {"type": "string"}}}});
     paths.insert("/v1/engines/all-models".into(), json!({"get": json_op("All models", None, models.clone())}));
     paths.insert("/v1/engines/refresh-models".into(), json!({"post": json_op("Refresh models (kept for older clients)", None, models)}));
-    paths.insert("/v1/engines/styles".into(), json!({"get": json_op("Styles", None, json!({"type": "array", "items": {"type": "string"}}))}));
-    paths.insert("/v1/engines/clean_vram".into(), json!({"get": json_op("Unload models", None, json!({"type": "object", "properties": {"message": {"type": "string"}}}))}));
+    paths.insert(
+        "/v1/engines/styles".into(),
+        json!({"get": json_op("Styles", None, json!({"type": "array", "items": {"type": "string"}}))}),
+    );
+    paths.insert(
+        "/v1/engines/clean_vram".into(),
+        json!({"get": json_op("Unload models", None, json!({"type": "object", "properties": {"message": {"type": "string"}}}))}),
+    );
     let mask_body = json!({"required": true, "content": {"application/json": {"schema": schema(crate::misc::GENERATE_MASK)}}});
     paths.insert("/v1/tools/generate_mask".into(), json!({"post": json_op("Generate a mask", Some(mask_body), json!({"type": "string"}))}));
     let describe_body = json!({"required": true, "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "binary"}}}}}});
-    let mut d = json_op("Describe an image", Some(describe_body), json!({"type": "object", "properties": {"describe": {"type": "string"}}}));
+    let mut d =
+        json_op("Describe an image", Some(describe_body), json!({"type": "object", "properties": {"describe": {"type": "string"}}}));
     d["parameters"] = json!([query("image_type", json!({"type": "string", "enum": ["Photo", "Anime"], "default": "Photo"}), false)]);
     paths.insert("/v1/tools/describe-image".into(), json!({"post": d}));
     paths.insert("/files/{date}/{file_name}".into(), json!({"get": {
@@ -114,4 +127,3 @@ pub fn document() -> Value {
         }}
     })
 }
-

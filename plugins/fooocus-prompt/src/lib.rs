@@ -20,7 +20,11 @@ impl Guest for FooocusPrompt {
     fn process(mut task: PromptTask) -> Result<PromptTask, String> {
         let lines = |text: &str| {
             let kept: Vec<String> = prompt_kit::splitlines(text).iter().map(|l| text::safe_str(l)).filter(|l| !l.is_empty()).collect();
-            if kept.is_empty() { vec![String::new()] } else { kept }
+            if kept.is_empty() {
+                vec![String::new()]
+            } else {
+                kept
+            }
         };
         let mut positive = lines(&task.prompt);
         let mut negative = lines(&task.negative_prompt);

@@ -72,7 +72,9 @@ impl Lists {
 /// The non-empty lines of a list (`read().splitlines()` without `''`).
 fn prompt_kit_lines(text: &str) -> Vec<&str> {
     // splitlines' boundaries, borrowed instead of copied.
-    text.split(['\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}']).filter(|l| !l.is_empty()).collect()
+    text.split(['\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}'])
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// Every `.txt` under `dir` (recursively) as (relative path, text).

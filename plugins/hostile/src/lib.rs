@@ -15,7 +15,11 @@ fn text(status: u16, s: String) -> Response {
 fn recurse(n: u64) -> u64 {
     let mut local = [n; 64];
     std::hint::black_box(&mut local);
-    if n == u64::MAX { 0 } else { recurse(n + 1) + local[3] }
+    if n == u64::MAX {
+        0
+    } else {
+        recurse(n + 1) + local[3]
+    }
 }
 
 impl Guest for Hostile {
@@ -60,7 +64,9 @@ impl Guest for Hostile {
                 headers: vec![("content-length".into(), "2".into())],
                 body: b"okHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 9\r\n\r\nsmuggled!".to_vec(),
             },
-            "/framing/long-length" => Response { status: 200, headers: vec![("Content-Length".into(), "500".into())], body: b"short".to_vec() },
+            "/framing/long-length" => {
+                Response { status: 200, headers: vec![("Content-Length".into(), "500".into())], body: b"short".to_vec() }
+            }
             "/framing/double-length" => Response {
                 status: 200,
                 headers: vec![("content-length".into(), "5".into()), ("content-length".into(), "50".into())],
@@ -68,7 +74,11 @@ impl Guest for Hostile {
             },
             "/framing/chunked" => Response {
                 status: 200,
-                headers: vec![("transfer-encoding".into(), "chunked".into()), ("connection".into(), "keep-alive, upgrade".into()), ("upgrade".into(), "h2c".into())],
+                headers: vec![
+                    ("transfer-encoding".into(), "chunked".into()),
+                    ("connection".into(), "keep-alive, upgrade".into()),
+                    ("upgrade".into(), "h2c".into()),
+                ],
                 body: b"chunked?".to_vec(),
             },
             "/framing/bad-value" => Response { status: 200, headers: vec![("x-ok".into(), "a\u{7f}b".into())], body: vec![] },

@@ -18,9 +18,11 @@ wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.2.0"
 
 use base64::Engine as _;
 use exports::focal::plugin::handler::{Guest, Request, Response};
-use focal::plugin::engine::{self, GenerationParams, ImageToImage, JobInfo, JobSpec, JobStage, OutputOptions, Phase, StepCall, SubmitError, Task};
-use focal::plugin::images::Image;
 use focal::plugin::catalog;
+use focal::plugin::engine::{
+    self, GenerationParams, ImageToImage, JobInfo, JobSpec, JobStage, OutputOptions, Phase, StepCall, SubmitError, Task,
+};
+use focal::plugin::images::Image;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

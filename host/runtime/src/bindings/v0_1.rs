@@ -6,7 +6,6 @@
 //! (rendered here from the structured progress), and its input images carry a free-form role
 //! (only plain text-to-image runs; other jobs become `Task::Untyped` and end with an error).
 
-
 use focal_core::services::Catalog;
 use focal_core::{self as core, Phase, Progress};
 
@@ -35,11 +34,11 @@ mod generated {
 }
 
 pub use generated::exports::focal::plugin::handler::{Request, Response};
-pub use generated::step::PromptStepPre;
-pub use generated::EndpointPre;
 use generated::focal::plugin::{config, engine, fetch, files, log, prompts, types};
 use generated::step::exports::focal::plugin::prompt_processor::PromptTask;
 use generated::step::focal::plugin::{expansion, random};
+pub use generated::step::PromptStepPre;
+pub use generated::EndpointPre;
 
 /// Link every 0.1.0 import against the host's `State`.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
@@ -271,4 +270,3 @@ impl fetch::Host for State {
         Ok(self.fetch_url(url)?.await)
     }
 }
-

@@ -46,12 +46,12 @@ mod generated {
 }
 
 pub use generated::exports::focal::plugin::handler::{Request, Response};
-pub use generated::image_step::ImageStepPre;
-pub use generated::step::PromptStepPre;
-pub use generated::EndpointPre;
 use generated::focal::plugin::{catalog, config, engine, fetch, files, images, log, prompts, types};
+pub use generated::image_step::ImageStepPre;
 use generated::step::exports::focal::plugin::prompt_processor::PromptTask;
 use generated::step::focal::plugin::{expansion, random};
+pub use generated::step::PromptStepPre;
+pub use generated::EndpointPre;
 
 /// Images one request may hold at once (each is a host-side copy of its file).
 const MAX_LIVE_IMAGES: usize = 64;

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use focal_core::{Download, JobSpec, Lora, Phase};
 use focal_engine::interposer::Interposer;
 use focal_engine::lora::LoraSpec;
 use focal_engine::refiner::RefinerModel;
 use focal_engine::{LoadOptions, SdxlModel};
 use focal_models::Downloader;
-use focal_core::{Download, JobSpec, Lora, Phase};
 use sha2::{Digest, Sha256};
 
 use super::JobManager;
@@ -137,7 +137,6 @@ impl JobManager {
         loras.extend(performance);
         loras
     }
-
 
     /// A checkpoint by name: one the operator named, or a file in the models folder.
     fn find_checkpoint(&self, name: &str) -> Option<PathBuf> {

@@ -1,9 +1,9 @@
 //! From a job's parameters (the host's types) to the engine's.
 
+use focal_core::{JobSpec, Task};
 use focal_engine::freeu::FreeU;
 use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::RefinerSwap;
-use focal_core::{JobSpec, Task};
 use focal_engine::GenerationParams;
 
 use super::TEXT_TO_IMAGE;
@@ -43,11 +43,15 @@ pub(super) fn swap_method(name: &str) -> Result<RefinerSwap, String> {
 /// Whether this engine can run the job's task; the error says what is missing. Never answer an
 /// image task with an unrelated text-to-image result.
 pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
-    const MISSING: &str = "need image-conditioned generation (upscale, vary, inpaint, image prompts), which this focal engine does not provide yet";
+    const MISSING: &str =
+        "need image-conditioned generation (upscale, vary, inpaint, image prompts), which this focal engine does not provide yet";
     match &spec.task {
         Task::Untyped { label, images } => {
             let roles: Vec<&str> = images.iter().map(|(role, _)| role.as_str()).collect();
-            Err(format!("'{label}' jobs with input images [{}] {MISSING}; only '{TEXT_TO_IMAGE}' without input images runs", roles.join(", ")))
+            Err(format!(
+                "'{label}' jobs with input images [{}] {MISSING}; only '{TEXT_TO_IMAGE}' without input images runs",
+                roles.join(", ")
+            ))
         }
         Task::ImageToImage { .. } | Task::Inpaint { .. } | Task::Upscale { .. } => {
             Err(format!("{} tasks {MISSING}; only text-to-image runs", task_name(&spec.task)))

@@ -156,7 +156,9 @@ impl JobManager {
             };
             let swap = spec.fooocus.as_ref().map(|f| f.refiner_swap_method.as_str()).unwrap_or_default();
             let refiner_at = match (&models.refiner, &p.refiner) {
-                (Some(model), Some(r)) => Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(swap)? }),
+                (Some(model), Some(r)) => {
+                    Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(swap)? })
+                }
                 _ => None,
             };
             let out = match models.base.generate_with_refiner(&params, cond, uncond, refiner_at, p.preview, &mut on_step) {
@@ -200,7 +202,13 @@ struct Saver<'a> {
 }
 
 impl<'a> Saver<'a> {
-    fn new(jobs: &'a JobManager, spec: &'a JobSpec, id: &str, checkpoint: &std::path::Path, loras: &[focal_engine::lora::LoraSpec]) -> Self {
+    fn new(
+        jobs: &'a JobManager,
+        spec: &'a JobSpec,
+        id: &str,
+        checkpoint: &std::path::Path,
+        loras: &[focal_engine::lora::LoraSpec],
+    ) -> Self {
         let stem_of = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Saver {
             jobs,

@@ -92,7 +92,8 @@ impl JobStore for SqliteStore {
 
     fn load(&mut self) -> Result<Vec<(JobSpec, JobInfo)>> {
         let mut stmt = self.db.prepare("SELECT id, schema, spec, info FROM jobs ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
         let mut jobs = Vec::new();
         for row in rows {
             let (id, schema, spec, info) = row?;

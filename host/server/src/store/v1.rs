@@ -3,7 +3,9 @@
 
 use focal_core::job::OutputOptions;
 use focal_core::task::{FreeU, Refiner, SamplingPatches};
-use focal_core::{FooocusOptions, GenerationParams, ImageMetadata, JobImage, JobInfo, JobSpec, JobStage, Lora, Owner, Phase, Progress, Task};
+use focal_core::{
+    FooocusOptions, GenerationParams, ImageMetadata, JobImage, JobInfo, JobSpec, JobStage, Lora, Owner, Phase, Progress, Task,
+};
 use serde::Deserialize;
 
 use crate::decode::{self, ImageLimits};
