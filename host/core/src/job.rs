@@ -144,6 +144,26 @@ pub struct JobInfo {
     pub request: String,
 }
 
+impl JobInfo {
+    /// The record of `spec`, just queued as `id` at `in_queue_ms`.
+    pub fn waiting(id: String, spec: &JobSpec, in_queue_ms: u64) -> Self {
+        Self {
+            id,
+            owner: spec.owner.clone(),
+            label: spec.label.clone(),
+            stage: JobStage::Waiting,
+            progress: Progress::WAITING,
+            error: None,
+            stopped: false,
+            in_queue_ms,
+            start_ms: 0,
+            finish_ms: 0,
+            images: vec![],
+            request: spec.request.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     /// Waiting plus running jobs.

@@ -54,6 +54,35 @@ pub struct GenerationParams {
     pub refiner: Option<Refiner>,
 }
 
+/// [`GenerationParams`] from a record with the same fields: a contract version's binding or a
+/// stored row of an older schema (their `freeu`, `loras` and `refiner` are their own types).
+/// One copy of the field list for every adapter.
+#[macro_export]
+macro_rules! generation_params_from {
+    ($p:ident) => {{
+        $crate::GenerationParams {
+            prompt: $p.prompt,
+            negative_prompt: $p.negative_prompt,
+            width: $p.width,
+            height: $p.height,
+            steps: $p.steps,
+            guidance_scale: $p.guidance_scale,
+            sampler: $p.sampler,
+            scheduler: $p.scheduler,
+            seed: $p.seed,
+            image_number: $p.image_number,
+            base_model: $p.base_model,
+            clip_skip: $p.clip_skip,
+            disable_seed_increment: $p.disable_seed_increment,
+            preview: $p.preview,
+            freeu: $p.freeu.map(|f| $crate::task::FreeU { b1: f.b1, b2: f.b2, s1: f.s1, s2: f.s2 }),
+            vae: $p.vae,
+            loras: $p.loras.into_iter().map(|l| $crate::Lora { name: l.name, weight: l.weight }).collect(),
+            refiner: $p.refiner.map(|r| $crate::task::Refiner { model: r.model, switch: r.switch }),
+        }
+    }};
+}
+
 /// Outpainting margins in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Extend {

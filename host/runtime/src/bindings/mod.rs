@@ -65,16 +65,61 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<crate::host::State
     v0_2::add_to_linker(linker)
 }
 
-/// `log.level` of any version as a tracing level (every version has the same five).
-macro_rules! log_level {
-    ($level:ty) => {
-        fn tracing_level(level: $level) -> tracing::Level {
-            match level {
-                <$level>::Trace => tracing::Level::TRACE,
-                <$level>::Debug => tracing::Level::DEBUG,
-                <$level>::Info => tracing::Level::INFO,
-                <$level>::Warn => tracing::Level::WARN,
-                <$level>::Error => tracing::Level::ERROR,
+/// The host side of the interfaces that read the same in every version so far (`types`, `log`,
+/// `config`, `prompts`, `random`, `expansion`, `files`, `fetch`), written once and expanded in
+/// each version's module, where the bindings give them the same names.
+macro_rules! unchanged_interfaces {
+    () => {
+        impl types::Host for State {}
+
+        impl log::Host for State {
+            async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+                let level = match level {
+                    log::Level::Trace => tracing::Level::TRACE,
+                    log::Level::Debug => tracing::Level::DEBUG,
+                    log::Level::Info => tracing::Level::INFO,
+                    log::Level::Warn => tracing::Level::WARN,
+                    log::Level::Error => tracing::Level::ERROR,
+                };
+                self.write_log(level, message);
+                Ok(())
+            }
+        }
+
+        impl config::Host for State {
+            async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+                Ok(self.config_value(&key))
+            }
+        }
+
+        impl prompts::Host for State {
+            async fn styles(&mut self) -> wasmtime::Result<Vec<String>> {
+                Ok(self.prompt_styles().await)
+            }
+        }
+
+        impl random::Host for State {
+            async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
+                self.random_below(n)
+            }
+        }
+
+        impl expansion::Host for State {
+            async fn expand(&mut self, prompt: String, seed: u64) -> wasmtime::Result<Result<String, String>> {
+                Ok(self.expand_prompt(prompt, seed)?.await)
+            }
+        }
+
+        impl files::Host for State {
+            async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
+                let file = self.files()?.read(&path, format.as_deref());
+                Ok(file.map(|f| files::File { content_type: f.content_type, body: f.body }))
+            }
+        }
+
+        impl fetch::Host for State {
+            async fn get(&mut self, url: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
+                Ok(self.fetch_url(url)?.await)
             }
         }
     };
@@ -115,4 +160,4 @@ macro_rules! copy_prompt_task {
     };
 }
 
-pub(crate) use {copy_prompt_task, log_level, prompt_task_conversions};
+pub(crate) use {copy_prompt_task, prompt_task_conversions, unchanged_interfaces};

@@ -128,26 +128,7 @@ impl State {
             label: spec.label,
             task,
             controls,
-            params: core::GenerationParams {
-                prompt: p.prompt,
-                negative_prompt: p.negative_prompt,
-                width: p.width,
-                height: p.height,
-                steps: p.steps,
-                guidance_scale: p.guidance_scale,
-                sampler: p.sampler,
-                scheduler: p.scheduler,
-                seed: p.seed,
-                image_number: p.image_number,
-                base_model: p.base_model,
-                clip_skip: p.clip_skip,
-                disable_seed_increment: p.disable_seed_increment,
-                preview: p.preview,
-                freeu: p.freeu.map(|f| core::task::FreeU { b1: f.b1, b2: f.b2, s1: f.s1, s2: f.s2 }),
-                vae: p.vae,
-                loras: p.loras.into_iter().map(|l| core::Lora { name: l.name, weight: l.weight }).collect(),
-                refiner: p.refiner.map(|r| core::task::Refiner { model: r.model, switch: r.switch }),
-            },
+            params: focal_core::generation_params_from!(p),
             fooocus,
             output: core::job::OutputOptions { extension: spec.output.extension, save_name: spec.output.save_name },
             post_steps: spec.post_steps.into_iter().map(|s| core::StepCall { plugin: s.plugin, options: s.options }).collect(),
@@ -197,22 +178,7 @@ fn job_info(info: core::JobInfo) -> engine::JobInfo {
 }
 
 super::prompt_task_conversions!(PromptTask);
-super::log_level!(log::Level);
-
-impl types::Host for State {}
-
-impl log::Host for State {
-    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        self.write_log(tracing_level(level), message);
-        Ok(())
-    }
-}
-
-impl config::Host for State {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config_value(&key))
-    }
-}
+super::unchanged_interfaces!();
 
 impl images::Host for State {}
 
@@ -341,36 +307,5 @@ impl catalog::Host for State {
     }
     async fn image_steps(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.catalog()?.list(Catalog::ImageSteps))
-    }
-}
-
-impl prompts::Host for State {
-    async fn styles(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(self.prompt_styles().await)
-    }
-}
-
-impl random::Host for State {
-    async fn below(&mut self, n: u32) -> wasmtime::Result<u32> {
-        self.random_below(n)
-    }
-}
-
-impl expansion::Host for State {
-    async fn expand(&mut self, prompt: String, seed: u64) -> wasmtime::Result<Result<String, String>> {
-        Ok(self.expand_prompt(prompt, seed)?.await)
-    }
-}
-
-impl files::Host for State {
-    async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
-        let file = self.files()?.read(&path, format.as_deref());
-        Ok(file.map(|f| files::File { content_type: f.content_type, body: f.body }))
-    }
-}
-
-impl fetch::Host for State {
-    async fn get(&mut self, url: String) -> wasmtime::Result<Result<Vec<u8>, String>> {
-        Ok(self.fetch_url(url)?.await)
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use focal_core::services::{BoxFuture, EngineService};
-use focal_core::{Image, JobInfo, JobSpec, JobStage, Owner, Phase, Progress, QueueInfo, StepCall, SubmitError};
+use focal_core::{Image, JobInfo, JobSpec, JobStage, Owner, Phase, QueueInfo, StepCall, SubmitError};
 use focal_models::ModelsDir;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
@@ -248,20 +248,7 @@ impl EngineService for JobManager {
         }
         spec.output.extension = spec.output.extension.to_ascii_lowercase();
         let id = uuid::Uuid::new_v4().to_string();
-        let info = JobInfo {
-            id: id.clone(),
-            owner: spec.owner.clone(),
-            label: spec.label.clone(),
-            stage: JobStage::Waiting,
-            progress: Progress::WAITING,
-            error: None,
-            stopped: false,
-            in_queue_ms: now_ms(),
-            start_ms: 0,
-            finish_ms: 0,
-            images: vec![],
-            request: spec.request.clone(),
-        };
+        let info = JobInfo::waiting(id.clone(), &spec, now_ms());
         let mut queue = self.queue.lock().unwrap();
         if queue.active() >= self.options.max_queue {
             return Err(SubmitError::QueueFull);

@@ -187,20 +187,7 @@ mod tests {
             webhook_url: None,
             request: String::new(),
         };
-        let info = JobInfo {
-            id: id.into(),
-            owner: spec.owner.clone(),
-            label: spec.label.clone(),
-            stage: JobStage::Waiting,
-            progress: Progress::WAITING,
-            error: None,
-            stopped: false,
-            in_queue_ms: 0,
-            start_ms: 0,
-            finish_ms: 0,
-            images: vec![],
-            request: String::new(),
-        };
+        let info = JobInfo::waiting(id.into(), &spec, 0);
         Entry { spec, info, preview: None }
     }
 

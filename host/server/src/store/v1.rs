@@ -2,10 +2,8 @@
 //! were). Frozen here so the host's own types can change; read, converted and never written.
 
 use focal_core::job::OutputOptions;
-use focal_core::task::{FreeU, Refiner, SamplingPatches};
-use focal_core::{
-    FooocusOptions, GenerationParams, ImageMetadata, JobImage, JobInfo, JobSpec, JobStage, Lora, Owner, Phase, Progress, Task,
-};
+use focal_core::task::{FreeU, SamplingPatches};
+use focal_core::{FooocusOptions, ImageMetadata, JobImage, JobInfo, JobSpec, JobStage, Lora, Owner, Phase, Progress, Task};
 use serde::Deserialize;
 
 use crate::decode::{self, ImageLimits};
@@ -117,26 +115,7 @@ impl SpecV1 {
                 refiner_swap_method: p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default(),
                 metadata: self.output.metadata,
             }),
-            params: GenerationParams {
-                prompt: p.prompt,
-                negative_prompt: p.negative_prompt,
-                width: p.width,
-                height: p.height,
-                steps: p.steps,
-                guidance_scale: p.guidance_scale,
-                sampler: p.sampler,
-                scheduler: p.scheduler,
-                seed: p.seed,
-                image_number: p.image_number,
-                base_model: p.base_model,
-                clip_skip: p.clip_skip,
-                disable_seed_increment: p.disable_seed_increment,
-                preview: p.preview,
-                freeu: p.freeu,
-                vae: p.vae,
-                loras: p.loras,
-                refiner: p.refiner.map(|r| Refiner { model: r.model, switch: r.switch }),
-            },
+            params: focal_core::generation_params_from!(p),
             output: OutputOptions { extension: self.output.extension, save_name: self.output.save_name },
             post_steps: vec![],
             webhook_url: self.webhook_url,
