@@ -52,7 +52,7 @@ pub trait CatalogService: Send + Sync {
 pub trait ImageService: Send + Sync {
     /// A PNG, JPEG or WebP checked against the image limits.
     fn decode(&self, encoded: &[u8]) -> Result<Image, String>;
-    fn from_rgb(&self, width: u32, height: u32, pixels: Vec<u8>) -> Result<Image, String>;
+    fn encode_rgb(&self, width: u32, height: u32, pixels: Vec<u8>) -> Result<Image, String>;
     fn rgb(&self, image: &Image) -> Result<Vec<u8>, String>;
     fn png(&self, image: &Image) -> Result<Vec<u8>, String>;
 }

@@ -38,7 +38,7 @@ impl ImageService for Images {
         Ok(image_from_encoded(encoded.to_vec(), rgb.width, rgb.height))
     }
 
-    fn from_rgb(&self, width: u32, height: u32, pixels: Vec<u8>) -> Result<Image, String> {
+    fn encode_rgb(&self, width: u32, height: u32, pixels: Vec<u8>) -> Result<Image, String> {
         let expected = width as u64 * height as u64 * 3;
         if width == 0 || height == 0 || pixels.len() as u64 != expected {
             return Err(format!("{width}×{height} RGB needs {expected} bytes, got {}", pixels.len()));

@@ -191,7 +191,7 @@ impl images::HostImage for State {
     }
 
     async fn from_rgb(&mut self, width: u32, height: u32, pixels: Vec<u8>) -> wasmtime::Result<Result<Resource<Image>, String>> {
-        match self.images_service()?.from_rgb(width, height, pixels) {
+        match self.images_service()?.encode_rgb(width, height, pixels) {
             Ok(image) => self.new_image(image),
             Err(e) => Ok(Err(e)),
         }
