@@ -125,6 +125,50 @@ macro_rules! unchanged_interfaces {
     };
 }
 
+/// The `engine` calls that read the same in every version so far (get, wait, files, queue,
+/// history, delete, release-memory), expanded inside each version's `engine::Host` impl, with
+/// that version's `job_info` conversion in scope.
+macro_rules! engine_queries {
+    () => {
+        async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
+            Ok(self.engine()?.get(&self.owner, &id).map(job_info))
+        }
+
+        async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
+            let engine = self.engine()?;
+            Ok(engine.wait(&self.owner, &id, self.budget(timeout_ms)).await.map(job_info))
+        }
+
+        async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+            Ok(self.engine()?.image_file(&self.owner, &id, index))
+        }
+
+        async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
+            let q = self.engine()?.queue(&self.owner);
+            Ok(engine::QueueInfo { running_size: q.running_size, finished_size: q.finished_size, last_job_id: q.last_job_id })
+        }
+
+        async fn history(
+            &mut self,
+            job_id: Option<String>,
+            offset: u32,
+            limit: u32,
+        ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
+            let (queue, history) = self.engine()?.history(&self.owner, job_id.as_deref(), offset, limit);
+            Ok((queue.into_iter().map(job_info).collect(), history.into_iter().map(job_info).collect()))
+        }
+
+        async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
+            Ok(self.engine()?.delete(&self.owner, &id))
+        }
+
+        async fn release_memory(&mut self) -> wasmtime::Result<()> {
+            self.engine()?.release_memory();
+            Ok(())
+        }
+    };
+}
+
 /// Conversions between the domain `PromptTask` and a version's `prompt-task` record (the same
 /// fields in every version so far).
 macro_rules! prompt_task_conversions {
@@ -160,4 +204,4 @@ macro_rules! copy_prompt_task {
     };
 }
 
-pub(crate) use {copy_prompt_task, prompt_task_conversions, unchanged_interfaces};
+pub(crate) use {copy_prompt_task, engine_queries, prompt_task_conversions, unchanged_interfaces};

@@ -149,26 +149,15 @@ super::prompt_task_conversions!(PromptTask);
 super::unchanged_interfaces!();
 
 impl engine::Host for State {
+    super::engine_queries!();
+
     async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
         let engine = self.engine()?;
         Ok(self.job_spec_v0_1(spec).and_then(|spec| engine.submit(spec)).map_err(submit_error))
     }
 
-    async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
-        Ok(self.engine()?.get(&self.owner, &id).map(job_info))
-    }
-
-    async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
-        let engine = self.engine()?;
-        Ok(engine.wait(&self.owner, &id, self.budget(timeout_ms)).await.map(job_info))
-    }
-
     async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(self.engine()?.preview(&self.owner, &id).map(|png| png.encoded.to_vec()))
-    }
-
-    async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.engine()?.image_file(&self.owner, &id, index))
     }
 
     async fn stop(&mut self) -> wasmtime::Result<()> {
@@ -176,32 +165,8 @@ impl engine::Host for State {
         Ok(())
     }
 
-    async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
-        let q = self.engine()?.queue(&self.owner);
-        Ok(engine::QueueInfo { running_size: q.running_size, finished_size: q.finished_size, last_job_id: q.last_job_id })
-    }
-
-    async fn history(
-        &mut self,
-        job_id: Option<String>,
-        offset: u32,
-        limit: u32,
-    ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
-        let (queue, history) = self.engine()?.history(&self.owner, job_id.as_deref(), offset, limit);
-        Ok((queue.into_iter().map(job_info).collect(), history.into_iter().map(job_info).collect()))
-    }
-
-    async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
-        Ok(self.engine()?.delete(&self.owner, &id))
-    }
-
     async fn models(&mut self) -> wasmtime::Result<engine::ModelFiles> {
         let catalog = self.catalog()?;
         Ok(engine::ModelFiles { checkpoints: catalog.list(Catalog::Checkpoints), loras: catalog.list(Catalog::Loras) })
-    }
-
-    async fn release_memory(&mut self) -> wasmtime::Result<()> {
-        self.engine()?.release_memory();
-        Ok(())
     }
 }

@@ -222,6 +222,8 @@ impl images::HostImage for State {
 }
 
 impl engine::Host for State {
+    super::engine_queries!();
+
     async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
         let engine = self.engine()?;
         let spec = self.job_spec_v0_2(spec)?;
@@ -231,15 +233,6 @@ impl engine::Host for State {
         }))
     }
 
-    async fn get(&mut self, id: String) -> wasmtime::Result<Option<engine::JobInfo>> {
-        Ok(self.engine()?.get(&self.owner, &id).map(job_info))
-    }
-
-    async fn wait(&mut self, id: String, timeout_ms: u32) -> wasmtime::Result<Option<engine::JobInfo>> {
-        let engine = self.engine()?;
-        Ok(engine.wait(&self.owner, &id, self.budget(timeout_ms)).await.map(job_info))
-    }
-
     async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Resource<Image>>> {
         match self.engine()?.preview(&self.owner, &id) {
             Some(image) => Ok(self.new_image(image)?.ok()),
@@ -247,36 +240,8 @@ impl engine::Host for State {
         }
     }
 
-    async fn image_file(&mut self, id: String, index: u32) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.engine()?.image_file(&self.owner, &id, index))
-    }
-
     async fn stop(&mut self, id: String) -> wasmtime::Result<bool> {
         Ok(self.engine()?.stop(&self.owner, Some(&id)))
-    }
-
-    async fn queue(&mut self) -> wasmtime::Result<engine::QueueInfo> {
-        let q = self.engine()?.queue(&self.owner);
-        Ok(engine::QueueInfo { running_size: q.running_size, finished_size: q.finished_size, last_job_id: q.last_job_id })
-    }
-
-    async fn history(
-        &mut self,
-        job_id: Option<String>,
-        offset: u32,
-        limit: u32,
-    ) -> wasmtime::Result<(Vec<engine::JobInfo>, Vec<engine::JobInfo>)> {
-        let (queue, history) = self.engine()?.history(&self.owner, job_id.as_deref(), offset, limit);
-        Ok((queue.into_iter().map(job_info).collect(), history.into_iter().map(job_info).collect()))
-    }
-
-    async fn delete(&mut self, id: String) -> wasmtime::Result<bool> {
-        Ok(self.engine()?.delete(&self.owner, &id))
-    }
-
-    async fn release_memory(&mut self) -> wasmtime::Result<()> {
-        self.engine()?.release_memory();
-        Ok(())
     }
 }
 
