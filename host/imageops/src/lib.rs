@@ -1,0 +1,11 @@
+//! Fooocus's pixel operations, reproduced bit for bit (Fooocus runs them with PIL and numpy, and
+//! an upscale or vary starts from their bytes). Pure Rust without dependencies: the host and
+//! image-step components (wasm32-wasip2) share it.
+
+pub mod pixels;
+pub mod resample;
+pub mod shape;
+
+pub use pixels::Pixels;
+pub use resample::resize_lanczos;
+pub use shape::{image_shape_ceil, set_image_shape_ceil, shape_ceil, shape_ceil_size};
