@@ -1,10 +1,11 @@
 //! The SDXL autoencoder (LDM naming), with the number of levels, res blocks and channels read
 //! from the checkpoint.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
 
 use crate::nn::{attention, conv2d, group_norm, linear, silu};
+use crate::tiles;
 
 /// SDXL's latent scaling factor (SD1.5 uses 0.18215; using that here gives hazy images).
 pub const SDXL_SCALING_FACTOR: f64 = 0.13025;
@@ -198,8 +199,8 @@ impl AutoEncoder {
         d.conv_out.forward(&silu(&d.norm_out.forward(&h)?)?)
     }
 
-    /// Posterior mean of images in [-1, 1] `[B, 3, H, W]`, unscaled.
-    pub fn encode_mean(&self, image: &Tensor) -> Result<Tensor> {
+    /// Mean and log-variance of the posterior of images in [-1, 1] `[B, 3, H, W]`, unscaled.
+    fn encode_moments(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
         let e = &self.encoder;
         let mut h = e.conv_in.forward(image)?;
         for level in &e.down {
@@ -218,13 +219,72 @@ impl AutoEncoder {
             None => h,
         };
         let z = moments.dim(1)? / 2;
-        moments.narrow(1, 0, z)
+        Ok((moments.narrow(1, 0, z)?, moments.narrow(1, z, z)?))
+    }
+
+    /// Posterior mean of images in [-1, 1] `[B, 3, H, W]`, unscaled.
+    pub fn encode_mean(&self, image: &Tensor) -> Result<Tensor> {
+        Ok(self.encode_moments(image)?.0)
+    }
+
+    /// Scaled latent of images in [-1, 1]: the posterior's mean, or a sample of it as Fooocus
+    /// draws one (`mean + std · torch.randn(mean.shape)` from the given generator, log-variance
+    /// clamped to [-30, 20]), times `scaling_factor`.
+    pub fn encode_with(&self, image: &Tensor, posterior: &mut Posterior<'_>) -> Result<Tensor> {
+        let (mean, logvar) = self.encode_moments(image)?;
+        let z = match posterior {
+            Posterior::Mean => mean,
+            Posterior::Sample(rng) => {
+                let std = (logvar.to_dtype(DType::F32)?.clamp(-30f32, 20f32)? * 0.5)?.exp()?;
+                let noise = Tensor::from_vec(rng.randn(mean.elem_count()), mean.shape(), mean.device())?;
+                (mean.to_dtype(DType::F32)? + (std * noise)?)?.to_dtype(mean.dtype())?
+            }
+        };
+        z * self.scaling_factor
     }
 
     /// Scaled latent of images in [-1, 1]: `encode_mean · scaling_factor`.
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
         self.encode_mean(image)? * self.scaling_factor
     }
+
+    /// Fooocus's tiled encode (`VAE.encode_tiled_`): ComfyUI tiles of 512 px with 64 overlap,
+    /// run three times with tile shapes 512×512, 1024×256 and 256×1024 and averaged; each tile
+    /// draws its own posterior sample.
+    pub fn encode_tiled_fooocus(&self, image: &Tensor, posterior: &mut Posterior<'_>) -> Result<Tensor> {
+        let d = 1.0 / self.downscale as f64;
+        let mut sum: Option<Tensor> = None;
+        for (tw, th) in [(512, 512), (1024, 256), (256, 1024)] {
+            let pass = tiles::tiled_scale(image, tw, th, 64, d, 4, &mut |t| Ok(self.encode_with(t, posterior)?.to_dtype(DType::F32)?))?;
+            sum = Some(match sum {
+                Some(s) => (s + pass)?,
+                None => pass,
+            });
+        }
+        Ok((sum.expect("three passes") / 3.0)?)
+    }
+
+    /// Fooocus's tiled decode (`VAE.decode_tiled_`): latent tiles of 64 with 16 overlap, three
+    /// passes with shapes 32×128, 128×32 and 64×64, averaged. Images in [-1, 1] `[1, 3, 8h, 8w]`.
+    pub fn decode_tiled_fooocus(&self, latent: &Tensor) -> Result<Tensor> {
+        let up = self.downscale as f64;
+        let mut sum: Option<Tensor> = None;
+        for (tw, th) in [(32, 128), (128, 32), (64, 64)] {
+            let pass = tiles::tiled_scale(latent, tw, th, 16, up, 3, &mut |t| Ok((self.decode(t)? + 1.0)?.to_dtype(DType::F32)?))?;
+            sum = Some(match sum {
+                Some(s) => (s + pass)?,
+                None => pass,
+            });
+        }
+        Ok(((sum.expect("three passes") / 3.0)? - 1.0)?)
+    }
+}
+
+/// How an encode turns the posterior into a latent.
+pub enum Posterior<'a> {
+    Mean,
+    /// Fooocus's: a sample drawn from torch's global generator.
+    Sample(&'a mut crate::rng::TorchRng),
 }
 
 /// Tiling for images too large to run through the VAE at once (the mid-block attention is
@@ -243,84 +303,14 @@ impl Default for Tiling {
     }
 }
 
-/// Start offsets of tiles of `tile` with `overlap` covering `len`.
-fn tile_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
-    if len <= tile {
-        return vec![0];
-    }
-    let stride = (tile - overlap).max(1);
-    let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|&s| s + tile < len).collect();
-    starts.push(len - tile);
-    starts
-}
-
-/// Blend weights for a tile: a ramp over `feather` pixels at every edge that touches a
-/// neighbour, 1 elsewhere.
-fn feather_mask(h: usize, w: usize, feather: usize, edges: [bool; 4], device: &candle_core::Device) -> Result<Tensor> {
-    let ramp = |i: usize, n: usize, lo: bool, hi: bool| -> f32 {
-        let mut v = 1.0f32;
-        if lo && i < feather {
-            v = v.min((i + 1) as f32 / (feather + 1) as f32);
-        }
-        if hi && n - 1 - i < feather {
-            v = v.min((n - i) as f32 / (feather + 1) as f32);
-        }
-        v
-    };
-    let [top, bottom, left, right] = edges;
-    let data: Vec<f32> = (0..h).flat_map(|y| (0..w).map(move |x| ramp(y, h, top, bottom) * ramp(x, w, left, right))).collect();
-    Tensor::from_vec(data, (1, 1, h, w), device)
-}
-
 impl AutoEncoder {
-    /// Run `f` over overlapping `tile`×`tile` crops of `input` (`[B, C, H, W]`, sizes in input
-    /// pixels) and blend the outputs, whose spatial size is the input's times `num/den`.
-    fn tiled(
-        &self,
-        input: &Tensor,
-        tile: usize,
-        overlap: usize,
-        (num, den): (usize, usize),
-        f: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        let (_, _, h, w) = input.dims4()?;
-        let ys = tile_starts(h, tile, overlap);
-        let xs = tile_starts(w, tile, overlap);
-        let (full_h, full_w) = (h * num / den, w * num / den);
-        let mut acc: Option<Tensor> = None;
-        let mut weight: Option<Tensor> = None;
-        for (iy, &y0) in ys.iter().enumerate() {
-            for (ix, &x0) in xs.iter().enumerate() {
-                let crop = input.narrow(2, y0, tile.min(h))?.narrow(3, x0, tile.min(w))?;
-                let out = f(&crop)?.to_dtype(candle_core::DType::F32)?;
-                let (b, c, oh, ow) = out.dims4()?;
-                let edges = [iy > 0, iy + 1 < ys.len(), ix > 0, ix + 1 < xs.len()];
-                let mask = feather_mask(oh, ow, overlap * num / den, edges, out.device())?;
-                let (oy, ox) = (y0 * num / den, x0 * num / den);
-                let place =
-                    |t: &Tensor| -> Result<Tensor> { t.pad_with_zeros(2, oy, full_h - oy - oh)?.pad_with_zeros(3, ox, full_w - ox - ow) };
-                let contrib = place(&out.broadcast_mul(&mask)?)?;
-                let m = place(&mask.broadcast_as((b, c, oh, ow))?.contiguous()?)?;
-                acc = Some(match acc {
-                    Some(a) => (a + contrib)?,
-                    None => contrib,
-                });
-                weight = Some(match weight {
-                    Some(wt) => (wt + m)?,
-                    None => m,
-                });
-            }
-        }
-        acc.expect("at least one tile") / weight.expect("at least one tile")
-    }
-
     /// Decode in overlapping tiles; identical to [`decode`](Self::decode) when one tile covers it.
     pub fn decode_tiled(&self, latent: &Tensor, tiling: Tiling) -> Result<Tensor> {
         let (_, _, h, w) = latent.dims4()?;
         if h <= tiling.tile && w <= tiling.tile {
             return self.decode(latent);
         }
-        self.tiled(latent, tiling.tile, tiling.overlap, (self.downscale, 1), |t| self.decode(t))
+        tiles::tiled_scale(latent, tiling.tile, tiling.tile, tiling.overlap, self.downscale as f64, 3, &mut |t| self.decode(t))
     }
 
     /// Encode in overlapping tiles (tile sizes in latent pixels).
@@ -331,6 +321,6 @@ impl AutoEncoder {
             return self.encode(image);
         }
         let d = self.downscale;
-        self.tiled(image, tiling.tile * d, tiling.overlap * d, (1, d), |t| self.encode(t))
+        tiles::tiled_scale(image, tiling.tile * d, tiling.tile * d, tiling.overlap * d, 1.0 / d as f64, 4, &mut |t| self.encode(t))
     }
 }
