@@ -9,11 +9,11 @@ pub use crate::guidance::CfgDenoiser;
 use crate::image::{latent_preview, RgbImage};
 use crate::patches::FooocusPatches;
 use crate::refiner::RefinerModel;
-use crate::rng::TorchRng;
+use crate::rng::{TorchGlobal, TorchRng};
 use crate::sampler::{sample, NoiseSource, Sampler};
 use crate::schedule::{sampling_sigmas, ModelSampling, Prediction, Scheduler};
 use crate::sdxl::{Conditioning, SdxlModel, SizeIds};
-use crate::vae::{AutoEncoder, Tiling};
+use crate::vae::{AutoEncoder, Posterior, Tiling};
 
 /// Latents larger than this (in latent pixels; 128² is a 1024² image) go through the VAE in
 /// tiles: its mid-block attention grows with the square of the pixel count.
@@ -30,9 +30,17 @@ pub struct GenerationParams {
     pub sampler: Sampler,
     pub scheduler: Scheduler,
     pub seed: u64,
-    /// 1.0 for txt2img; below 1 with `init_image` for img2img.
+    /// 1.0 for txt2img; below 1 with `init_image` (or `init_latent`) for img2img.
     pub denoise: f32,
     pub init_image: Option<RgbImage>,
+    /// An init image already encoded (scaled SDXL VAE latent, see [`SdxlModel::encode_init`]):
+    /// Fooocus encodes once per job, before the first image's noise; takes `init_image`'s place.
+    pub init_latent: Option<Tensor>,
+    /// Decode with Fooocus's three-pass tiled VAE (its upscale does).
+    pub tiled_decode: bool,
+    /// torch's global generator carried between jobs (see [`TorchGlobal`]); `None` draws the
+    /// noise from a fresh generator and leaves no state behind.
+    pub torch_global: Option<TorchGlobal>,
     /// 1 = last CLIP layer, 2 = penultimate (SDXL default).
     pub clip_skip: usize,
     /// Fooocus's sampling patches; `None` samples plain ComfyUI CFG (what the fixtures use).
@@ -55,6 +63,9 @@ impl GenerationParams {
             seed,
             denoise: 1.0,
             init_image: None,
+            init_latent: None,
+            tiled_decode: false,
+            torch_global: None,
             clip_skip: 2,
             patches: None,
             freeu: None,
@@ -74,7 +85,7 @@ impl GenerationParams {
         if !(self.denoise > 0.0 && self.denoise <= 1.0) {
             return Err(EngineError::invalid("denoise", format!("{} must be in (0, 1]", self.denoise)));
         }
-        if self.denoise < 1.0 && self.init_image.is_none() {
+        if self.denoise < 1.0 && self.init_image.is_none() && self.init_latent.is_none() {
             return Err(EngineError::invalid("denoise", "denoise below 1 needs an input image"));
         }
         if !self.cfg.is_finite() {
@@ -171,8 +182,17 @@ fn first_noise_scale(sigma0: f32, sampling: &ModelSampling) -> f64 {
 
 /// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
 pub fn initial_noise(seed: u64, shape: (usize, usize, usize, usize)) -> Result<Tensor> {
+    initial_noise_from(None, seed, shape)
+}
+
+/// [`initial_noise`] drawn through torch's global generator when the host carries one.
+fn initial_noise_from(global: Option<&TorchGlobal>, seed: u64, shape: (usize, usize, usize, usize)) -> Result<Tensor> {
     let n = shape.0 * shape.1 * shape.2 * shape.3;
-    Ok(Tensor::from_vec(TorchRng::new(seed).randn(n), shape, &candle_core::Device::Cpu)?)
+    let data = match global {
+        Some(g) => g.reseed_randn(seed, n),
+        None => TorchRng::new(seed).randn(n),
+    };
+    Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
 }
 
 impl SdxlModel {
@@ -244,21 +264,31 @@ impl SdxlModel {
         let sigmas =
             sampling_sigmas(&sampling, params.scheduler, params.steps, params.denoise, params.sampler.discards_penultimate_sigma());
         let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
-        let noise = initial_noise(params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
-        let x = match &params.init_image {
-            Some(img) if params.denoise < 1.0 => {
-                // Fooocus's get_candidate_vae: the model that samples encodes.
-                let latent = match refiner_alone {
-                    Some(m) => {
-                        own_vae(m)?;
-                        encode_with(m.vae.as_ref().expect("checked"), img, params.width, params.height, self.dtype, &self.device)?
-                    }
-                    None => self.encode_image(img, params.width, params.height)?,
-                };
+        // Fooocus encodes the init image before `prepare_noise` reseeds the global generator.
+        let init = match (&params.init_latent, &params.init_image) {
+            _ if params.denoise >= 1.0 => None,
+            (Some(latent), _) => Some(latent.to_device(&self.device)?),
+            // Fooocus's get_candidate_vae: the model that samples encodes.
+            (None, Some(img)) => Some(match refiner_alone {
+                Some(m) => {
+                    own_vae(m)?;
+                    encode_with(m.vae.as_ref().expect("checked"), img, params.width, params.height, self.dtype, &self.device)?
+                }
+                None => self.encode_image(img, params.width, params.height)?,
+            }),
+            (None, None) => None,
+        };
+        let noise = initial_noise_from(params.torch_global.as_ref(), params.seed, (1, 4, lh, lw))?.to_device(&self.device)?;
+        let x = match init {
+            Some(latent) => {
+                let (_, _, h, w) = latent.dims4()?;
+                if (h, w) != (lh, lw) {
+                    return Err(EngineError::invalid("input_image", format!("its latent is {w}x{h}, the generation's {lw}x{lh}")));
+                }
                 let latent = if playground { vae_to_playground(&latent)? } else { latent };
                 (latent + (noise * sigmas[0] as f64)?)?
             }
-            _ => (noise * first_noise_scale(sigmas[0], &sampling))?,
+            None => (noise * first_noise_scale(sigmas[0], &sampling))?,
         };
         let size = SizeIds::plain(params.width, params.height);
         let mut denoiser = match refiner_alone {
@@ -338,10 +368,12 @@ impl SdxlModel {
                 sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
-        let image = if playground {
-            decode_with(decoder, &playground_to_vae(&latent)?, self.dtype)?
+        let vae_latent = if playground { playground_to_vae(&latent)? } else { latent.clone() };
+        let image = if params.tiled_decode {
+            let decoded = decoder.decode_tiled_fooocus(&vae_latent.to_dtype(self.dtype)?)?;
+            RgbImage::from_tensor(&((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?.get(0)?)?
         } else {
-            decode_with(decoder, &latent, self.dtype)?
+            decode_with(decoder, &vae_latent, self.dtype)?
         };
         Ok(Generated { image, latent, seed: params.seed })
     }
@@ -349,6 +381,22 @@ impl SdxlModel {
     /// VAE-decode a latent into an RGB image.
     pub fn decode_latent(&self, latent: &Tensor) -> Result<RgbImage> {
         decode_with(&self.vae, latent, self.dtype)
+    }
+
+    /// Encode an image job's input once, as Fooocus does (`core.encode_vae`): the posterior
+    /// sampled from torch's global generator when the host carries one (its mean otherwise),
+    /// through Fooocus's three-pass tiled VAE when `tiled` (upscale).
+    #[tracing::instrument(name = "engine.vae_encode", skip_all, fields(width = img.width, height = img.height, tiled))]
+    pub fn encode_init(&self, img: &RgbImage, tiled: bool, global: Option<&TorchGlobal>) -> Result<Tensor> {
+        let x = ((img.to_tensor(&self.device)?.to_dtype(self.dtype)? * 2.0)? - 1.0)?;
+        let run = |posterior: &mut Posterior<'_>| -> Result<Tensor> {
+            Ok(if tiled { self.vae.encode_tiled_fooocus(&x, posterior)? } else { self.vae.encode_with(&x, posterior)? })
+        };
+        let latent = match global {
+            Some(g) => g.with(|rng| run(&mut Posterior::Sample(rng)))?,
+            None => run(&mut Posterior::Mean)?,
+        };
+        Ok(latent.to_dtype(DType::F32)?)
     }
 
     /// VAE-encode an image (posterior mean) into a scaled latent at the requested size.

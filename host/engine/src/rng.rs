@@ -110,3 +110,37 @@ fn box_muller_16(block: &mut [f32]) {
         block[j + 8] = radius * sin;
     }
 }
+
+/// torch's process-wide CPU generator as Fooocus leaves it between jobs. ComfyUI's
+/// `prepare_noise` reseeds it (`torch.manual_seed(seed)`) and draws the initial noise; Fooocus's
+/// VAE encode then samples the posterior from whatever state the last job left. Vary, upscale
+/// and inpaint match Fooocus only when that state is carried from job to job, so the host keeps
+/// one of these per engine worker and hands it to every generation.
+#[derive(Clone, Default)]
+pub struct TorchGlobal(std::sync::Arc<std::sync::Mutex<Option<TorchRng>>>);
+
+impl std::fmt::Debug for TorchGlobal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TorchGlobal")
+    }
+}
+
+impl TorchGlobal {
+    /// `torch.manual_seed(seed); torch.randn(n)`, leaving the generator after the draw.
+    pub fn reseed_randn(&self, seed: u64, n: usize) -> Vec<f32> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let rng = state.insert(TorchRng::new(seed));
+        rng.randn(n)
+    }
+
+    /// Run `f` on the generator where the last job left it. Before any job has seeded it, torch's
+    /// state depends on everything Python did since start-up; focal starts from torch's default
+    /// seed.
+    pub fn with<T>(&self, f: impl FnOnce(&mut TorchRng) -> T) -> T {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(state.get_or_insert_with(|| TorchRng::new(TORCH_DEFAULT_SEED)))
+    }
+}
+
+/// `default_rng_seed_val` in torch's CPU generator.
+const TORCH_DEFAULT_SEED: u64 = 67280421310721;

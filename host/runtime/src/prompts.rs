@@ -20,7 +20,7 @@ pub struct PromptInput {
 }
 
 /// What the engine encodes for one image, and what its metadata reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PromptOutput {
     /// The main prompt after the steps (wildcards, arrays, LoRA tags removed …).
     pub prompt: String,

@@ -41,7 +41,8 @@ impl Default for ImageLimits {
     }
 }
 
-/// Decode a PNG, JPEG or WebP into RGB (alpha dropped, grey expanded), within `limits`.
+/// Decode a PNG, JPEG or WebP into RGB within `limits`: grey expanded, alpha composed over
+/// white (Fooocus's `HWC3`).
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     if bytes.starts_with(b"\x89PNG") {
         let mut dec = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), png::Limits { bytes: limits.max_bytes() });
@@ -85,7 +86,10 @@ fn to_rgb(width: u32, height: u32, pixels: &[u8], channels: usize) -> RgbImage {
         3 => pixels.to_vec(),
         1 => pixels.iter().flat_map(|&g| [g, g, g]).collect(),
         2 => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
-        _ => pixels.chunks_exact(channels).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        _ => {
+            let rgba = focal_imageops::Pixels::new(width, height, 4, pixels[..width as usize * height as usize * 4].to_vec());
+            return rgba.map(|p| RgbImage { width, height, data: p.hwc3().data }).unwrap_or(RgbImage { width, height, data: vec![] });
+        }
     };
     RgbImage { width, height, data }
 }

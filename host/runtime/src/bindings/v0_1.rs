@@ -4,7 +4,8 @@
 //! 0.1.0 speaks Fooocus: its generation parameters carry Fooocus's patches, styles and swap
 //! method (they become the job's `FooocusOptions`), its progress is Fooocus's status text
 //! (rendered here from the structured progress), and its input images carry a free-form role
-//! (only plain text-to-image runs; other jobs become `Task::Untyped` and end with an error).
+//! (plain text-to-image and Fooocus-API upscale/vary jobs run, see `fooocus_uov`; other jobs
+//! become `Task::Untyped` and end with an error).
 
 use focal_core::services::Catalog;
 use focal_core::{self as core, Phase, Progress};
@@ -77,6 +78,9 @@ impl State {
     /// here (the error names the role); Fooocus's rules become the job's `FooocusOptions`.
     fn job_spec_v0_1(&self, spec: engine::JobSpec) -> Result<core::JobSpec, core::SubmitError> {
         let p = spec.params;
+        let swap_method = p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default();
+        let (patches, styles, read_wildcards_in_order) = (p.patches, p.styles.clone(), p.read_wildcards_in_order);
+        let mut params = focal_core::generation_params_from!(p);
         let task = if spec.job_type == TEXT_TO_IMAGE && spec.inputs.is_empty() {
             core::Task::TextToImage
         } else {
@@ -86,19 +90,22 @@ impl State {
                 let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
                 decoded.push((input.role, image));
             }
-            core::Task::Untyped { label: spec.job_type.clone(), images: decoded }
+            match super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params) {
+                Some(task) => task,
+                None => core::Task::Untyped { label: spec.job_type.clone(), images: decoded },
+            }
         };
         let fooocus = core::FooocusOptions {
-            patches: p.patches.map(|s| core::task::SamplingPatches {
+            patches: patches.map(|s| core::task::SamplingPatches {
                 sharpness: s.sharpness,
                 adaptive_cfg: s.adaptive_cfg,
                 adm_positive: s.adm_positive,
                 adm_negative: s.adm_negative,
                 adm_end: s.adm_end,
             }),
-            styles: p.styles,
-            read_wildcards_in_order: p.read_wildcards_in_order,
-            refiner_swap_method: p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default(),
+            styles,
+            read_wildcards_in_order,
+            refiner_swap_method: swap_method,
             metadata: spec.output.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         };
         Ok(core::JobSpec {
@@ -106,7 +113,7 @@ impl State {
             label: spec.job_type,
             task,
             controls: vec![],
-            params: focal_core::generation_params_from!(p),
+            params,
             fooocus: Some(fooocus),
             output: core::job::OutputOptions { extension: spec.output.extension, save_name: spec.output.save_name },
             post_steps: vec![],

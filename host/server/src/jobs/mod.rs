@@ -24,6 +24,7 @@ use crate::store::{JobStore, SqliteStore};
 use crate::webhook::Webhooks;
 use queue::{Entry, Queue};
 
+mod image_tasks;
 mod models;
 mod queue;
 mod translate;

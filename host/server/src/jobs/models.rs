@@ -145,7 +145,7 @@ impl JobManager {
 
     /// A checkpoint from the models folder by name; unknown or empty names fall back to the
     /// default (the seed's behaviour, logged here).
-    fn checkpoint_for(&self, name: &str) -> PathBuf {
+    pub(super) fn checkpoint_for(&self, name: &str) -> PathBuf {
         let default_name = self.options.default_checkpoint.file_name().and_then(|n| n.to_str());
         if name.is_empty() || name == "None" || Some(name) == default_name {
             return self.options.default_checkpoint.clone();
@@ -187,7 +187,7 @@ impl JobManager {
     }
 
     /// Fetch `url` to `dest`, reporting progress as the job's.
-    fn download(&self, id: &str, url: &str, dest: &Path) -> Result<(), String> {
+    pub(super) fn download(&self, id: &str, url: &str, dest: &Path) -> Result<(), String> {
         if !self.options.allow_downloads {
             return Err(format!("{} is missing and downloads are off; download it from {url} and put it there", dest.display()));
         }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use focal_core::{JobImage, JobSpec, JobStage, Phase};
 use focal_engine::image::RgbImage;
 use focal_engine::pipeline::{refiner_switch_step, Refiner};
+use focal_engine::rng::TorchGlobal;
 use focal_engine::sdxl::Conditioning;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
+use super::image_tasks::{encode_input, Prepared, Upscalers};
 use super::models::{Loaded, ModelKey};
 use super::translate::{check_runnable, engine_params, swap_method};
 use super::{now_ms, JobManager};
@@ -29,12 +31,12 @@ type Conds = (Arc<Conditioning>, Arc<Conditioning>);
 
 impl JobManager {
     pub(super) fn worker_loop(self: Arc<Self>) {
-        let mut loaded: Option<(ModelKey, Loaded)> = None;
+        let mut state = WorkerState::default();
         loop {
             let id = {
                 let mut queue = self.queue.lock().unwrap();
                 loop {
-                    if self.release_model.swap(false, Ordering::Relaxed) && loaded.take().is_some() {
+                    if self.release_model.swap(false, Ordering::Relaxed) && state.loaded.take().is_some() {
                         tracing::info!("model unloaded");
                     }
                     if let Some(id) = queue.start_next() {
@@ -53,7 +55,7 @@ impl JobManager {
             let Some(spec) = spec else { continue };
             let span = tracing::info_span!("job", id = %id, label = %spec.label);
             let outcome = span.in_scope(|| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut loaded)))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut state)))
                     .unwrap_or_else(|_| Err("the engine panicked while running this job".into()))
             });
             self.finish(&id, outcome);
@@ -115,9 +117,20 @@ impl JobManager {
     }
 
     /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
-    fn run(&self, id: &str, spec: &JobSpec, loaded: &mut Option<(ModelKey, Loaded)>) -> Result<(), String> {
+    fn run(&self, id: &str, spec: &JobSpec, state: &mut WorkerState) -> Result<(), String> {
         check_runnable(spec)?;
         let p = &spec.params;
+        let prepared = self.prepare_image_task(id, spec, &mut state.upscalers)?;
+        if let Some(Prepared::Direct(image)) = prepared {
+            // Fooocus returns a fast (or very large) upscale as it is: one image, no sampling.
+            self.enter(id, Phase::Saving, 100);
+            let image = self.post_process(spec, image)?;
+            let saver = Saver::new(self, spec, id, &self.checkpoint_for(&p.base_model), &[]);
+            let path = saver.save(0, p.seed, &image, &PromptOutput::default())?;
+            self.update(id, true, |e| e.info.images.push(JobImage { seed: p.seed, path }));
+            return Ok(());
+        }
+        let loaded = &mut state.loaded;
         let count = p.image_number.max(1);
         let seeds: Vec<u64> = (0..count as u64)
             .map(|i| if p.disable_seed_increment { p.seed % SEED_MODULUS } else { p.seed.wrapping_add(i) % SEED_MODULUS })
@@ -134,12 +147,23 @@ impl JobManager {
         let models = &loaded.as_ref().unwrap().1;
         self.enter(id, Phase::EncodingPrompts, 13);
         let conds = self.encode_prompts(models, spec, &prompts)?;
+        let init = match &prepared {
+            Some(Prepared::Diffuse { image, denoise, tiled }) => {
+                Some((encode_input(&models.base, image, *tiled, &state.torch_global)?, image.width, image.height, *denoise, *tiled))
+            }
+            _ => None,
+        };
         let saver = Saver::new(self, spec, id, &checkpoint, &loras);
         let all_steps = (p.steps * count).max(1);
         for i in 0..count {
             let _span = tracing::info_span!("image", index = i, seed = seeds[i as usize]).entered();
             let (cond, uncond) = &conds[i as usize];
-            let params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
+            let mut params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
+            params.torch_global = Some(state.torch_global.clone());
+            if let Some((latent, width, height, denoise, tiled)) = &init {
+                (params.init_latent, params.width, params.height) = (Some(latent.clone()), *width, *height);
+                (params.denoise, params.tiled_decode) = (*denoise, *tiled);
+            }
             let mut on_step = |pr: focal_engine::Progress| {
                 let done = i * p.steps + pr.step as u32;
                 let preview = pr.preview.and_then(|img| image_from_rgb(&img).ok());
@@ -187,6 +211,15 @@ impl JobManager {
         let out = pipeline.run(&spec.post_steps, image_from_rgb(&image)?)?;
         crate::decode::decode(&out.encoded, &self.options.limits.image).map_err(|e| format!("the image steps' result: {e}"))
     }
+}
+
+/// What the engine worker keeps between jobs.
+#[derive(Default)]
+struct WorkerState {
+    loaded: Option<(ModelKey, Loaded)>,
+    upscalers: Upscalers,
+    /// torch's global generator as the last job left it (Fooocus's encodes draw from it).
+    torch_global: TorchGlobal,
 }
 
 /// Writes a job's images: file name, format and the metadata Fooocus embeds.

@@ -1,0 +1,121 @@
+//! The image tasks' steps around sampling, in Fooocus's order (`async_worker.py`: `apply_vary`,
+//! `apply_upscale`): the input brought to its size with PIL's LANCZOS, the upscaler, the one
+//! VAE encode per job (sampling the posterior from the carried torch generator), and when an
+//! upscale returns without diffusion.
+
+use std::path::{Path, PathBuf};
+
+use focal_core::{JobSpec, Task};
+use focal_engine::esrgan::{Esrgan, FOOOCUS_UPSCALER};
+use focal_engine::image::RgbImage;
+use focal_engine::rng::TorchGlobal;
+use focal_engine::SdxlModel;
+use focal_imageops::{resize_lanczos, set_image_shape_ceil, shape_ceil, Pixels};
+
+use super::JobManager;
+
+/// Fooocus's upscaler download (`modules/config.py:downloading_upscale_model`).
+const UPSCALER_URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/fooocus_upscaler_s409985e5.bin";
+
+/// Above this shape ceil an upscale returns the super-resolved image without diffusion.
+const LARGEST_DIFFUSED_UPSCALE: f64 = 2800.0;
+
+/// What an image task makes of its input before sampling.
+pub(super) enum Prepared {
+    /// Sample from this image at this size (`width`×`height` of the image) with `denoise`;
+    /// `tiled`: Fooocus's tiled VAE (upscale).
+    Diffuse { image: RgbImage, denoise: f32, tiled: bool },
+    /// The result without diffusion (fast upscale, or too large to diffuse).
+    Direct(RgbImage),
+}
+
+fn to_pixels(img: RgbImage) -> Pixels {
+    Pixels::rgb(img.width, img.height, img.data).expect("an RgbImage holds 3 bytes per pixel")
+}
+
+fn to_rgb(p: Pixels) -> RgbImage {
+    RgbImage { width: p.width, height: p.height, data: p.data }
+}
+
+/// The upscaler loaded by this worker, kept while jobs name the same file.
+#[derive(Default)]
+pub(super) struct Upscalers {
+    loaded: Option<(PathBuf, Esrgan)>,
+}
+
+impl JobManager {
+    /// The task's input, decoded as Fooocus reads it (RGB, alpha over white).
+    fn task_input(&self, spec: &JobSpec) -> Result<Option<RgbImage>, String> {
+        let image = match &spec.task {
+            Task::ImageToImage { image, .. } | Task::Upscale { image, .. } => image,
+            _ => return Ok(None),
+        };
+        crate::decode::decode(&image.encoded, &self.options.limits.image).map(Some).map_err(|e| format!("input image: {e:#}"))
+    }
+
+    /// Prepare an image-to-image or upscale task; `None` for text-to-image.
+    pub(super) fn prepare_image_task(&self, id: &str, spec: &JobSpec, upscalers: &mut Upscalers) -> Result<Option<Prepared>, String> {
+        let Some(input) = self.task_input(spec)? else { return Ok(None) };
+        let p = &spec.params;
+        match &spec.task {
+            Task::ImageToImage { denoise, .. } => {
+                // The size the plugin chose (Fooocus's vary picks it from the image).
+                let image = if (input.width, input.height) == (p.width, p.height) {
+                    input
+                } else {
+                    to_rgb(resize_lanczos(&to_pixels(input), p.width, p.height))
+                };
+                Ok(Some(Prepared::Diffuse { image, denoise: *denoise, tiled: false }))
+            }
+            Task::Upscale { model, factor, denoise, .. } => {
+                let (w, h) = (input.width as f64, input.height as f64);
+                let f = *factor as f64;
+                if !(f > 0.0 && f <= 8.0) {
+                    return Err(format!("upscale factor {f} must be in (0, 8]"));
+                }
+                let esrgan = self.upscaler(id, model, upscalers)?;
+                let sr = to_pixels(esrgan.upscale(&input, &candle_core::Device::Cpu).map_err(|e| e.to_string())?);
+                // `apply_upscale`: to f × the input, or to shape ceil 1024 when that is smaller.
+                let ceil = shape_ceil(h * f, w * f);
+                let (image, ceil) = if ceil < 1024.0 {
+                    (set_image_shape_ceil(&sr, 1024.0), 1024.0)
+                } else {
+                    (resize_lanczos(&sr, (w * f) as u32, (h * f) as u32), ceil)
+                };
+                let image = to_rgb(image);
+                if *denoise <= 0.0 || ceil > LARGEST_DIFFUSED_UPSCALE {
+                    return Ok(Some(Prepared::Direct(image)));
+                }
+                Ok(Some(Prepared::Diffuse { image, denoise: *denoise, tiled: true }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The upscaler file `name` from `upscale_models/` (Fooocus's own is fetched on first use).
+    fn upscaler<'a>(&self, id: &str, name: &str, upscalers: &'a mut Upscalers) -> Result<&'a Esrgan, String> {
+        let name = if name.is_empty() { FOOOCUS_UPSCALER } else { name };
+        if Path::new(name).components().count() != 1 {
+            return Err(format!("upscale model '{name}' must be a file name in upscale_models/"));
+        }
+        let path = self.options.models.folder("upscale_models").join(name);
+        if !upscalers.loaded.as_ref().is_some_and(|(p, _)| p == &path) {
+            upscalers.loaded = None;
+            if !path.is_file() {
+                if name != FOOOCUS_UPSCALER {
+                    return Err(format!("upscale model '{name}' is not in the models folder's upscale_models/"));
+                }
+                self.download(id, UPSCALER_URL, &path)
+                    .map_err(|e| format!("upscaling needs models/upscale_models/{FOOOCUS_UPSCALER}: {e}"))?;
+            }
+            let model = Esrgan::load(&path, &candle_core::Device::Cpu).map_err(|e| format!("cannot load the upscaler: {e}"))?;
+            upscalers.loaded = Some((path, model));
+        }
+        Ok(&upscalers.loaded.as_ref().expect("loaded above").1)
+    }
+}
+
+/// The job's one VAE encode (Fooocus encodes before the first image's noise).
+pub(super) fn encode_input(model: &SdxlModel, image: &RgbImage, tiled: bool, global: &TorchGlobal) -> Result<candle_core::Tensor, String> {
+    model.encode_init(image, tiled, Some(global)).map_err(|e| e.to_string())
+}
