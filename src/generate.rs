@@ -1,6 +1,7 @@
-//! `focal generate`: one Fooocus-API text-to-image request through the same plugins and job
-//! worker as `focal serve`, in-process (no HTTP), images written to a folder. The request is
-//! parsed by the `fooocus_api` plugin, so the command and the server cannot disagree about it.
+//! `focal generate`: one Fooocus-API request (text-to-image, or a v2 JSON body of an image
+//! route) through the same plugins and job worker as `focal serve`, in-process (no HTTP), images
+//! written to a folder. The request is parsed by the `fooocus_api` plugin, so the command and
+//! the server cannot disagree about it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,42 @@ use serde_json::Value;
 use crate::app::{App, AppConfig};
 use crate::serve::Dirs;
 
-/// The route whose plugin parses the request.
+/// The route of a plain text-to-image request.
 const TEXT_TO_IMAGE: &str = "/v1/generation/text-to-image";
+
+/// Body fields that carry an image; `focal generate` also accepts a file path there.
+const IMAGE_FIELDS: [&str; 3] = ["input_image", "input_mask", "enhance_input_image"];
+
+/// The route for `--route` (a path, or a name such as `image-upscale-vary`), or the one the body
+/// implies: an `uov_method` is upscale/vary, an outpaint or mask field inpaint, else text-to-image.
+fn route_for(route: Option<&str>, body: &serde_json::Map<String, Value>) -> String {
+    match route {
+        Some(r) if r.starts_with('/') => r.to_string(),
+        Some("text-to-image") => TEXT_TO_IMAGE.to_string(),
+        Some(name) => format!("/v2/generation/{name}"),
+        None if body.contains_key("uov_method") => "/v2/generation/image-upscale-vary".into(),
+        None if body.contains_key("outpaint_selections") || body.contains_key("input_mask") => {
+            "/v2/generation/image-inpaint-outpaint".into()
+        }
+        None if body.contains_key("image_prompts") => "/v2/generation/image-prompt".into(),
+        None => TEXT_TO_IMAGE.to_string(),
+    }
+}
+
+/// Image fields naming a file are replaced by its contents (base64), as a client would send them.
+fn inline_files(body: &mut serde_json::Map<String, Value>) -> Result<()> {
+    use base64::Engine as _;
+    for key in IMAGE_FIELDS {
+        let Some(path) = body.get(key).and_then(Value::as_str).map(PathBuf::from) else { continue };
+        let text = path.to_string_lossy();
+        if text.starts_with("data:") || text.contains("://") || !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("{key}: cannot read {}", path.display()))?;
+        body.insert(key.into(), Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)));
+    }
+    Ok(())
+}
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -28,9 +63,14 @@ pub struct GenerateArgs {
     /// Checkpoint file name in DIR/checkpoints, or a path to a .safetensors file / diffusers folder.
     #[arg(long)]
     base_model: String,
-    /// A Fooocus-API v1 text-to-image JSON body (`refiner_model_name` may also be a path).
+    /// A Fooocus-API JSON body: v1 text-to-image, or the v2 body of an image route, whose
+    /// `input_image`/`input_mask` may be file paths (`refiner_model_name` may also be a path).
     #[arg(long)]
     request: PathBuf,
+    /// The route: `image-upscale-vary`, `image-inpaint-outpaint`, … or a path; inferred from the
+    /// body when left out.
+    #[arg(long)]
+    route: Option<String>,
     /// Output folder for 0.png, 1.png, … (the request's `save_extension` decides the format).
     #[arg(long)]
     out: PathBuf,
@@ -106,6 +146,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     fields.insert("async_process".into(), Value::Bool(true));
+    let route = route_for(args.route.as_deref(), fields);
+    inline_files(fields)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
 
     // This run's job database and files live in a scratch folder; the compiled-plugin cache and
@@ -131,18 +173,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             settings: BTreeMap::new(),
             dirs: &args.dirs,
         })?;
-        generate(&app, body, &args.out).await
+        generate(&app, &route, body, &args.out).await
     });
     std::fs::remove_dir_all(&scratch).ok();
     result
 }
 
 /// Submit the request to the Fooocus-API plugin, follow the job, write its images.
-async fn generate(app: &App, body: Value, out: &Path) -> Result<()> {
-    let plugin = app.registry.route(TEXT_TO_IMAGE).with_context(|| format!("no plugin serves {TEXT_TO_IMAGE}"))?;
+async fn generate(app: &App, route: &str, body: Value, out: &Path) -> Result<()> {
+    let plugin = app.registry.route(route).with_context(|| format!("no plugin serves {route}"))?;
     let request = Request {
         method: "POST".into(),
-        path: TEXT_TO_IMAGE.into(),
+        path: route.into(),
         headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_vec(&body)?,
         ..Default::default()

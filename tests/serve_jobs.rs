@@ -268,7 +268,8 @@ fn image_routes_parse_validate_and_fail_honestly() {
     let addr = server.addr.clone();
     let png = std::fs::read(common::fixtures().join("reference/t2i_euler_karras.png")).unwrap();
 
-    // v1 multipart: parsed and queued; the engine cannot upscale yet and says so.
+    // v1 multipart: parsed and queued; without the upscaler file (downloads are off here) the
+    // job fails naming the file.
     let (headers, form) =
         multipart(&[("input_image", &png), ("uov_method", b"Upscale (2x)"), ("async_process", b"true"), ("advanced_params", b"{not json")]);
     let (status, raw) = request_bytes(&addr, "POST", "/v1/generation/image-upscale-vary", &headers, &form);
@@ -277,9 +278,9 @@ fn image_routes_parse_validate_and_fail_honestly() {
     assert_eq!(job["job_type"], "Image Upscale or Variation");
     let done = wait_job(&addr, job["job_id"].as_str().unwrap());
     assert_eq!(done["job_stage"], "ERROR");
-    assert!(done["job_status"].as_str().unwrap().contains("does not provide yet"), "{done}");
+    assert!(done["job_status"].as_str().unwrap().contains("upscale_models/fooocus_upscaler_s409985e5.bin"), "{done}");
     // Sync: the seed's empty list for a failed job.
-    let (headers, form) = multipart(&[("input_image", &png), ("uov_method", b"Vary (Subtle)")]);
+    let (headers, form) = multipart(&[("input_image", &png), ("uov_method", b"Upscale (Fast 2x)")]);
     let (status, raw) = request_bytes(&addr, "POST", "/v1/generation/image-upscale-vary", &headers, &form);
     assert_eq!((status, raw.as_slice()), (200, &b"[]"[..]));
     // v1 form validation: 422 naming the field (the seed answered 500).

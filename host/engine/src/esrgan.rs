@@ -72,7 +72,8 @@ fn old_layout(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     if !tensors.contains_key("conv_first.weight") {
         return tensors;
     }
-    let blocks = tensors.keys().filter_map(|k| k.strip_prefix("body.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1);
+    let blocks =
+        tensors.keys().filter_map(|k| k.strip_prefix("body.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1);
     let mut out = HashMap::new();
     for (k, v) in tensors {
         let parts: Vec<&str> = k.split('.').collect();
@@ -94,7 +95,8 @@ fn old_layout(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
         out.insert(name, v);
     }
     // HR and last convolutions follow the up-convolutions: model.{3n+2}, model.{3n+4}.
-    let ups = out.keys().filter_map(|k| k.strip_prefix("model.")?.strip_suffix(".weight")?.parse::<usize>().ok()).filter(|&n| n >= 3).count();
+    let ups =
+        out.keys().filter_map(|k| k.strip_prefix("model.")?.strip_suffix(".weight")?.parse::<usize>().ok()).filter(|&n| n >= 3).count();
     for (from, to) in [("hr", 3 * ups + 2), ("last", 3 * ups + 4)] {
         for kind in ["weight", "bias"] {
             if let Some(t) = out.remove(&format!("{from}.{kind}")) {
@@ -124,7 +126,8 @@ impl Esrgan {
     }
 
     pub fn from_tensors(tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
-        let unsupported = |what: &str| EngineError::invalid("upscale_model", format!("not an ESRGAN/RRDBNet model this engine runs: {what}"));
+        let unsupported =
+            |what: &str| EngineError::invalid("upscale_model", format!("not an ESRGAN/RRDBNet model this engine runs: {what}"));
         if tensors.keys().any(|k| k.contains("conv1x1")) {
             return Err(unsupported("ESRGAN+ (conv1x1 residuals)"));
         }

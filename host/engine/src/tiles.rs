@@ -6,7 +6,6 @@
 
 use candle_core::{DType, Result, Tensor};
 
-
 /// Python's `round` (half to even).
 pub fn round_half_even(v: f64) -> f64 {
     let r = v.round();
@@ -73,7 +72,7 @@ pub fn tiled_scale(
             *o /= wt;
         }
     }
-    Ok(Tensor::from_vec(out, (1, out_channels, out_h, out_w), input.device())?)
+    Tensor::from_vec(out, (1, out_channels, out_h, out_w), input.device())
 }
 
 #[cfg(test)]

@@ -63,7 +63,10 @@ fn refuse(path: &Path, what: impl std::fmt::Display) -> EngineError {
 pub fn load(path: &Path) -> Result<Value> {
     let file = std::fs::File::open(path).map_err(|e| EngineError::checkpoint(path, e.to_string()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|_| {
-        refuse(path, "not a torch zip file (legacy non-zip torch files are not read; re-save it with a current torch or convert it to .safetensors)")
+        refuse(
+            path,
+            "not a torch zip file (legacy non-zip torch files are not read; re-save it with a current torch or convert it to .safetensors)",
+        )
     })?;
     let pkl = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i).and_then(|n| n.ok()).map(|n| n.into_owned()))
@@ -165,7 +168,10 @@ fn rebuild_tensor<R: Read + std::io::Seek>(args: Vec<Object>, storages: &mut Sto
     }
     let flat = storages.get(key, dtype, numel)?;
     // The elements the view reaches must lie inside the storage.
-    let last = size.iter().zip(&stride).try_fold(offset, |acc, (&n, &s)| if n == 0 { Some(acc) } else { acc.checked_add((n - 1).checked_mul(s)?) });
+    let last = size
+        .iter()
+        .zip(&stride)
+        .try_fold(offset, |acc, (&n, &s)| if n == 0 { Some(acc) } else { acc.checked_add((n - 1).checked_mul(s)?) });
     let count: usize = size.iter().product();
     match last {
         Some(last) if count == 0 || last < numel => {}
@@ -220,12 +226,16 @@ fn convert<R: Read + std::io::Seek>(o: Object, storages: &mut Storages<'_, R>) -
                 },
                 (m, c) => return Err(refuse(storages.path, format!("it calls {m}.{c}"))),
             },
-            (Object::Class { module_name, class_name }, _) => return Err(refuse(storages.path, format!("it calls {module_name}.{class_name}"))),
+            (Object::Class { module_name, class_name }, _) => {
+                return Err(refuse(storages.path, format!("it calls {module_name}.{class_name}")))
+            }
             _ => return Err(refuse(storages.path, "it calls a computed object")),
         },
         // `OrderedDict` with attributes set after construction: keep the dict.
         Object::Build { callable, .. } => convert(*callable, storages)?,
-        Object::Class { module_name, class_name } => return Err(refuse(storages.path, format!("it references {module_name}.{class_name}"))),
+        Object::Class { module_name, class_name } => {
+            return Err(refuse(storages.path, format!("it references {module_name}.{class_name}")))
+        }
         Object::PersistentLoad(_) | Object::Mark => return Err(refuse(storages.path, "a stray storage reference")),
     })
 }

@@ -60,3 +60,58 @@ pub fn typed_task(job_type: &str, images: &[(String, Image)], request: &str, par
     // "Disabled": Fooocus ignores the image.
     (method == "disabled").then_some(Task::TextToImage)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> GenerationParams {
+        GenerationParams {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            width: 1152,
+            height: 896,
+            steps: 30,
+            guidance_scale: 4.0,
+            sampler: "euler".into(),
+            scheduler: "karras".into(),
+            seed: 1,
+            image_number: 1,
+            base_model: String::new(),
+            clip_skip: 2,
+            disable_seed_increment: false,
+            preview: false,
+            freeu: None,
+            vae: String::new(),
+            loras: vec![],
+            refiner: None,
+        }
+    }
+
+    fn task(request: serde_json::Value) -> (Option<Task>, GenerationParams) {
+        let image = Image { width: 150, height: 100, encoded: std::sync::Arc::from(vec![1u8]) };
+        let mut p = params();
+        (typed_task(UOV_JOB_TYPE, &[("input_image".into(), image)], &request.to_string(), &mut p), p)
+    }
+
+    #[test]
+    fn methods_become_fooocus_tasks() {
+        let (t, p) = task(serde_json::json!({"uov_method": "Vary (Subtle)"}));
+        assert!(matches!(t, Some(Task::ImageToImage { denoise, .. }) if denoise == 0.5));
+        // apply_vary: 150×100 → shape ceil 128 → clamped to 1024 → Fooocus's 1216×768.
+        assert_eq!((p.width, p.height, p.steps), (1216, 768, 30));
+        let (t, _) = task(serde_json::json!({"uov_method": "Vary (Strong)", "advanced_params": {"overwrite_vary_strength": 0.6}}));
+        assert!(matches!(t, Some(Task::ImageToImage { denoise, .. }) if (denoise - 0.6).abs() < 1e-6));
+        let (t, p) = task(serde_json::json!({"uov_method": "Upscale (1.5x)", "performance_selection": "Quality"}));
+        assert!(matches!(t, Some(Task::Upscale { factor, denoise, .. }) if factor == 1.5 && (denoise - 0.382).abs() < 1e-6));
+        assert_eq!(p.steps, 36);
+        let (t, p) =
+            task(serde_json::json!({"uov_method": "Upscale (Custom)", "upscale_value": 7.0, "advanced_params": {"overwrite_step": 5}}));
+        assert!(matches!(t, Some(Task::Upscale { factor, .. }) if factor == 2.0));
+        assert_eq!(p.steps, 30, "overwrite_step wins over the UOV steps");
+        let (t, _) = task(serde_json::json!({"uov_method": "Upscale (Fast 2x)"}));
+        assert!(matches!(t, Some(Task::Upscale { denoise, .. }) if denoise == 0.0));
+        assert_eq!(task(serde_json::json!({"uov_method": "Disabled"})).0, Some(Task::TextToImage));
+        assert_eq!(task(serde_json::json!({"uov_method": "Something"})).0, None);
+    }
+}

@@ -99,7 +99,7 @@ impl JobManager {
             return Err(format!("upscale model '{name}' must be a file name in upscale_models/"));
         }
         let path = self.options.models.folder("upscale_models").join(name);
-        if !upscalers.loaded.as_ref().is_some_and(|(p, _)| p == &path) {
+        if upscalers.loaded.as_ref().is_none_or(|(p, _)| p != &path) {
             upscalers.loaded = None;
             if !path.is_file() {
                 if name != FOOOCUS_UPSCALER {
