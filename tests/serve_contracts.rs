@@ -95,7 +95,7 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
 
     // A typed image task reaches the host with its image (one handle) and ends with an error
     // saying what this engine lacks, never with an unrelated result.
-    let init = base64_of(
+    let init = common::b64encode(
         &std::fs::read(
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/stored-jobs/files/2026-12-05/376056dd-a6d4-49c4-b022-5e890931855c-0.png"),
@@ -122,16 +122,4 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
     let history = json(get(addr, "/v1/generation/job-history").1.as_bytes());
     let ids: Vec<&str> = history["history"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
     assert!(ids.contains(&varied_id.as_str()), "{history}");
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
 }

@@ -8,18 +8,6 @@ mod common;
 use common::{json, pixels, request};
 use serde_json::Value;
 
-fn b64encode(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
-}
-
 fn fixtures() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -38,7 +26,7 @@ fn run(addr: &str, step: &Value, input_b64: &str) -> Vec<u8> {
 fn vary_and_upscale_match_fooocus_api() {
     let oracle = fixtures().join("fooocus-api-uov");
     let cases = json(&std::fs::read(oracle.join("cases.json")).unwrap());
-    let input = b64encode(&std::fs::read(oracle.join("input.png")).unwrap());
+    let input = common::b64encode(&std::fs::read(oracle.join("input.png")).unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models/upscale_models")).unwrap();
     std::fs::copy(

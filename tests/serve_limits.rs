@@ -25,18 +25,6 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { T[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
-}
-
 /// The 422's first error location, as a dotted path under `body`.
 fn location(body: &[u8]) -> String {
     let v = json(body);
@@ -64,13 +52,14 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
     assert!(String::from_utf8_lossy(&body).contains("100000×100000"), "{}", String::from_utf8_lossy(&body));
 
     // v2 base64 and data URL.
-    for image in [base64(&bomb), format!("data:image/png;base64,{}", base64(&bomb))] {
+    for image in [common::b64encode(&bomb), format!("data:image/png;base64,{}", common::b64encode(&bomb))] {
         let req = serde_json::json!({"input_image": image, "uov_method": "Vary (Strong)"}).to_string();
         let (status, body) = request(&addr, "POST", "/v2/generation/image-upscale-vary", "", &req);
         assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
         assert_eq!(location(&body), "body.input_image");
     }
-    let req = serde_json::json!({"prompt": "x", "image_prompts": [{"cn_img": base64(&bomb), "cn_type": "ImagePrompt"}]}).to_string();
+    let req =
+        serde_json::json!({"prompt": "x", "image_prompts": [{"cn_img": common::b64encode(&bomb), "cn_type": "ImagePrompt"}]}).to_string();
     let (status, body) = request(&addr, "POST", "/v2/generation/text-to-image-with-ip", "", &req);
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
     assert_eq!(location(&body), "body.image_prompts.0.cn_img");

@@ -85,6 +85,19 @@ pub fn first_image(addr: &str, body: &str) -> Vec<u8> {
     b64decode(b64.split_once(";base64,").map_or(b64, |(_, data)| data))
 }
 
+/// Standard base64 encoding for request bodies (an independent implementation).
+pub fn b64encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
+}
+
 /// Standard base64 decoding for test assertions (an independent implementation).
 pub fn b64decode(s: &str) -> Vec<u8> {
     let val = |c: u8| match c {
