@@ -118,3 +118,32 @@ fn a_request_refiner_runs_in_generate_too() {
     assert_ne!(image(sd15.to_str().unwrap()), plain, "the SD1.5 refiner changes the image");
     assert_one_line_error(&generate(dir.path(), &request(sd15.to_str().unwrap(), "blend"), ckpt.to_str().unwrap()), "refiner_swap_method");
 }
+
+/// An image route without a server: the route inferred from `uov_method`, the input a file path;
+/// a fast upscale is the upscaler's result at Fooocus's size, byte for byte what the real
+/// Fooocus-API returned (tests/fixtures/fooocus-api-uov).
+#[test]
+fn upscales_a_file_through_the_image_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("checkpoints")).unwrap();
+    std::fs::create_dir_all(models.join("upscale_models")).unwrap();
+    let all = fixtures().join("..");
+    std::fs::copy(fixtures().join("tiny-sdxl-a.safetensors"), models.join("checkpoints/tiny.safetensors")).unwrap();
+    std::fs::copy(all.join("upscale/fooocus_upscaler_s409985e5.bin"), models.join("upscale_models/fooocus_upscaler_s409985e5.bin"))
+        .unwrap();
+    let input = all.join("fooocus-api-uov/input.png");
+    let request = format!(r#"{{"prompt": "x", "uov_method": "Upscale (Fast 2x)", "input_image": "{}"}}"#, input.display());
+    let out = generate(dir.path(), &request, "tiny.safetensors");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = std::fs::read(dir.path().join("out/0.png")).unwrap();
+    let decode = |png: &[u8]| {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    };
+    let expected = std::fs::read(all.join("fooocus-api-uov/upscale_fast.png")).unwrap();
+    assert!(decode(&got) == decode(&expected), "the fast upscale differs from Fooocus-API's");
+}
