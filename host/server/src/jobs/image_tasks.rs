@@ -17,6 +17,10 @@ use super::JobManager;
 /// Fooocus's upscaler download (`modules/config.py:downloading_upscale_model`).
 const UPSCALER_URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/fooocus_upscaler_s409985e5.bin";
 
+/// The largest super-resolved image (pixels) an upscale makes: 8192² (a 2048² input at ×4); the
+/// blended f32 output alone is 12 bytes a pixel.
+const LARGEST_UPSCALER_OUTPUT: u64 = 8192 * 8192;
+
 /// Above this shape ceil an upscale returns the super-resolved image without diffusion.
 const LARGEST_DIFFUSED_UPSCALE: f64 = 2800.0;
 
@@ -74,6 +78,13 @@ impl JobManager {
                     return Err(format!("upscale factor {f} must be in (0, 8]"));
                 }
                 let esrgan = self.upscaler(id, model, upscalers)?;
+                let s = esrgan.scale as u64;
+                if input.width as u64 * s * input.height as u64 * s > LARGEST_UPSCALER_OUTPUT {
+                    return Err(format!(
+                        "input image {}x{} is too large to upscale: the upscaler (×{s}) would make more than 8192² pixels",
+                        input.width, input.height
+                    ));
+                }
                 let sr = to_pixels(esrgan.upscale(&input, &candle_core::Device::Cpu).map_err(|e| e.to_string())?);
                 // `apply_upscale`: to f × the input, or to shape ceil 1024 when that is smaller.
                 let ceil = shape_ceil(h * f, w * f);
