@@ -5,16 +5,7 @@
 //! weights. The whole output is held, never a whole-image activation.
 
 use candle_core::{DType, Result, Tensor};
-
-/// Python's `round` (half to even).
-pub fn round_half_even(v: f64) -> f64 {
-    let r = v.round();
-    if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - v.signum()
-    } else {
-        r
-    }
-}
+use focal_imageops::round_half_even;
 
 /// Per-position weights along one side of a tile output of `len` pixels.
 fn feather(len: usize, feather: usize) -> Vec<f32> {
@@ -86,12 +77,5 @@ mod tests {
         let out = tiled_scale(&input, 32, 24, 8, 1.0, 3, &mut |t| Ok(t.clone())).unwrap();
         let diff = (out - &input).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-2, "{diff}");
-    }
-
-    #[test]
-    fn python_rounding() {
-        assert_eq!(round_half_even(2.5), 2.0);
-        assert_eq!(round_half_even(3.5), 4.0);
-        assert_eq!(round_half_even(2.4), 2.0);
     }
 }

@@ -8,4 +8,4 @@ pub mod shape;
 
 pub use pixels::Pixels;
 pub use resample::resize_lanczos;
-pub use shape::{image_shape_ceil, set_image_shape_ceil, shape_ceil, shape_ceil_size};
+pub use shape::{image_shape_ceil, round_half_even, set_image_shape_ceil, shape_ceil, shape_ceil_size};

@@ -15,7 +15,7 @@ pub fn image_shape_ceil(image: &Pixels) -> f64 {
 }
 
 /// Python's `round` (half to even) on a float.
-fn round_half_even(v: f64) -> f64 {
+pub fn round_half_even(v: f64) -> f64 {
     let r = v.round();
     if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
         r - v.signum()
@@ -52,6 +52,13 @@ pub fn set_image_shape_ceil(image: &Pixels, wanted: f64) -> Pixels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_rounding() {
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(3.5), 4.0);
+        assert_eq!(round_half_even(2.4), 2.0);
+    }
 
     #[test]
     fn shape_ceil_rounds_up_to_64() {
