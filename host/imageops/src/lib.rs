@@ -2,10 +2,15 @@
 //! an upscale or vary starts from their bytes). Pure Rust without dependencies: the host and
 //! image-step components (wasm32-wasip2) share it.
 
+pub mod blur;
+pub mod crop;
+pub mod mask;
 pub mod pixels;
 pub mod resample;
 pub mod shape;
 
+pub use blur::box_blur;
+pub use crop::{crop, inpaint_area, pad_constant, pad_edge, paste, CropBox, Margins};
 pub use pixels::Pixels;
 pub use resample::resize_lanczos;
 pub use shape::{image_shape_ceil, round_half_even, set_image_shape_ceil, shape_ceil, shape_ceil_size};

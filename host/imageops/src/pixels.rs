@@ -20,6 +20,13 @@ impl Pixels {
         Self::new(width, height, 3, data)
     }
 
+    /// The channels of the pixel at (`x`, `y`).
+    pub fn pixel(&self, x: u32, y: u32) -> &[u8] {
+        let ch = self.channels as usize;
+        let at = (y as usize * self.width as usize + x as usize) * ch;
+        &self.data[at..at + ch]
+    }
+
     /// Fooocus's `HWC3`: gray is repeated to RGB, RGBA is composed over white
     /// (`color·α + 255·(1 − α)` in float32, truncated), RGB is kept.
     pub fn hwc3(self) -> Pixels {
