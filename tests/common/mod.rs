@@ -1,5 +1,6 @@
 //! Helpers shared by the black-box tests: start `focal serve`, talk HTTP/1.1 to it.
 #![allow(dead_code)]
+pub mod oracle;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

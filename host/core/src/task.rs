@@ -94,12 +94,23 @@ pub struct Extend {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InpaintOptions {
+    /// 0–1; an outpaint runs at 1.
     pub denoise: f32,
+    /// 0–1: how much context around the mask is sampled (1 = the whole image).
     pub respective_field: f32,
+    /// Grow (> 0) or shrink (< 0) the mask by this many 3×3 passes.
     pub mask_grow: i32,
     pub invert_mask: bool,
+    /// The inpaint patch in `inpaint/` (Fooocus's engine; the head comes with it); `None`
+    /// samples the base model alone.
     pub patch_model: Option<String>,
     pub extend: Option<Extend>,
+    /// Start from noise instead of the filled image's latent (Fooocus's "Modify Content").
+    #[serde(default)]
+    pub disable_initial_latent: bool,
+    /// Put before the prompt, as its first line, when the inpaint runs.
+    #[serde(default)]
+    pub additional_prompt: String,
 }
 
 /// The one thing a job makes its images from.
@@ -113,7 +124,8 @@ pub enum Task {
     },
     Inpaint {
         image: Image,
-        mask: Image,
+        /// White (above 127) where repainted; none: only an outpaint's margins are.
+        mask: Option<Image>,
         options: InpaintOptions,
     },
     Upscale {
@@ -137,7 +149,9 @@ impl Task {
         match self {
             Task::TextToImage => vec![],
             Task::ImageToImage { image, .. } | Task::Upscale { image, .. } => vec![("image".into(), image)],
-            Task::Inpaint { image, mask, .. } => vec![("image".into(), image), ("mask".into(), mask)],
+            Task::Inpaint { image, mask, .. } => {
+                std::iter::once(("image".into(), image)).chain(mask.iter().map(|m| ("mask".into(), m))).collect()
+            }
             Task::Untyped { images, .. } => images.iter().map(|(role, image)| (role.clone(), image)).collect(),
         }
     }
@@ -148,7 +162,7 @@ impl Task {
             Task::TextToImage => Task::TextToImage,
             Task::ImageToImage { image, denoise } => Task::ImageToImage { image: image.released(), denoise: *denoise },
             Task::Inpaint { image, mask, options } => {
-                Task::Inpaint { image: image.released(), mask: mask.released(), options: options.clone() }
+                Task::Inpaint { image: image.released(), mask: mask.as_ref().map(Image::released), options: options.clone() }
             }
             Task::Upscale { image, model, factor, denoise } => {
                 Task::Upscale { image: image.released(), model: model.clone(), factor: *factor, denoise: *denoise }

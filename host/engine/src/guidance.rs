@@ -11,7 +11,7 @@ use crate::refiner::{refiner_adm, RefinerModel};
 use crate::sampling::Denoiser;
 use crate::schedule::{ModelSampling, Prediction, EDM_SIGMA_DATA};
 use crate::sdxl::{size_adm, Conditioning, SdxlModel, SizeIds};
-use crate::unet::UNet;
+use crate::unet::{Patches, UNet};
 
 /// Context and ADM vector of one prompt; with Fooocus's patches, the ADM vector switches from
 /// `y` (emphasized sizes) to `y_late` once the timestep passes `adm_end`.
@@ -50,6 +50,8 @@ struct Stage<'a> {
     cond: Cond,
     uncond: Cond,
     freeu: Option<FreeU>,
+    /// The inpaint head's feature, on the base model only (Fooocus patches `final_unet`).
+    inpaint_feature: Option<Tensor>,
 }
 
 impl<'a> Stage<'a> {
@@ -67,6 +69,7 @@ impl<'a> Stage<'a> {
             cond: Cond::sdxl(unet, dt, dev, cond, size, patches.map(|p| p.adm_positive))?,
             uncond: Cond::sdxl(unet, dt, dev, uncond, size, patches.map(|p| p.adm_negative))?,
             freeu: None,
+            inpaint_feature: None,
         })
     }
 
@@ -102,11 +105,12 @@ impl<'a> Stage<'a> {
                 (build(&cond)?, build(&uncond)?)
             }
         };
-        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None })
+        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None, inpaint_feature: None })
     }
 
     fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
-        Ok(self.unet.forward_freeu(x_in, &vec![t; x_in.dim(0)?], ctx, y, self.freeu.as_ref())?)
+        let patches = Patches { freeu: self.freeu.as_ref(), first_block_feature: self.inpaint_feature.as_ref() };
+        Ok(self.unet.forward_patched(x_in, &vec![t; x_in.dim(0)?], ctx, y, &patches)?)
     }
 }
 
@@ -187,6 +191,13 @@ impl<'a> CfgDenoiser<'a> {
     /// Patch the base model's UNet with FreeU (as Fooocus's `apply_freeu` patches `final_unet`).
     pub fn with_freeu(mut self, freeu: Option<FreeU>) -> Self {
         self.stage.freeu = freeu;
+        self
+    }
+
+    /// Patch the base model's UNet with the inpaint head's feature (Fooocus's
+    /// `InpaintWorker.patch` on `final_unet`; a refiner taking over runs without it).
+    pub fn with_inpaint_feature(mut self, feature: Option<Tensor>) -> Self {
+        self.stage.inpaint_feature = feature;
         self
     }
 

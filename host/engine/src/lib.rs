@@ -11,6 +11,7 @@ pub mod freeu;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod guidance;
+pub mod inpaint;
 pub mod image;
 pub mod interposer;
 pub mod keymap;

@@ -22,6 +22,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
+use crate::torch_file;
 
 /// One LoRA to merge, with its strength.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,9 @@ pub enum Update {
     Hadamard { w1a: Tensor, w1b: Tensor, w2a: Tensor, w2b: Tensor },
     /// LoKr: `w1 ⊗ w2`.
     Kronecker { w1: Tensor, w2: Tensor },
+    /// A whole update quantised to bytes (Fooocus's inpaint patches, patch type "fooocus"):
+    /// `q / 255 · (max − min) + min`, `min`/`max` broadcast over `q`.
+    Quantised { q: Tensor, min: Tensor, max: Tensor },
 }
 
 /// One module's update of one weight.
@@ -71,6 +75,10 @@ impl LoraPatch {
             }
             Update::Hadamard { w1a, w1b, w2a, w2b } => (f32_2d(w1a)?.matmul(&f32_2d(w1b)?)? * f32_2d(w2a)?.matmul(&f32_2d(w2b)?)?)?,
             Update::Kronecker { w1, w2 } => kronecker(w1, w2)?,
+            Update::Quantised { q, min, max } => {
+                let (min, max) = (min.to_dtype(DType::F32)?, max.to_dtype(DType::F32)?);
+                (q.to_dtype(DType::F32)? / 255.0)?.broadcast_mul(&(max - &min)?)?.broadcast_add(&min)?
+            }
         };
         (delta * self.scale)?.reshape(shape)
     }
@@ -84,6 +92,7 @@ impl LoraPatch {
             Update::LowRank { up, down, mid: Some(mid) } => dim(up, 0) * dim(down, 1) * dim(mid, 2) * dim(mid, 3),
             Update::Hadamard { w1a, w1b, .. } => dim(w1a, 0) * cols(w1b),
             Update::Kronecker { w1, w2 } => w1.elem_count() * w2.elem_count(),
+            Update::Quantised { q, .. } => q.elem_count(),
         }
     }
 }
@@ -215,6 +224,10 @@ pub fn load_patches(
     let mut patches: HashMap<String, Vec<LoraPatch>> = HashMap::new();
     let mut report = LoraReport::default();
     for spec in specs {
+        if is_fooocus_patch(&spec.path) {
+            load_fooocus_patch(spec, canonical_names, shape_of, &mut patches, &mut report)?;
+            continue;
+        }
         let file = open(&spec.path)?;
         let label = spec.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // Group keys by module: `<module><suffix>`.
@@ -296,6 +309,57 @@ pub fn load_patches(
         }
     }
     Ok((patches, report))
+}
+
+/// Fooocus's inpaint patches (`inpaint_v26.fooocus.patch`, …) are torch files.
+fn is_fooocus_patch(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some("patch")
+}
+
+/// A Fooocus patch: a dict from the UNet's state-dict keys (`diffusion_model.…`, weights and
+/// biases) to `(uint8 q, min, max)`, merged at the spec's weight (ComfyUI's alpha).
+fn load_fooocus_patch(
+    spec: &LoraSpec,
+    canonical_names: &[&str],
+    shape_of: &dyn Fn(&str) -> Option<Vec<usize>>,
+    patches: &mut HashMap<String, Vec<LoraPatch>>,
+    report: &mut LoraReport,
+) -> Result<()> {
+    let label = spec.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let torch_file::Value::Dict(entries) = torch_file::load(&spec.path)? else {
+        return Err(EngineError::checkpoint(&spec.path, "not a dict of weight updates (not a Fooocus patch)"));
+    };
+    for (key, value) in entries {
+        let torch_file::Value::Str(key) = key else { continue };
+        let target = key.strip_prefix("diffusion_model.").map(|rest| format!("unet.{rest}"));
+        let Some(target) = target.filter(|t| canonical_names.contains(&t.as_str())) else {
+            report.unknown.push(format!("{label}: {key} (matches no weight of this checkpoint)"));
+            continue;
+        };
+        let update = match value {
+            torch_file::Value::List(parts) => match <[torch_file::Value; 3]>::try_from(parts) {
+                Ok([torch_file::Value::Tensor(q), torch_file::Value::Tensor(min), torch_file::Value::Tensor(max)]) => {
+                    Update::Quantised { q, min, max }
+                }
+                _ => {
+                    report.unknown.push(format!("{label}: {key} (not a (q, min, max) triple)"));
+                    continue;
+                }
+            },
+            _ => {
+                report.unknown.push(format!("{label}: {key} (not a (q, min, max) triple)"));
+                continue;
+            }
+        };
+        let patch = LoraPatch { update, scale: spec.weight as f64 };
+        if shape_of(&target).is_some_and(|shape| shape.iter().product::<usize>() != patch.delta_len()) {
+            report.unknown.push(format!("{label}: {key} (its update does not fit the weight's shape; not merged)"));
+            continue;
+        }
+        patches.entry(target).or_default().push(patch);
+        report.patched += 1;
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<MmapedSafetensors> {

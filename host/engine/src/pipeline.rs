@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::freeu::FreeU;
 pub use crate::guidance::CfgDenoiser;
 use crate::image::{latent_preview, RgbImage};
+use crate::inpaint::{Blended, Inpainting};
 use crate::patches::FooocusPatches;
 use crate::refiner::RefinerModel;
 use crate::rng::{TorchGlobal, TorchRng};
@@ -47,6 +48,9 @@ pub struct GenerationParams {
     pub patches: Option<FooocusPatches>,
     /// FreeU on the base model's UNet (Fooocus leaves the refiner unpatched).
     pub freeu: Option<FreeU>,
+    /// Fooocus's inpaint engine: latent blending on every call, the head on the base model.
+    /// Its initial latent (the fill's, unless disabled) comes as `init_latent`.
+    pub inpaint: Option<Inpainting>,
 }
 
 impl GenerationParams {
@@ -69,6 +73,7 @@ impl GenerationParams {
             clip_skip: 2,
             patches: None,
             freeu: None,
+            inpaint: None,
         }
     }
 
@@ -180,6 +185,23 @@ fn first_noise_scale(sigma0: f32, sampling: &ModelSampling) -> f64 {
     }
 }
 
+/// One sampler run; an inpaint blends the latents around every model call, with a fresh
+/// blend per run (ComfyUI makes one `KSamplerX0Inpaint` per run).
+fn sample_run(
+    params: &GenerationParams,
+    model: &mut dyn crate::sampling::Denoiser,
+    x: Tensor,
+    sigmas: &[f32],
+    sampling: &ModelSampling,
+    noise: &mut NoiseSource,
+    on_step: &mut crate::sampler::StepCallback,
+) -> Result<Tensor> {
+    match &params.inpaint {
+        Some(inpainting) => sample(params.sampler, &mut Blended::new(model, inpainting, params.seed)?, x, sigmas, sampling, noise, on_step),
+        None => sample(params.sampler, model, x, sigmas, sampling, noise, on_step),
+    }
+}
+
 /// Initial noise exactly as ComfyUI's `prepare_noise`: CPU `torch.randn` seeded by `seed`.
 pub fn initial_noise(seed: u64, shape: (usize, usize, usize, usize)) -> Result<Tensor> {
     initial_noise_from(None, seed, shape)
@@ -234,6 +256,10 @@ impl SdxlModel {
         on_progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Generated> {
         params.validate(self.vae.downscale)?;
+        if params.inpaint.is_some() && refiner.is_some_and(|r| r.swap == RefinerSwap::Vae || r.model.has_own_vae()) {
+            // Fooocus swaps the inpaint latents into the refiner's space there; focal does not yet.
+            return Err(EngineError::invalid("refiner_swap_method", "inpainting runs with the joint or separate refiner swap only"));
+        }
         let mut refiner = refiner;
         // The model that samples alone when an SD1.5 refiner takes a partial denoise over.
         let mut refiner_alone: Option<&RefinerModel> = None;
@@ -266,8 +292,9 @@ impl SdxlModel {
         let (lh, lw) = (params.height as usize / self.vae.downscale, params.width as usize / self.vae.downscale);
         // Fooocus encodes the init image before `prepare_noise` reseeds the global generator.
         let init = match (&params.init_latent, &params.init_image) {
-            _ if params.denoise >= 1.0 => None,
+            // ComfyUI adds a given latent at any denoise (an inpaint's fill at 1.0).
             (Some(latent), _) => Some(latent.to_device(&self.device)?),
+            _ if params.denoise >= 1.0 => None,
             // Fooocus's get_candidate_vae: the model that samples encodes.
             (None, Some(img)) => Some(match refiner_alone {
                 Some(m) => {
@@ -286,14 +313,16 @@ impl SdxlModel {
                     return Err(EngineError::invalid("input_image", format!("its latent is {w}x{h}, the generation's {lw}x{lh}")));
                 }
                 let latent = if playground { vae_to_playground(&latent)? } else { latent };
-                (latent + (noise * sigmas[0] as f64)?)?
+                (latent + (noise * first_noise_scale(sigmas[0], &sampling))?)?
             }
             None => (noise * first_noise_scale(sigmas[0], &sampling))?,
         };
         let size = SizeIds::plain(params.width, params.height);
         let mut denoiser = match refiner_alone {
             Some(m) => CfgDenoiser::for_refiner(self, m, &sampling, cond, uncond, size, params.cfg, params.patches)?,
-            None => CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?.with_freeu(params.freeu),
+            None => CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?
+                .with_freeu(params.freeu)
+                .with_inpaint_feature(params.inpaint.as_ref().and_then(|i| i.head_feature.clone())),
         };
         // Which VAE decodes: the refiner's own after it sampled in its latent space.
         let mut decoder = refiner_alone.and_then(|m| m.vae.as_ref()).unwrap_or(&self.vae);
@@ -315,8 +344,8 @@ impl SdxlModel {
         let noise = |seed: u64| NoiseSource::new(seed.wrapping_add(1));
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
-                let x = sample(
-                    params.sampler,
+                let x = sample_run(
+                    params,
                     &mut denoiser,
                     x,
                     &sigmas[..=r.switch],
@@ -325,7 +354,7 @@ impl SdxlModel {
                     &mut |i, _, _, d| report(i + 1, d),
                 )?;
                 let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-                sample(params.sampler, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
+                sample_run(params, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
                     report(r.switch + i + 1, d)
                 })?
             }
@@ -334,7 +363,7 @@ impl SdxlModel {
                 let mut head = sigmas[..=r.switch].to_vec();
                 *head.last_mut().expect("switch > 0") = 0.0;
                 let mut denoiser = denoiser.recording_eps();
-                let x0 = sample(params.sampler, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
+                let x0 = sample_run(params, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
                     report(i + 1, d)
                 })?;
                 let eps = denoiser.last_eps().ok_or_else(|| EngineError::invalid("refiner_swap_method", "the base made no model call"))?;
@@ -359,13 +388,13 @@ impl SdxlModel {
                 let fresh = fresh.broadcast_add(&(eps.mean_keepdim(1)? - fresh.mean_keepdim(1)?)?)?;
                 let x = (x0 + (fresh * first_noise_scale(tail[0], &sampling))?)?;
                 let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
-                sample(params.sampler, &mut refined, x, &tail, &sampling, &mut noise(seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
+                sample_run(params, &mut refined, x, &tail, &sampling, &mut noise(seed), &mut |i, _, _, d| report(r.switch + i + 1, d))?
             }
             _ => {
                 if let Some(r) = refiner {
                     denoiser = denoiser.with_refiner(self, r.model, r.switch, cond, uncond)?;
                 }
-                sample(params.sampler, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
+                sample_run(params, &mut denoiser, x, &sigmas, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?
             }
         };
         let vae_latent = if playground { playground_to_vae(&latent)? } else { latent.clone() };
@@ -389,8 +418,13 @@ impl SdxlModel {
     #[tracing::instrument(name = "engine.vae_encode", skip_all, fields(width = img.width, height = img.height, tiled))]
     pub fn encode_init(&self, img: &RgbImage, tiled: bool, global: Option<&TorchGlobal>) -> Result<Tensor> {
         let x = ((img.to_tensor(&self.device)?.to_dtype(self.dtype)? * 2.0)? - 1.0)?;
+        self.encode_pixels(&x, tiled, global)
+    }
+
+    /// Encode pixels in [-1, 1] `[1, 3, H, W]` (see [`encode_init`](Self::encode_init)).
+    pub(crate) fn encode_pixels(&self, x: &Tensor, tiled: bool, global: Option<&TorchGlobal>) -> Result<Tensor> {
         let run = |posterior: &mut Posterior<'_>| -> Result<Tensor> {
-            Ok(if tiled { self.vae.encode_tiled_fooocus(&x, posterior)? } else { self.vae.encode_with(&x, posterior)? })
+            Ok(if tiled { self.vae.encode_tiled_fooocus(x, posterior)? } else { self.vae.encode_with(x, posterior)? })
         };
         let latent = match global {
             Some(g) => g.with(|rng| run(&mut Posterior::Sample(rng)))?,

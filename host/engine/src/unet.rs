@@ -294,14 +294,24 @@ impl UNet {
         })
     }
 
+    /// Channels of the first block (320 for SDXL).
+    pub fn model_channels(&self) -> usize {
+        self.model_channels
+    }
+
     /// Predict the noise `eps` for `x` `[B, 4, h, w]` at integer `timesteps` (one per batch row).
     pub fn forward(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor) -> Result<Tensor> {
-        self.run(x, timesteps, context, y, None, None)
+        self.run(x, timesteps, context, y, &Patches::default(), None)
     }
 
     /// [`forward`](Self::forward) with FreeU's output-block patch (`None`: plain).
     pub fn forward_freeu(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor, freeu: Option<&FreeU>) -> Result<Tensor> {
-        self.run(x, timesteps, context, y, freeu, None)
+        self.run(x, timesteps, context, y, &Patches { freeu, ..Default::default() }, None)
+    }
+
+    /// [`forward`](Self::forward) with the model patches Fooocus sets (see [`Patches`]).
+    pub fn forward_patched(&self, x: &Tensor, timesteps: &[f32], context: &Tensor, y: &Tensor, patches: &Patches<'_>) -> Result<Tensor> {
+        self.run(x, timesteps, context, y, patches, None)
     }
 
     /// [`forward`](Self::forward), recording every level's output.
@@ -313,7 +323,7 @@ impl UNet {
         y: &Tensor,
         trace: Option<&mut UNetTrace>,
     ) -> Result<Tensor> {
-        self.run(x, timesteps, context, y, None, trace)
+        self.run(x, timesteps, context, y, &Patches::default(), trace)
     }
 
     fn run(
@@ -322,9 +332,10 @@ impl UNet {
         timesteps: &[f32],
         context: &Tensor,
         y: &Tensor,
-        freeu: Option<&FreeU>,
+        patches: &Patches<'_>,
         mut trace: Option<&mut UNetTrace>,
     ) -> Result<Tensor> {
+        let freeu = patches.freeu;
         let dtype = x.dtype();
         let t_emb = timestep_embedding(timesteps, self.model_channels, x.device())?.to_dtype(dtype)?;
         let emb = self.time_embed.forward(&t_emb)?;
@@ -338,6 +349,10 @@ impl UNet {
         let mut h = x.clone();
         for (i, block) in self.input_blocks.iter().enumerate() {
             h = block.forward(&h, &emb, &context, None)?;
+            if let (0, Some(feature)) = (i, patches.first_block_feature) {
+                // Fooocus's inpaint head: an input_block_patch on block 0, before its skip is kept.
+                h = h.broadcast_add(&feature.to_dtype(dtype)?)?;
+            }
             skips.push(h.clone());
             if let Some(t) = trace.as_deref_mut() {
                 if self.level_ends_in.contains(&i) {
@@ -367,6 +382,15 @@ impl UNet {
         }
         self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
     }
+}
+
+/// What patches a UNet call (ComfyUI's model patches that Fooocus uses).
+#[derive(Default, Clone, Copy)]
+pub struct Patches<'a> {
+    /// FreeU's output-block scaling.
+    pub freeu: Option<&'a FreeU>,
+    /// Added to the output of `input_blocks.0` (the inpaint head's feature, `[1, C, h, w]`).
+    pub first_block_feature: Option<&'a Tensor>,
 }
 
 fn has_block(vb: &VarBuilder) -> bool {

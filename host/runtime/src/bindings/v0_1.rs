@@ -4,8 +4,8 @@
 //! 0.1.0 speaks Fooocus: its generation parameters carry Fooocus's patches, styles and swap
 //! method (they become the job's `FooocusOptions`), its progress is Fooocus's status text
 //! (rendered here from the structured progress), and its input images carry a free-form role
-//! (plain text-to-image and Fooocus-API upscale/vary jobs run, see `fooocus_uov`; other jobs
-//! become `Task::Untyped` and end with an error).
+//! (plain text-to-image and Fooocus-API upscale/vary and inpaint/outpaint jobs run, see
+//! `fooocus_uov` and `fooocus_inpaint`; other jobs become `Task::Untyped` and end with an error).
 
 use focal_core::services::Catalog;
 use focal_core::{self as core, Phase, Progress};
@@ -90,7 +90,9 @@ impl State {
                 let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
                 decoded.push((input.role, image));
             }
-            match super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params) {
+            let typed = super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params)
+                .or_else(|| super::fooocus_inpaint::typed_task(&spec.job_type, &decoded, &spec.request));
+            match typed {
                 Some(task) => task,
                 None => core::Task::Untyped { label: spec.job_type.clone(), images: decoded },
             }

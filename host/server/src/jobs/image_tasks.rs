@@ -9,9 +9,12 @@ use focal_core::{JobSpec, Task};
 use focal_engine::esrgan::{Esrgan, FOOOCUS_UPSCALER};
 use focal_engine::image::RgbImage;
 use focal_engine::rng::TorchGlobal;
-use focal_engine::SdxlModel;
+use focal_engine::inpaint::{InpaintHead, Inpainting};
+use focal_engine::{GenerationParams, SdxlModel};
+use candle_core::Tensor;
 use focal_imageops::{resize_lanczos, set_image_shape_ceil, shape_ceil, Pixels};
 
+use super::inpaint_task::InpaintPlan;
 use super::JobManager;
 
 /// Fooocus's upscaler download (`modules/config.py:downloading_upscale_model`).
@@ -31,13 +34,15 @@ pub(super) enum Prepared {
     Diffuse { image: RgbImage, denoise: f32, tiled: bool },
     /// The result without diffusion (fast upscale, or too large to diffuse).
     Direct(RgbImage),
+    /// An inpaint or outpaint.
+    Inpaint(InpaintPlan),
 }
 
-fn to_pixels(img: RgbImage) -> Pixels {
+pub(super) fn to_pixels(img: RgbImage) -> Pixels {
     Pixels::rgb(img.width, img.height, img.data).expect("an RgbImage holds 3 bytes per pixel")
 }
 
-fn to_rgb(p: Pixels) -> RgbImage {
+pub(super) fn to_rgb(p: Pixels) -> RgbImage {
     RgbImage { width: p.width, height: p.height, data: p.data }
 }
 
@@ -59,6 +64,9 @@ impl JobManager {
 
     /// Prepare an image-to-image or upscale task; `None` for text-to-image.
     pub(super) fn prepare_image_task(&self, id: &str, spec: &JobSpec, upscalers: &mut Upscalers) -> Result<Option<Prepared>, String> {
+        if let Task::Inpaint { image, mask, options } = &spec.task {
+            return Ok(self.prepare_inpaint(id, image, mask.as_ref(), options, upscalers)?.map(Prepared::Inpaint));
+        }
         let Some(input) = self.task_input(spec)? else { return Ok(None) };
         let p = &spec.params;
         match &spec.task {
@@ -104,7 +112,7 @@ impl JobManager {
     }
 
     /// The upscaler file `name` from `upscale_models/` (Fooocus's own is fetched on first use).
-    fn upscaler<'a>(&self, id: &str, name: &str, upscalers: &'a mut Upscalers) -> Result<&'a Esrgan, String> {
+    pub(super) fn upscaler<'a>(&self, id: &str, name: &str, upscalers: &'a mut Upscalers) -> Result<&'a Esrgan, String> {
         let name = if name.is_empty() { FOOOCUS_UPSCALER } else { name };
         if Path::new(name).components().count() != 1 {
             return Err(format!("upscale model '{name}' must be a file name in upscale_models/"));
@@ -126,7 +134,68 @@ impl JobManager {
     }
 }
 
-/// The job's one VAE encode (Fooocus encodes before the first image's noise).
-pub(super) fn encode_input(model: &SdxlModel, image: &RgbImage, tiled: bool, global: &TorchGlobal) -> Result<candle_core::Tensor, String> {
-    model.encode_init(image, tiled, Some(global)).map_err(|e| e.to_string())
+/// What every image of a job samples from: the job's one encode, as Fooocus makes it before
+/// the first image's noise.
+pub(super) struct Encoded {
+    /// The initial latent (`None`: pure noise).
+    latent: Option<Tensor>,
+    width: u32,
+    height: u32,
+    denoise: f32,
+    tiled: bool,
+    inpainting: Option<Inpainting>,
+}
+
+impl Encoded {
+    /// Set one image's parameters to sample from it.
+    pub(super) fn apply(&self, params: &mut GenerationParams) {
+        (params.init_latent, params.width, params.height) = (self.latent.clone(), self.width, self.height);
+        (params.denoise, params.tiled_decode, params.inpaint) = (self.denoise, self.tiled, self.inpainting.clone());
+    }
+}
+
+/// Encode the job's input (the posterior sampled from the carried torch generator). An inpaint
+/// encodes the masked image, then the filled one (Fooocus's order), and feeds the head.
+pub(super) fn encode_input(
+    model: &SdxlModel,
+    prepared: &Prepared,
+    global: &TorchGlobal,
+    head: Option<&InpaintHead>,
+    disable_initial_latent: bool,
+) -> Result<Option<Encoded>, String> {
+    let e = |e: focal_engine::EngineError| e.to_string();
+    Ok(match prepared {
+        Prepared::Direct(_) => None,
+        Prepared::Diffuse { image, denoise, tiled } => Some(Encoded {
+            latent: Some(model.encode_init(image, *tiled, Some(global)).map_err(e)?),
+            width: image.width,
+            height: image.height,
+            denoise: *denoise,
+            tiled: *tiled,
+            inpainting: None,
+        }),
+        Prepared::Inpaint(plan) => {
+            let (masked, mask) = model.encode_inpaint(&plan.image, &plan.mask, Some(global)).map_err(e)?;
+            let fill = model.encode_init(&plan.fill, false, Some(global)).map_err(e)?;
+            let head_feature = match head {
+                Some(head) if head.channels() != model.unet.model_channels() => {
+                    return Err(format!(
+                        "the inpaint head has {} channels, this model's UNet {}: they are for different models",
+                        head.channels(),
+                        model.unet.model_channels()
+                    ))
+                }
+                Some(head) => Some(head.feature(&masked, &mask, model.dtype).map_err(e)?),
+                None => None,
+            };
+            Some(Encoded {
+                latent: (!disable_initial_latent).then(|| fill.clone()),
+                width: plan.image.width,
+                height: plan.image.height,
+                denoise: plan.denoise,
+                tiled: false,
+                inpainting: Some(Inpainting { fill, mask, head_feature }),
+            })
+        }
+    })
 }

@@ -25,6 +25,7 @@ use crate::webhook::Webhooks;
 use queue::{Entry, Queue};
 
 mod image_tasks;
+mod inpaint_task;
 mod models;
 mod queue;
 mod translate;

@@ -24,7 +24,15 @@ pub(super) struct ModelKey {
     pub(super) loras: Vec<LoraSpec>,
     pub(super) refiner: Option<PathBuf>,
     pub(super) vae: Option<PathBuf>,
+    /// Fooocus's inpaint patch, merged into the base model only.
+    pub(super) inpaint_patch: Option<PathBuf>,
+    /// The base model without the inpaint patch as the refiner (Fooocus's synthetic refiner,
+    /// taking over at 80% when an inpaint engine runs without a refiner).
+    pub(super) synthetic_refiner: bool,
 }
+
+/// Where Fooocus's synthetic refiner takes over.
+pub(super) const SYNTHETIC_REFINER_SWITCH: f32 = 0.8;
 
 /// The loaded base model and, when the job has one, its refiner.
 pub(super) struct Loaded {
@@ -57,7 +65,25 @@ impl JobManager {
                 format!("vae_name '{name}' is not in the models folder's vae/ (available: {})", self.options.models.list("vae").join(", "))
             })?),
         };
-        Ok(ModelKey { checkpoint, loras, refiner, vae })
+        Ok(ModelKey { checkpoint, loras, refiner, vae, inpaint_patch: None, synthetic_refiner: false })
+    }
+
+    /// The inpaint head and `patch` from `inpaint/`, fetched from Fooocus's URLs when missing.
+    pub(super) fn inpaint_files(&self, id: &str, patch: &str) -> Result<(PathBuf, PathBuf), String> {
+        let folder = self.options.models.folder("inpaint");
+        let mut paths = Vec::with_capacity(2);
+        for name in [focal_engine::inpaint::HEAD_FILE, patch] {
+            if Path::new(name).components().count() != 1 {
+                return Err(format!("inpaint model '{name}' must be a file name in inpaint/"));
+            }
+            let path = folder.join(name);
+            if !path.is_file() {
+                let url = format!("{}{name}", super::inpaint_task::INPAINT_MODELS_URL);
+                self.download(id, &url, &path).map_err(|e| format!("inpainting needs models/inpaint/{name}: {e}"))?;
+            }
+            paths.push(path);
+        }
+        Ok((paths.remove(0), paths.remove(0)))
     }
 
     /// Make `loaded` hold the models of `key`: the same checkpoints and LoRA set reuse the
@@ -67,7 +93,7 @@ impl JobManager {
         if loaded.as_ref().is_some_and(|(k, _)| k == &key) {
             return Ok(());
         }
-        let ModelKey { checkpoint, loras, refiner, vae } = key.clone();
+        let ModelKey { checkpoint, loras, refiner, vae, inpaint_patch, synthetic_refiner } = key.clone();
         *loaded = None; // free the old models before loading the next
         self.download_if_missing(id, &checkpoint)?;
         tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
@@ -77,7 +103,9 @@ impl JobManager {
             embeddings_dir: Some(self.options.models.folder("embeddings")),
             ..Default::default()
         };
-        let base = SdxlModel::load(&checkpoint, &LoadOptions { vae, ..options.clone() })
+        // Fooocus merges the inpaint patch after the user's LoRAs, at weight 1, into the base only.
+        let base_loras = loras.iter().cloned().chain(inpaint_patch.map(|path| LoraSpec { path, weight: 1.0 })).collect();
+        let base = SdxlModel::load(&checkpoint, &LoadOptions { vae, loras: base_loras, ..options.clone() })
             .map_err(|e| format!("cannot load the base model ({e:#}); put an SDXL checkpoint in the models folder or pass --base-model"))?;
         for unknown in &base.lora_report.unknown {
             tracing::warn!(job = %id, "LoRA key not merged: {unknown}");
@@ -88,6 +116,9 @@ impl JobManager {
         // The refiner gets the same LoRAs, as in Fooocus (what does not fit its UNet is
         // reported, not merged: an SDXL LoRA on an SDXL-refiner checkpoint).
         let refiner = match &refiner {
+            None if synthetic_refiner => Some(
+                RefinerModel::load(&checkpoint, &options).map_err(|e| format!("cannot load the synthetic refiner ({e:#})"))?,
+            ),
             Some(path) => {
                 let mut r = RefinerModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?;
                 if r.has_own_vae() {

@@ -43,7 +43,7 @@ pub(super) fn swap_method(name: &str) -> Result<RefinerSwap, String> {
 /// Whether this engine can run the job's task; the error says what is missing. Never answer an
 /// image task with an unrelated text-to-image result.
 pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
-    const MISSING: &str = "need inpainting or image prompts, which this focal engine does not provide yet";
+    const MISSING: &str = "need image prompts, which this focal engine does not provide yet";
     match &spec.task {
         Task::Untyped { label, images } => {
             let roles: Vec<&str> = images.iter().map(|(role, _)| role.as_str()).collect();
@@ -52,22 +52,11 @@ pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
                 roles.join(", ")
             ))
         }
-        Task::Inpaint { .. } => Err(format!("{} tasks {MISSING}; text-to-image, image-to-image and upscale run", task_name(&spec.task))),
         _ if !spec.controls.is_empty() => {
             let kinds: Vec<&str> = spec.controls.iter().map(|c| c.kind.as_str()).collect();
             Err(format!("controls [{}] {MISSING}; only tasks without controls run", kinds.join(", ")))
         }
-        Task::ImageToImage { .. } | Task::Upscale { .. } => Ok(()),
+        Task::ImageToImage { .. } | Task::Upscale { .. } | Task::Inpaint { .. } => Ok(()),
         Task::TextToImage => Ok(()),
-    }
-}
-
-fn task_name(task: &Task) -> &'static str {
-    match task {
-        Task::TextToImage => "text-to-image",
-        Task::ImageToImage { .. } => "image-to-image",
-        Task::Inpaint { .. } => "inpaint",
-        Task::Upscale { .. } => "upscale",
-        Task::Untyped { .. } => "untyped",
     }
 }

@@ -4,8 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use focal_core::{JobImage, JobSpec, JobStage, Phase};
+use focal_core::{JobImage, JobSpec, JobStage, Phase, Task};
 use focal_engine::image::RgbImage;
+use focal_engine::inpaint::InpaintHead;
 use focal_engine::pipeline::{refiner_switch_step, Refiner};
 use focal_engine::rng::TorchGlobal;
 use focal_engine::sdxl::Conditioning;
@@ -13,7 +14,7 @@ use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
 use super::image_tasks::{encode_input, Prepared, Upscalers};
-use super::models::{Loaded, ModelKey};
+use super::models::{Loaded, ModelKey, SYNTHETIC_REFINER_SWITCH};
 use super::translate::{check_runnable, engine_params, swap_method};
 use super::{now_ms, JobManager};
 use crate::images::image_from_rgb;
@@ -130,6 +131,19 @@ impl JobManager {
             self.update(id, true, |e| e.info.images.push(JobImage { seed: p.seed, path }));
             return Ok(());
         }
+        // An inpaint's additional prompt goes first, when the inpaint runs.
+        let inpaint = match (&spec.task, &prepared) {
+            (Task::Inpaint { options, .. }, Some(Prepared::Inpaint(_))) => Some(options),
+            _ => None,
+        };
+        let with_prompt;
+        let spec = match inpaint {
+            Some(o) if !o.additional_prompt.is_empty() => {
+                with_prompt = Self::with_additional_prompt(spec, &o.additional_prompt);
+                &with_prompt
+            }
+            _ => spec,
+        };
         let loaded = &mut state.loaded;
         let count = p.image_number.max(1);
         let seeds: Vec<u64> = (0..count as u64)
@@ -141,17 +155,28 @@ impl JobManager {
             e.info.progress.enter(Phase::ProcessingPrompts, 1);
         });
         let prompts = self.process_prompts(spec, &seeds)?;
-        let key = self.model_key(id, spec, &prompts[0].loras)?;
+        let mut key = self.model_key(id, spec, &prompts[0].loras)?;
+        // Fooocus's inpaint engine: the patch on the base, the head's file beside it, and the
+        // base without the patch as refiner when none is named.
+        let head = match inpaint.and_then(|o| o.patch_model.as_deref()) {
+            Some(patch) => {
+                let (head, patch) = self.inpaint_files(id, patch)?;
+                key.inpaint_patch = Some(patch);
+                key.synthetic_refiner = key.refiner.is_none();
+                Some(InpaintHead::load(&head).map_err(|e| format!("cannot load the inpaint head ({e})"))?)
+            }
+            None => None,
+        };
+        let refiner_switch = if key.synthetic_refiner { Some(SYNTHETIC_REFINER_SWITCH) } else { p.refiner.as_ref().map(|r| r.switch) };
         let (checkpoint, loras) = (key.checkpoint.clone(), key.loras.clone());
         self.ensure_loaded(id, key, loaded)?;
         let models = &loaded.as_ref().unwrap().1;
         self.enter(id, Phase::EncodingPrompts, 13);
         let conds = self.encode_prompts(models, spec, &prompts)?;
+        let disable_initial_latent = inpaint.is_some_and(|o| o.disable_initial_latent);
         let init = match &prepared {
-            Some(Prepared::Diffuse { image, denoise, tiled }) => {
-                Some((encode_input(&models.base, image, *tiled, &state.torch_global)?, image.width, image.height, *denoise, *tiled))
-            }
-            _ => None,
+            Some(prepared) => encode_input(&models.base, prepared, &state.torch_global, head.as_ref(), disable_initial_latent)?,
+            None => None,
         };
         let saver = Saver::new(self, spec, id, &checkpoint, &loras);
         let all_steps = (p.steps * count).max(1);
@@ -160,9 +185,8 @@ impl JobManager {
             let (cond, uncond) = &conds[i as usize];
             let mut params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
             params.torch_global = Some(state.torch_global.clone());
-            if let Some((latent, width, height, denoise, tiled)) = &init {
-                (params.init_latent, params.width, params.height) = (Some(latent.clone()), *width, *height);
-                (params.denoise, params.tiled_decode) = (*denoise, *tiled);
+            if let Some(encoded) = &init {
+                encoded.apply(&mut params);
             }
             let mut on_step = |pr: focal_engine::Progress| {
                 let done = i * p.steps + pr.step as u32;
@@ -179,9 +203,9 @@ impl JobManager {
                 !self.stop_running.load(Ordering::Relaxed)
             };
             let swap = spec.fooocus.as_ref().map(|f| f.refiner_swap_method.as_str()).unwrap_or_default();
-            let refiner_at = match (&models.refiner, &p.refiner) {
-                (Some(model), Some(r)) => {
-                    Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, r.switch), swap: swap_method(swap)? })
+            let refiner_at = match (&models.refiner, refiner_switch) {
+                (Some(model), Some(switch)) => {
+                    Some(Refiner { model, switch: refiner_switch_step(p.steps as usize, switch), swap: swap_method(swap)? })
                 }
                 _ => None,
             };
@@ -194,7 +218,11 @@ impl JobManager {
                 Err(e) => return Err(e.to_string()),
             };
             self.update(id, false, |e| e.info.progress.enter(Phase::Saving, e.info.progress.percent));
-            let image = self.post_process(spec, out.image)?;
+            let image = match &prepared {
+                Some(Prepared::Inpaint(plan)) => plan.finish(out.image),
+                _ => out.image,
+            };
+            let image = self.post_process(spec, image)?;
             let path = saver.save(i, out.seed, &image, &prompts[i as usize])?;
             self.update(id, true, |e| e.info.images.push(JobImage { seed: out.seed, path }));
         }
