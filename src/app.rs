@@ -48,6 +48,8 @@ pub struct AppConfig<'a> {
     pub base_url: String,
     pub limits: RequestLimits,
     pub allow_private_fetch: bool,
+    /// The operator's image steps, run on every saved image after the job's own.
+    pub output_steps: Vec<focal_core::StepCall>,
     /// Host settings plugins read as `host.<key>`.
     pub settings: BTreeMap<String, String>,
     pub dirs: &'a Dirs,
@@ -80,6 +82,7 @@ impl App {
                 database: config.database,
                 outputs: Outputs::new(&config.outputs_dir),
                 limits: config.limits,
+                output_steps: config.output_steps.clone(),
             },
             webhooks,
         )?;
@@ -103,6 +106,10 @@ impl App {
         let host = Arc::new(config.dirs.plugin_host(services, settings, Some(models.folder("wildcards")))?);
         let registry = Registry::with_builtins(&host, &config.dirs.plugins_dir(), focal_runtime::builtin::PLUGINS);
         steps.attach(host.clone(), registry.clone());
+        let loaded = steps.image_steps();
+        if let Some(missing) = config.output_steps.iter().find(|s| !loaded.contains(&s.plugin)) {
+            anyhow::bail!("output step '{}' is not a loaded image-step plugin (loaded: [{}])", missing.plugin, loaded.join(", "));
+        }
         Ok(App { host, registry, jobs })
     }
 }

@@ -155,6 +155,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("focal-generate-{}", std::process::id()));
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let app = App::start(AppConfig {
+            output_steps: vec![],
             models_dir: args.models_dir.clone(),
             database: scratch.join("focal.db"),
             checkpoint,

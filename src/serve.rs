@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Let URL inputs point at loopback/private addresses (refused by default).
     #[arg(long)]
     allow_private_fetch: bool,
+    /// An image-step plugin run on every image any job saves, after the job's own steps
+    /// (e.g. a watermark): `NAME` or `NAME:key=value,key=value`. Repeatable, in order.
+    #[arg(long = "output-step", value_name = "STEP", value_parser = parse_step)]
+    output_steps: Vec<focal_core::StepCall>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -191,6 +195,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             base_url: base_url.trim_end_matches('/').to_string(),
             limits,
             allow_private_fetch: args.allow_private_fetch,
+            output_steps: args.output_steps.clone(),
             settings,
             dirs: &args.dirs,
         })?;
@@ -222,4 +227,18 @@ pub fn plugins(cmd: PluginsCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `NAME` or `NAME:key=value,key=value` (an `--output-step`).
+fn parse_step(text: &str) -> Result<focal_core::StepCall, String> {
+    let (plugin, options) = text.split_once(':').unwrap_or((text, ""));
+    if plugin.is_empty() {
+        return Err("an image step needs a plugin name".into());
+    }
+    let options = options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| o.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("option '{o}' is not key=value")))
+        .collect::<Result<_, _>>()?;
+    Ok(focal_core::StepCall { plugin: plugin.to_string(), options })
 }

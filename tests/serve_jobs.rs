@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{b64decode, get, json, multipart, request, request_bytes, serve_tiny};
+use common::{b64decode, get, json, multipart, request, request_bytes, serve_tiny, wait_job};
 use serde_json::Value;
 
 const T2I: &str = "/v1/generation/text-to-image";
@@ -25,21 +25,6 @@ fn body(extra: &str) -> String {
 fn post(addr: &str, path: &str, body: &str) -> (u16, Value) {
     let (status, raw) = request(addr, "POST", path, "", body);
     (status, json(&raw))
-}
-
-/// Poll query-job until the job ends; returns its last AsyncJobResponse.
-fn wait_job(addr: &str, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, raw) = request(addr, "GET", &format!("/v1/generation/query-job?job_id={id}"), "", "");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
-        let v = json(&raw);
-        if matches!(v["job_stage"].as_str(), Some("SUCCESS" | "ERROR")) {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "job {id} never finished: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The path part of a result URL (`http://host:port/files/...`).

@@ -197,3 +197,27 @@ pub fn serve_logged(args: &[&std::ffi::OsStr], log: &std::path::Path) -> Server 
 pub fn alive(server: &mut Server) -> bool {
     matches!(server.child.try_wait(), Ok(None))
 }
+
+/// Poll query-job until the job ends; returns its last AsyncJobResponse.
+pub fn wait_job(addr: &str, id: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, raw) = request(addr, "GET", &format!("/v1/generation/query-job?job_id={id}"), "", "");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
+        let v = json(&raw);
+        if matches!(v["job_stage"].as_str(), Some("SUCCESS" | "ERROR")) {
+            return v;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(600), "job {id} never finished: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A PNG of `width`×`height` RGB pixels.
+pub fn png_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.write_header().unwrap().write_image_data(rgb).unwrap();
+    out
+}

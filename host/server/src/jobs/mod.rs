@@ -61,6 +61,9 @@ pub struct JobOptions {
     pub outputs: Outputs,
     /// Sizes a job may ask for (checked at submit, before anything is queued).
     pub limits: RequestLimits,
+    /// The operator's image steps (`focal serve --output-step`), run on every saved image after
+    /// the job's own `post_steps`.
+    pub output_steps: Vec<StepCall>,
 }
 
 /// Turns one image's prompt into what the engine encodes: the prompt-step plugins

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use focal_core::{JobImage, JobSpec, JobStage, Phase, Task};
+use focal_core::{JobImage, JobSpec, JobStage, Phase, StepCall, Task};
 use focal_engine::image::RgbImage;
 use focal_engine::inpaint::InpaintHead;
 use focal_engine::pipeline::{refiner_switch_step, Refiner};
@@ -231,12 +231,13 @@ impl JobManager {
 
     /// The job's image steps, in order, on one image.
     fn post_process(&self, spec: &JobSpec, image: RgbImage) -> Result<RgbImage, String> {
-        if spec.post_steps.is_empty() {
+        let steps: Vec<StepCall> = spec.post_steps.iter().chain(&self.options.output_steps).cloned().collect();
+        if steps.is_empty() {
             return Ok(image);
         }
-        let _span = tracing::info_span!("image_steps", steps = spec.post_steps.len()).entered();
+        let _span = tracing::info_span!("image_steps", steps = steps.len()).entered();
         let pipeline = self.images.get().ok_or("this host runs no image steps")?;
-        let out = pipeline.run(&spec.post_steps, image_from_rgb(&image)?)?;
+        let out = pipeline.run(&steps, image_from_rgb(&image)?)?;
         crate::decode::decode(&out.encoded, &self.options.limits.image).map_err(|e| format!("the image steps' result: {e}"))
     }
 }
