@@ -66,7 +66,8 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
     assert_eq!(location(&body), "body.input_mask");
     // An outpaint margin that would make a canvas past the image limit fails its job, and only it.
     let req = serde_json::json!({"input_image": small, "outpaint_selections": ["Left"], "outpaint_distance_left": 2_000_000_000u32,
-        "async_process": true}).to_string();
+        "async_process": true})
+    .to_string();
     let (status, body) = request(&addr, "POST", "/v2/generation/image-inpaint-outpaint", "", &req);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let done = common::wait_job(&addr, json(&body)["job_id"].as_str().unwrap());

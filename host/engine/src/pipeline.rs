@@ -344,15 +344,10 @@ impl SdxlModel {
         let noise = |seed: u64| NoiseSource::new(seed.wrapping_add(1));
         let latent = match refiner {
             Some(r) if r.swap == RefinerSwap::Separate && r.switch > 0 && r.switch < total => {
-                let x = sample_run(
-                    params,
-                    &mut denoiser,
-                    x,
-                    &sigmas[..=r.switch],
-                    &sampling,
-                    &mut noise(params.seed),
-                    &mut |i, _, _, d| report(i + 1, d),
-                )?;
+                let x =
+                    sample_run(params, &mut denoiser, x, &sigmas[..=r.switch], &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
+                        report(i + 1, d)
+                    })?;
                 let mut refined = CfgDenoiser::for_refiner(self, r.model, &sampling, cond, uncond, size, params.cfg, params.patches)?;
                 sample_run(params, &mut refined, x, &sigmas[r.switch..], &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
                     report(r.switch + i + 1, d)
@@ -363,9 +358,8 @@ impl SdxlModel {
                 let mut head = sigmas[..=r.switch].to_vec();
                 *head.last_mut().expect("switch > 0") = 0.0;
                 let mut denoiser = denoiser.recording_eps();
-                let x0 = sample_run(params, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| {
-                    report(i + 1, d)
-                })?;
+                let x0 =
+                    sample_run(params, &mut denoiser, x, &head, &sampling, &mut noise(params.seed), &mut |i, _, _, d| report(i + 1, d))?;
                 let eps = denoiser.last_eps().ok_or_else(|| EngineError::invalid("refiner_swap_method", "the base made no model call"))?;
                 // Refiner: fresh noise from seed + 1, its channel mean replaced by the base's last ε.
                 let tail: Vec<f32> = sigmas[r.switch..].iter().map(|&s| (s as f64 * VAE_SWAP_SIGMA_SCALE) as f32).collect();

@@ -7,11 +7,8 @@ use crate::{box_blur, resize_lanczos, Pixels};
 /// white where the mean of the mask resized to `width`×`height` (LANCZOS) is above 127.
 pub fn mask_from_upload(mask_rgb: &Pixels, width: u32, height: u32) -> Vec<u8> {
     // Fooocus takes channel 0 as it is; a mask of another size is brought to the image's first.
-    let sized = if (mask_rgb.width, mask_rgb.height) == (width, height) {
-        mask_rgb.clone()
-    } else {
-        resize_lanczos(mask_rgb, width, height)
-    };
+    let sized =
+        if (mask_rgb.width, mask_rgb.height) == (width, height) { mask_rgb.clone() } else { resize_lanczos(mask_rgb, width, height) };
     sized
         .data
         .chunks(3)

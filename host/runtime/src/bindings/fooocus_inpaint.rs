@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn fooocus_api_defaults_and_outpaint_margins() {
         let o = options(task(serde_json::json!({})));
-        assert_eq!((o.denoise, o.respective_field, o.patch_model.as_deref(), o.extend), (1.0, 1.0, Some("inpaint_v26.fooocus.patch"), None));
+        assert_eq!(
+            (o.denoise, o.respective_field, o.patch_model.as_deref(), o.extend),
+            (1.0, 1.0, Some("inpaint_v26.fooocus.patch"), None)
+        );
         let o = options(task(serde_json::json!({"outpaint_selections": ["Left", "Top"], "outpaint_distance_top": 7,
             "advanced_params": {"inpaint_engine": "None", "inpaint_erode_or_dilate": 3}})));
         assert_eq!(o.extend, Some(Extend { left: 45, right: 0, top: 7, bottom: 0 }));

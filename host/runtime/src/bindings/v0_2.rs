@@ -92,7 +92,7 @@ impl State {
             engine::Task::ImageToImage(t) => core::Task::ImageToImage { image: self.image(&t.image)?, denoise: t.denoise },
             engine::Task::Inpaint(t) => core::Task::Inpaint {
                 image: self.image(&t.image)?,
-                mask: Some(self.image(&t.mask)?),
+                mask: t.mask.as_ref().map(|m| self.image(m)).transpose()?,
                 options: core::InpaintOptions {
                     denoise: t.options.denoise,
                     respective_field: t.options.respective_field,
@@ -100,8 +100,8 @@ impl State {
                     invert_mask: t.options.invert_mask,
                     patch_model: t.options.patch_model,
                     extend: t.options.extend.map(|e| core::task::Extend { left: e.left, right: e.right, top: e.top, bottom: e.bottom }),
-                    disable_initial_latent: false,
-                    additional_prompt: String::new(),
+                    disable_initial_latent: t.options.disable_initial_latent,
+                    additional_prompt: t.options.additional_prompt,
                 },
             },
             engine::Task::Upscale(t) => {

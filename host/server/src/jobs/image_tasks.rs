@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Tensor;
 use focal_core::{JobSpec, Task};
 use focal_engine::esrgan::{Esrgan, FOOOCUS_UPSCALER};
 use focal_engine::image::RgbImage;
-use focal_engine::rng::TorchGlobal;
 use focal_engine::inpaint::{InpaintHead, Inpainting};
+use focal_engine::rng::TorchGlobal;
 use focal_engine::{GenerationParams, SdxlModel};
-use candle_core::Tensor;
 use focal_imageops::{resize_lanczos, set_image_shape_ceil, shape_ceil, Pixels};
 
 use super::inpaint_task::InpaintPlan;

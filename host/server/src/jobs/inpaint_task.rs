@@ -103,15 +103,7 @@ impl JobManager {
         let area_mask = crop(&Pixels::new(w, h, 1, m.clone()).expect("one byte a pixel"), area);
         let mask = threshold(&resize_lanczos(&area_mask, image.width, image.height).data, 127);
         let fill = if denoise > 0.99 { fooocus_fill(&image, &mask) } else { image.clone() };
-        Ok(Some(InpaintPlan {
-            image: to_rgb(image),
-            fill: to_rgb(fill),
-            mask,
-            denoise,
-            soft: soft_mask(&m, w, h),
-            original,
-            area,
-        }))
+        Ok(Some(InpaintPlan { image: to_rgb(image), fill: to_rgb(fill), mask, denoise, soft: soft_mask(&m, w, h), original, area }))
     }
 
     /// `prompt` as Fooocus runs an inpaint with an additional prompt: that prompt first.

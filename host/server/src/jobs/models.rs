@@ -116,9 +116,9 @@ impl JobManager {
         // The refiner gets the same LoRAs, as in Fooocus (what does not fit its UNet is
         // reported, not merged: an SDXL LoRA on an SDXL-refiner checkpoint).
         let refiner = match &refiner {
-            None if synthetic_refiner => Some(
-                RefinerModel::load(&checkpoint, &options).map_err(|e| format!("cannot load the synthetic refiner ({e:#})"))?,
-            ),
+            None if synthetic_refiner => {
+                Some(RefinerModel::load(&checkpoint, &options).map_err(|e| format!("cannot load the synthetic refiner ({e:#})"))?)
+            }
             Some(path) => {
                 let mut r = RefinerModel::load(path, &options).map_err(|e| format!("cannot load the refiner ({e:#})"))?;
                 if r.has_own_vae() {
