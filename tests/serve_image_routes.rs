@@ -6,10 +6,6 @@ mod common;
 
 use common::{json, multipart, request, request_bytes, wait_job};
 
-fn fixtures() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 /// The path part of a result URL (`http://host:port/files/...`).
 fn url_path(url: &str) -> String {
     let rest = url.split("://").nth(1).unwrap();
@@ -28,16 +24,14 @@ fn grey_png_size(png: &[u8]) -> (u32, u32) {
 #[test]
 fn example_requests_of_the_image_routes_run_with_the_operators_step() {
     let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    for (folder, source) in [
-        ("upscale_models", "upscale/fooocus_upscaler_s409985e5.bin"),
-        ("inpaint", "inpaint/fooocus_inpaint_head.pth"),
-        ("inpaint", "inpaint/inpaint_v26.fooocus.patch"),
-    ] {
-        std::fs::create_dir_all(models.join(folder)).unwrap();
-        let name = std::path::Path::new(source).file_name().unwrap();
-        std::fs::copy(fixtures().join(source), models.join(folder).join(name)).unwrap();
-    }
+    common::install_models(
+        dir.path(),
+        &[
+            ("upscale_models", "upscale/fooocus_upscaler_s409985e5.bin"),
+            ("inpaint", "inpaint/fooocus_inpaint_head.pth"),
+            ("inpaint", "inpaint/inpaint_v26.fooocus.patch"),
+        ],
+    );
     let plugins = dir.path().join("data/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     let built = std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("grayscale.wasm");
@@ -46,8 +40,8 @@ fn example_requests_of_the_image_routes_run_with_the_operators_step() {
     let server = common::serve_tiny(dir.path(), &["--output-step", "grayscale:amount=1"]);
     let addr = &server.addr;
 
-    let image = std::fs::read(fixtures().join("fooocus-api-inpaint/input.png")).unwrap(); // 64×48
-    let mask = std::fs::read(fixtures().join("fooocus-api-inpaint/mask.png")).unwrap();
+    let image = std::fs::read(common::all_fixtures().join("fooocus-api-inpaint/input.png")).unwrap(); // 64×48
+    let mask = std::fs::read(common::all_fixtures().join("fooocus-api-inpaint/mask.png")).unwrap();
     let quick = br#"{"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 2}"#;
 
     // v1 multipart, async (examples_v1.py): upscale 2x; inpaint + outpaint "Left,Top" with a mask.

@@ -5,22 +5,12 @@
 //! model.
 mod common;
 
-/// The test fixtures folder (`common::fixtures` is the tiny SDXL's).
-fn fixtures() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 #[test]
 fn vary_and_upscale_match_fooocus_api() {
-    let oracle = fixtures().join("fooocus-api-uov");
+    let oracle = common::all_fixtures().join("fooocus-api-uov");
     let input = common::b64encode(&std::fs::read(oracle.join("input.png")).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("models/upscale_models")).unwrap();
-    std::fs::copy(
-        fixtures().join("upscale/fooocus_upscaler_s409985e5.bin"),
-        dir.path().join("models/upscale_models/fooocus_upscaler_s409985e5.bin"),
-    )
-    .unwrap();
+    common::install_models(dir.path(), &[("upscale_models", "upscale/fooocus_upscaler_s409985e5.bin")]);
     let server = common::serve_tiny(dir.path(), &[]);
     common::oracle::replay(&server.addr, &oracle, &[("<input.png>".into(), input)], 3);
 }

@@ -46,6 +46,12 @@ fn spawn(args: &[&std::ffi::OsStr], stderr: Stdio) -> Server {
     Server { child, addr }
 }
 
+/// `tests/fixtures` (what [`fixtures`] is a folder of).
+pub fn all_fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The tiny SDXL's fixtures.
 pub fn fixtures() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl")
 }
@@ -220,4 +226,16 @@ pub fn png_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     enc.set_color(png::ColorType::Rgb);
     enc.write_header().unwrap().write_image_data(rgb).unwrap();
     out
+}
+
+/// Copy fixture models (paths under `tests/fixtures`) into `dir/models/<folder>/`, keeping their
+/// file names (Fooocus's), as a models folder holds them.
+pub fn install_models(dir: &std::path::Path, models: &[(&str, &str)]) {
+    let fixtures = all_fixtures();
+    for (folder, source) in models {
+        let target = dir.join("models").join(folder);
+        std::fs::create_dir_all(&target).unwrap();
+        let name = std::path::Path::new(source).file_name().unwrap();
+        std::fs::copy(fixtures.join(source), target.join(name)).unwrap();
+    }
 }

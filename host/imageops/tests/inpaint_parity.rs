@@ -2,34 +2,11 @@
 //! (tests/fixtures/imageops/make_inpaint_ops_refs.py, which says how to rerun it).
 
 use focal_imageops::mask::{blend, erode_or_dilate, fooocus_fill, soft_mask};
+mod common;
+
+use common::{bytes, pattern, references, u};
 use focal_imageops::{box_blur, inpaint_area, pad_constant, pad_edge, CropBox, Margins, Pixels};
 use serde_json::Value;
-
-fn references() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/imageops/inpaint_ops.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The script's input pattern.
-fn pattern(w: u32, h: u32, c: u8) -> Pixels {
-    let mut data = Vec::new();
-    for y in 0..h as u64 {
-        for x in 0..w as u64 {
-            for ch in 0..c as u64 {
-                data.push(((x * 37 + y * 91 + ch * 53 + (x * y) % 17 * 11) % 256) as u8);
-            }
-        }
-    }
-    Pixels::new(w, h, c, data).unwrap()
-}
-
-fn u(v: &Value) -> u32 {
-    v.as_u64().unwrap() as u32
-}
-
-fn bytes(v: &Value) -> Vec<u8> {
-    v.as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect()
-}
 
 fn rect_mask(w: u32, h: u32, boxes: &Value) -> Vec<u8> {
     let mut m = vec![0u8; (w * h) as usize];
@@ -51,7 +28,7 @@ fn differing(a: &[u8], b: &[u8]) -> usize {
 
 #[test]
 fn box_blur_is_bit_exact_with_pil() {
-    for case in references()["box_blur"].as_array().unwrap() {
+    for case in references("inpaint_ops.json")["box_blur"].as_array().unwrap() {
         let src = pattern(u(&case["width"]), u(&case["height"]), u(&case["channels"]) as u8);
         let out = box_blur(&src, u(&case["radius"]));
         assert_eq!(differing(&out.data, &bytes(&case["out"])), 0, "radius {}", case["radius"]);
@@ -60,7 +37,7 @@ fn box_blur_is_bit_exact_with_pil() {
 
 #[test]
 fn masks_fill_and_area_match_fooocus() {
-    for case in references()["masks"].as_array().unwrap() {
+    for case in references("inpaint_ops.json")["masks"].as_array().unwrap() {
         let (w, h) = (u(&case["width"]), u(&case["height"]));
         let m = rect_mask(w, h, &case["boxes"]);
         let name = case["name"].as_str().unwrap();
@@ -78,7 +55,7 @@ fn masks_fill_and_area_match_fooocus() {
 
 #[test]
 fn blend_and_outpaint_padding_match_fooocus() {
-    let refs = references();
+    let refs = references("inpaint_ops.json");
     let b = &refs["blend"];
     let (w, h) = (u(&b["width"]), u(&b["height"]));
     let bg = pattern(w, h, 3);
