@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use focal_engine::esrgan::Esrgan;
 use focal_engine::expansion::PromptExpansion;
 use focal_engine::gpt2::{Gpt2Config, Gpt2Model};
 use focal_engine::gpt2_tokenizer::Gpt2Tokenizer;
@@ -46,6 +47,10 @@ pub struct BenchArgs {
     /// GPT-2 tokenizer files (vocab.json, merges.txt) for --expansion.
     #[arg(long, default_value = "tests/fixtures/tiny-gpt2")]
     gpt2_tokenizer: PathBuf,
+    /// Time Fooocus's upscaler network (full-size RRDBNet ×4, random weights) on one SIZE²
+    /// image instead of SDXL; with --pytorch, beside bench/pytorch_upscale.py.
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "256")]
+    upscale: Option<usize>,
 }
 
 /// The prompt both expansion benchmarks expand (12 tokens with its comma: 63 new tokens).
@@ -75,7 +80,9 @@ fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 
 fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f64>> {
     let mut cmd = Command::new(python);
-    if args.expansion {
+    if let Some(size) = args.upscale {
+        cmd.arg("bench/pytorch_upscale.py").args(["--size", &size.to_string(), "--repeat", &args.repeat.to_string()]);
+    } else if args.expansion {
         cmd.arg("bench/pytorch_expansion.py").arg("--tokenizer").arg(&args.gpt2_tokenizer);
         cmd.args(["--prompt", EXPANSION_PROMPT, "--repeat", &args.repeat.to_string()]);
     } else {
@@ -103,6 +110,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(python) => Some(run_pytorch(&args, python)?),
         None => None,
     };
+    if let Some(size) = args.upscale {
+        let rows = upscale_rows(&args, size)?;
+        println!("focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads", num_threads());
+        println!("esrgan_upscale_{size} = one {size}² image super-resolved ×4 (one tile), clamped; best of {} runs", args.repeat);
+        print_rows(&rows, reference.as_ref());
+        return Ok(());
+    }
     if args.expansion {
         let rows = expansion_rows(&args)?;
         println!("focal bench: Fooocus V2 expansion, full-size GPT-2 (124M, random weights), f32, CPU, {} threads", num_threads());
@@ -226,6 +240,44 @@ fn expansion_rows(args: &BenchArgs) -> Result<Vec<(String, f64, f64)>> {
     eprintln!("focal expand: {secs:.2} s");
     rows.push(("expand".to_string(), secs, peak_rss_gib()));
     Ok(rows)
+}
+
+/// Fooocus's upscaler shape in the old layout (`model.N…`): 64 filters, growth 32, 23 RRDB
+/// blocks, two up-convolutions; weights N(0, 0.02²).
+fn random_upscaler() -> Result<Esrgan> {
+    const NF: usize = 64;
+    const GC: usize = 32;
+    let dev = Device::Cpu;
+    let mut t = std::collections::HashMap::new();
+    let mut conv = |name: String, out: usize, inp: usize| -> Result<()> {
+        t.insert(format!("{name}.weight"), Tensor::randn(0f32, 0.02, (out, inp, 3, 3), &dev)?);
+        t.insert(format!("{name}.bias"), Tensor::zeros(out, candle_core::DType::F32, &dev)?);
+        Ok(())
+    };
+    conv("model.0".into(), NF, 3)?;
+    for i in 0..23 {
+        for r in 1..=3 {
+            for c in 1..=5 {
+                conv(format!("model.1.sub.{i}.RDB{r}.conv{c}.0"), if c < 5 { GC } else { NF }, NF + (c - 1) * GC)?;
+            }
+        }
+    }
+    conv("model.1.sub.23".into(), NF, NF)?;
+    for n in [3, 6, 8] {
+        conv(format!("model.{n}"), NF, NF)?;
+    }
+    conv("model.10".into(), 3, NF)?;
+    Ok(Esrgan::from_tensors(t, &dev)?)
+}
+
+fn upscale_rows(args: &BenchArgs, size: usize) -> Result<Vec<(String, f64, f64)>> {
+    let model = random_upscaler()?;
+    let data: Vec<u8> = (0..size * size * 3).map(|i| (i * 37 % 251) as u8).collect();
+    let image = focal_engine::image::RgbImage { width: size as u32, height: size as u32, data };
+    let secs = best_of(args.repeat, || Ok(model.upscale(&image, &Device::Cpu)?))?;
+    let name = format!("esrgan_upscale_{size}");
+    eprintln!("focal {name}: {secs:.2} s");
+    Ok(vec![(name, secs, peak_rss_gib())])
 }
 
 fn num_threads() -> usize {
