@@ -112,7 +112,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     if let Some(size) = args.upscale {
         let rows = upscale_rows(&args, size)?;
-        println!("focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads", num_threads());
+        println!(
+            "focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads",
+            num_threads()
+        );
         println!("esrgan_upscale_{size} = one {size}² image super-resolved ×4 (one tile), clamped; best of {} runs", args.repeat);
         print_rows(&rows, reference.as_ref());
         return Ok(());
