@@ -147,6 +147,14 @@ pub(super) struct Encoded {
 }
 
 impl Encoded {
+    /// The size sampled at.
+    pub(super) fn width(&self) -> u32 {
+        self.width
+    }
+    pub(super) fn height(&self) -> u32 {
+        self.height
+    }
+
     /// Set one image's parameters to sample from it.
     pub(super) fn apply(&self, params: &mut GenerationParams) {
         (params.init_latent, params.width, params.height) = (self.latent.clone(), self.width, self.height);

@@ -126,7 +126,7 @@ impl JobManager {
             // Fooocus returns a fast (or very large) upscale as it is: one image, no sampling.
             self.enter(id, Phase::Saving, 100);
             let image = self.post_process(spec, image)?;
-            let saver = Saver::new(self, spec, id, &self.checkpoint_for(&p.base_model), &[]);
+            let saver = Saver { embed: false, ..Saver::new(self, spec, id, &self.checkpoint_for(&p.base_model), &[]) };
             let path = saver.save(0, p.seed, &image, &PromptOutput::default())?;
             self.update(id, true, |e| e.info.images.push(JobImage { seed: p.seed, path }));
             return Ok(());
@@ -167,7 +167,8 @@ impl JobManager {
             }
             None => None,
         };
-        let refiner_switch = if key.synthetic_refiner { Some(SYNTHETIC_REFINER_SWITCH) } else { p.refiner.as_ref().map(|r| r.switch) };
+        let synthetic = key.synthetic_refiner;
+        let refiner_switch = if synthetic { Some(SYNTHETIC_REFINER_SWITCH) } else { p.refiner.as_ref().map(|r| r.switch) };
         let (checkpoint, loras) = (key.checkpoint.clone(), key.loras.clone());
         self.ensure_loaded(id, key, loaded)?;
         let models = &loaded.as_ref().unwrap().1;
@@ -179,6 +180,11 @@ impl JobManager {
             None => None,
         };
         let saver = Saver::new(self, spec, id, &checkpoint, &loras);
+        let synthetic_switch = refiner_switch.filter(|_| synthetic);
+        let saver = match &init {
+            Some(encoded) => saver.with_ran(encoded.width(), encoded.height(), p.steps, synthetic_switch),
+            None => saver,
+        };
         let all_steps = (p.steps * count).max(1);
         for i in 0..count {
             let _span = tracing::info_span!("image", index = i, seed = seeds[i as usize]).entered();
@@ -261,6 +267,11 @@ struct Saver<'a> {
     base_model_hash: String,
     /// (file stem, weight, hash) of each merged LoRA.
     loras: Vec<(String, f32, String)>,
+    /// Metadata entries (key → JSON text) set by what the job ran rather than by the request:
+    /// an image task's sampled size and steps, the synthetic refiner's switch.
+    ran: Vec<(String, String)>,
+    /// Whether to embed the metadata at all (Fooocus embeds none in a fast upscale).
+    embed: bool,
 }
 
 impl<'a> Saver<'a> {
@@ -280,12 +291,25 @@ impl<'a> Saver<'a> {
             base_model: stem_of(checkpoint),
             base_model_hash: jobs.model_hash(checkpoint),
             loras: loras.iter().map(|l| (stem_of(&l.path), l.weight, jobs.model_hash(&l.path))).collect(),
+            ran: vec![],
+            embed: true,
         }
+    }
+
+    /// Fooocus logs an image task's sampled size and steps, and 0.8 as the switch of its
+    /// synthetic refiner, where the request had its own.
+    fn with_ran(mut self, width: u32, height: u32, steps: u32, synthetic_switch: Option<f32>) -> Self {
+        self.ran.push(("resolution".into(), serde_json::Value::String(format!("({width}, {height})")).to_string()));
+        self.ran.push(("steps".into(), steps.to_string()));
+        if let Some(switch) = synthetic_switch {
+            self.ran.push(("refiner_switch".into(), switch.to_string()));
+        }
+        self
     }
 
     /// Save image `index`; returns the path it is served at.
     fn save(&self, index: u32, seed: u64, image: &RgbImage, prompt: &PromptOutput) -> Result<String, String> {
-        let metadata = self.spec.fooocus.as_ref().and_then(|f| f.metadata.as_ref());
+        let metadata = self.spec.fooocus.as_ref().and_then(|f| f.metadata.as_ref()).filter(|_| self.embed);
         let parameters = metadata.map(|m| {
             let facts = ImageFacts {
                 seed,
@@ -295,7 +319,12 @@ impl<'a> Saver<'a> {
                 height: image.height,
                 loras: &self.loras,
             };
-            let entries = prompt_entries(&m.entries, prompt);
+            let mut entries = prompt_entries(&m.entries, prompt);
+            for (key, value) in &self.ran {
+                if let Some(entry) = entries.iter_mut().find(|(k, _)| k == key) {
+                    entry.1 = value.clone();
+                }
+            }
             (metadata::parameters(&m.scheme, &entries, &facts), m.scheme.clone())
         });
         let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
