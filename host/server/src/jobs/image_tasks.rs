@@ -59,7 +59,7 @@ impl JobManager {
             Task::ImageToImage { image, .. } | Task::Upscale { image, .. } => image,
             _ => return Ok(None),
         };
-        crate::decode::decode(&image.encoded, &self.options.limits.image).map(Some).map_err(|e| format!("input image: {e:#}"))
+        self.decode_input("input image", image).map(Some)
     }
 
     /// Prepare an image-to-image or upscale task; `None` for text-to-image.

@@ -50,7 +50,7 @@ fn decimal(v: f32) -> f64 {
 
 impl JobManager {
     /// Decode one of the task's images as Fooocus reads it (RGB, alpha over white).
-    fn decode_input(&self, what: &str, image: &Image) -> Result<RgbImage, String> {
+    pub(super) fn decode_input(&self, what: &str, image: &Image) -> Result<RgbImage, String> {
         crate::decode::decode(&image.encoded, &self.options.limits.image).map_err(|e| format!("{what}: {e:#}"))
     }
 
