@@ -100,6 +100,7 @@ impl App {
             fetch: Some(Arc::new(fetch)),
             expansion: Some(Arc::new(HostExpansion::new(models.folder("prompt_expansion/fooocus_expansion")))),
             prompts: Some(steps.clone()),
+            upscaler: None,
         };
         let mut settings = config.settings;
         settings.insert("base-url".to_string(), config.base_url);

@@ -20,6 +20,8 @@ fn main() {
             println!("cargo:rerun-if-changed={}", entry.path().display());
         }
     }
+    // Shared with the image-task component.
+    println!("cargo:rerun-if-changed={}", root.join("host/imageops").display());
     println!("cargo:rerun-if-env-changed=FOCAL_PLUGINS_PREBUILT");
     let out = match std::env::var("FOCAL_PLUGINS_PREBUILT") {
         Ok(dir) => PathBuf::from(dir),

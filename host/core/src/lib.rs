@@ -4,6 +4,7 @@
 //! `@0.2.0`) has bindings of its own in the runtime that convert to and from them, so a new
 //! contract version changes neither storage nor the server.
 pub mod image;
+pub mod image_task;
 pub mod job;
 pub mod prompt;
 pub mod services;

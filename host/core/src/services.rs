@@ -97,4 +97,6 @@ pub struct Services {
     pub expansion: Option<Arc<dyn ExpansionService>>,
     /// Always granted (read-only).
     pub prompts: Option<Arc<dyn PromptService>>,
+    /// Bound per call to image-task components, for the job they work on.
+    pub upscaler: Option<Arc<dyn crate::image_task::UpscaleService>>,
 }

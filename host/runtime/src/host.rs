@@ -18,6 +18,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use focal_core::services::Services;
+use focal_core::image_task::{ImageTaskCall, ImageTaskOutput, UpscaleService};
 use focal_core::{Image, Owner, PromptTask};
 
 use crate::bindings::{self, v0_1, v0_2, ContractVersion};
@@ -86,6 +87,7 @@ enum Kind {
     Endpoint02(v0_2::EndpointPre<State>),
     PromptStep02(v0_2::PromptStepPre<State>),
     ImageStep02(v0_2::ImageStepPre<State>),
+    ImageTask02(v0_2::image_task::ImageTaskPre<State>),
 }
 
 /// The world a plugin implements.
@@ -94,6 +96,7 @@ pub enum World {
     Endpoint,
     PromptStep,
     ImageStep,
+    ImageTask,
 }
 
 impl Plugin {
@@ -102,6 +105,7 @@ impl Plugin {
             Kind::Endpoint01(_) | Kind::Endpoint02(_) => World::Endpoint,
             Kind::PromptStep01(_) | Kind::PromptStep02(_) => World::PromptStep,
             Kind::ImageStep02(_) => World::ImageStep,
+            Kind::ImageTask02(_) => World::ImageTask,
         }
     }
 
@@ -114,7 +118,7 @@ impl Plugin {
     pub fn contract(&self) -> ContractVersion {
         match self.kind {
             Kind::Endpoint01(_) | Kind::PromptStep01(_) => ContractVersion::V0_1,
-            Kind::Endpoint02(_) | Kind::PromptStep02(_) | Kind::ImageStep02(_) => ContractVersion::V0_2,
+            Kind::Endpoint02(_) | Kind::PromptStep02(_) | Kind::ImageStep02(_) | Kind::ImageTask02(_) => ContractVersion::V0_2,
         }
     }
 }
@@ -241,6 +245,7 @@ impl PluginHost {
                     try_world!(v0_2::EndpointPre<State>, Kind::Endpoint02, "endpoint");
                     try_world!(v0_2::PromptStepPre<State>, Kind::PromptStep02, "prompt-step");
                     try_world!(v0_2::ImageStepPre<State>, Kind::ImageStep02, "image-step");
+                    try_world!(v0_2::image_task::ImageTaskPre<State>, Kind::ImageTask02, "image-task");
                 }
             }
             Err(why)
@@ -315,6 +320,7 @@ impl PluginHost {
                 fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
                 expansion: self.services.expansion.clone().filter(|_| m.grants(Capability::Expansion)),
                 prompts: self.services.prompts.clone(),
+                upscaler: None,
             },
             started: now,
             deadline: now + Duration::from_millis(m.limits.timeout_ms),
@@ -452,6 +458,25 @@ impl PluginHost {
             Ok(handle) => Ok(store.data_mut().take_image(handle).map_err(|e| failure(m, &stderr, e, &store))?),
             Err(refusal) => Err(refusal),
         })
+    }
+    /// Run one call of an image-task component; `upscaler` serves its `super-resolve` for the
+    /// job. The inner error is the component's own refusal; the outer one a failed plugin. The
+    /// wall budget is the epoch deadline alone, which the upscaler's time moves (a network that
+    /// takes minutes on a CPU is the host's time, not the component's).
+    pub async fn image_task(
+        &self,
+        plugin: &Plugin,
+        call: ImageTaskCall,
+        upscaler: Option<Arc<dyn UpscaleService>>,
+    ) -> Result<Result<ImageTaskOutput, String>, PluginFailure> {
+        let m = &plugin.manifest;
+        let Kind::ImageTask02(pre) = &plugin.kind else {
+            return Err(PluginFailure::BadResponse { plugin: m.name.clone(), message: "not an image-task component".into() });
+        };
+        let _slot = self.step_slot(m).await?;
+        let (mut store, stderr) = self.store(m, Owner::default(), None);
+        store.data_mut().services.upscaler = upscaler;
+        v0_2::image_task::run(pre, &mut store, call).await.map_err(|e| failure(m, &stderr, e, &store))
     }
 }
 

@@ -41,5 +41,9 @@ pub mod builtin {
             include_str!("../../../plugins/fooocus-styles/plugin.toml"),
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_styles.wasm")),
         ),
+        (
+            include_str!("../../../plugins/fooocus-image-tasks/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_image_tasks.wasm")),
+        ),
     ];
 }

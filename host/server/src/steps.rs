@@ -1,17 +1,23 @@
 //! The step plugins as the job worker sees them (prompt steps: one pipeline run per image;
-//! image steps: the job's `post_steps` on each image it saves) and as endpoint plugins see them
+//! image steps: the job's `post_steps` on each image it saves; the image-task component: the
+//! pixel work of image tasks) and as endpoint plugins see them
 //! (`focal:plugin/prompts`: the styles on offer; `catalog.image-steps`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use focal_core::services::{BoxFuture, PromptService};
+use focal_core::image_task::{ImageTaskCall, ImageTaskOutput, UpscaleService};
 use focal_core::{Image, StepCall};
 use focal_runtime::prompts::{self, PromptInput, PromptOutput};
 use focal_runtime::{PluginHost, World};
 
 use crate::jobs::{ImagePipeline, PromptPipeline};
 use crate::registry::Registry;
+
+/// The image-task component jobs call: the built-in one, or a plugin of that name that
+/// replaces it.
+pub const IMAGE_TASKS_PLUGIN: &str = "fooocus-image-tasks";
 
 /// Bound to the host and registry once both exist (the host needs the services first).
 pub struct PluginSteps {
@@ -88,5 +94,16 @@ impl ImagePipeline for PluginSteps {
             image = result.map_err(|e| format!("image step '{name}': {e}"))?.map_err(|e| format!("image step '{name}': {e}"))?;
         }
         Ok(image)
+    }
+
+    fn task(&self, call: ImageTaskCall, upscaler: Arc<dyn UpscaleService>) -> Result<ImageTaskOutput, String> {
+        let Some((host, registry)) = self.plugins.get() else { return Err("no image-task component is loaded".into()) };
+        let component = registry
+            .plugins()
+            .into_iter()
+            .find(|p| p.world() == World::ImageTask && p.manifest.name == IMAGE_TASKS_PLUGIN)
+            .ok_or_else(|| format!("the image-task component '{IMAGE_TASKS_PLUGIN}' is not loaded"))?;
+        let result = self.runtime.block_on(host.image_task(&component, call, Some(upscaler)));
+        result.map_err(|e| e.to_string())?.map_err(|e| format!("{IMAGE_TASKS_PLUGIN}: {e}"))
     }
 }

@@ -8,6 +8,8 @@ use wasmtime::component::Resource;
 
 use crate::host::State;
 
+pub mod image_task;
+
 mod generated {
     wasmtime::component::bindgen!({
         world: "endpoint",
@@ -26,6 +28,20 @@ mod generated {
             with: {
                 "focal:plugin/log": super::focal::plugin::log,
                 "focal:plugin/config": super::focal::plugin::config,
+            },
+        });
+    }
+
+    pub mod image_task {
+        wasmtime::component::bindgen!({
+            world: "image-task",
+            path: "../../wit/focal-plugin@0.2.0",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "focal:plugin/log": super::focal::plugin::log,
+                "focal:plugin/config": super::focal::plugin::config,
+                "focal:plugin/images": super::focal::plugin::images,
             },
         });
     }
@@ -62,11 +78,11 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtim
     generated::Endpoint::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     random::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     expansion::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    Ok(())
+    image_task::add_to_linker(linker)
 }
 
 impl State {
-    fn image(&self, handle: &Resource<Image>) -> wasmtime::Result<Image> {
+    pub(crate) fn image(&self, handle: &Resource<Image>) -> wasmtime::Result<Image> {
         Ok(self.table.get(handle)?.clone())
     }
 

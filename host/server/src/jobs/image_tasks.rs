@@ -1,31 +1,22 @@
-//! The image tasks' steps around sampling, in Fooocus's order (`async_worker.py`: `apply_vary`,
-//! `apply_upscale`): the input brought to its size with PIL's LANCZOS, the upscaler, the one
-//! VAE encode per job (sampling the posterior from the carried torch generator), and when an
-//! upscale returns without diffusion.
+//! The image tasks around sampling, in Fooocus's order (`async_worker.py`: `apply_vary`,
+//! `apply_upscale`, the inpaint flow): the pixel work is the image-task component's
+//! (`fooocus-image-tasks` unless the operator replaced it), the networks are the host's — the
+//! upscaler it calls back into, the one VAE encode per job (sampling the posterior from the
+//! carried torch generator) — and an upscale may return without diffusion.
 
-use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
-use focal_core::{JobSpec, Task};
-use focal_engine::esrgan::{Esrgan, FOOOCUS_UPSCALER};
+use focal_core::image_task::{ImageTaskCall, ImageTaskOutput};
+use focal_core::{Image, JobSpec, Task};
 use focal_engine::image::RgbImage;
 use focal_engine::inpaint::{InpaintHead, Inpainting};
 use focal_engine::rng::TorchGlobal;
 use focal_engine::{GenerationParams, SdxlModel};
-use focal_imageops::{resize_lanczos, set_image_shape_ceil, shape_ceil, Pixels};
 
 use super::inpaint_task::InpaintPlan;
+use super::upscaler::{JobUpscaler, Upscalers};
 use super::JobManager;
-
-/// Fooocus's upscaler download (`modules/config.py:downloading_upscale_model`).
-const UPSCALER_URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/fooocus_upscaler_s409985e5.bin";
-
-/// The largest super-resolved image (pixels) an upscale makes: 8192² (a 2048² input at ×4); the
-/// blended f32 output alone is 12 bytes a pixel.
-const LARGEST_UPSCALER_OUTPUT: u64 = 8192 * 8192;
-
-/// Above this shape ceil an upscale returns the super-resolved image without diffusion.
-const LARGEST_DIFFUSED_UPSCALE: f64 = 2800.0;
 
 /// What an image task makes of its input before sampling.
 pub(super) enum Prepared {
@@ -38,99 +29,63 @@ pub(super) enum Prepared {
     Inpaint(InpaintPlan),
 }
 
-pub(super) fn to_pixels(img: RgbImage) -> Pixels {
-    Pixels::rgb(img.width, img.height, img.data).expect("an RgbImage holds 3 bytes per pixel")
-}
-
-pub(super) fn to_rgb(p: Pixels) -> RgbImage {
-    RgbImage { width: p.width, height: p.height, data: p.data }
-}
-
-/// The upscaler loaded by this worker, kept while jobs name the same file.
-#[derive(Default)]
-pub(super) struct Upscalers {
-    loaded: Option<(PathBuf, Esrgan)>,
-}
-
 impl JobManager {
-    /// The task's input, decoded as Fooocus reads it (RGB, alpha over white).
-    fn task_input(&self, spec: &JobSpec) -> Result<Option<RgbImage>, String> {
-        let image = match &spec.task {
-            Task::ImageToImage { image, .. } | Task::Upscale { image, .. } => image,
-            _ => return Ok(None),
-        };
-        self.decode_input("input image", image).map(Some)
+    /// Decode one of the task's images as Fooocus reads it (RGB, alpha over white).
+    pub(super) fn decode_input(&self, what: &str, image: &Image) -> Result<RgbImage, String> {
+        crate::decode::decode(&image.encoded, &self.options.limits.image).map_err(|e| format!("{what}: {e:#}"))
     }
 
-    /// Prepare an image-to-image or upscale task; `None` for text-to-image.
-    pub(super) fn prepare_image_task(&self, id: &str, spec: &JobSpec, upscalers: &mut Upscalers) -> Result<Option<Prepared>, String> {
-        if let Task::Inpaint { image, mask, options } = &spec.task {
-            return Ok(self.prepare_inpaint(id, image, mask.as_ref(), options, upscalers)?.map(Prepared::Inpaint));
-        }
-        let Some(input) = self.task_input(spec)? else { return Ok(None) };
+    /// One call of the image-task component, its upscaler bound to job `id` and `model`.
+    pub(super) fn image_task(
+        self: &Arc<Self>,
+        id: &str,
+        call: ImageTaskCall,
+        model: &str,
+        upscalers: &Arc<Mutex<Upscalers>>,
+    ) -> Result<ImageTaskOutput, String> {
+        let pipeline = self.images.get().ok_or("this host runs no image-task component")?;
+        let upscaler = JobUpscaler { jobs: self.clone(), id: id.to_string(), model: model.to_string(), upscalers: upscalers.clone() };
+        pipeline.task(call, Arc::new(upscaler))
+    }
+
+    /// Prepare an image task; `None` for text-to-image (and for an inpaint with nothing to
+    /// repaint, which Fooocus answers with a text-to-image).
+    pub(super) fn prepare_image_task(
+        self: &Arc<Self>,
+        id: &str,
+        spec: &JobSpec,
+        upscalers: &Arc<Mutex<Upscalers>>,
+    ) -> Result<Option<Prepared>, String> {
         let p = &spec.params;
         match &spec.task {
-            Task::ImageToImage { denoise, .. } => {
+            Task::Inpaint { image, mask, options } => {
+                Ok(self.prepare_inpaint(id, image, mask.as_ref(), options, upscalers)?.map(Prepared::Inpaint))
+            }
+            Task::ImageToImage { image, denoise } => {
                 // The size the plugin chose (Fooocus's vary picks it from the image).
-                let image = if (input.width, input.height) == (p.width, p.height) {
-                    input
-                } else {
-                    to_rgb(resize_lanczos(&to_pixels(input), p.width, p.height))
+                let call = ImageTaskCall::Vary { image: image.clone(), width: p.width, height: p.height };
+                let ImageTaskOutput::Image(out) = self.image_task(id, call, "", upscalers)? else {
+                    return Err("the image-task component answered a vary with something else".into());
                 };
+                let image = self.decode_input("the varied image", &out)?;
                 Ok(Some(Prepared::Diffuse { image, denoise: *denoise, tiled: false }))
             }
-            Task::Upscale { model, factor, denoise, .. } => {
-                let (w, h) = (input.width as f64, input.height as f64);
-                let f = *factor as f64;
-                if !(f > 0.0 && f <= 8.0) {
-                    return Err(format!("upscale factor {f} must be in (0, 8]"));
+            Task::Upscale { image, model, factor, denoise } => {
+                if !(*factor > 0.0 && *factor <= 8.0) {
+                    return Err(format!("upscale factor {factor} must be in (0, 8]"));
                 }
-                let esrgan = self.upscaler(id, model, upscalers)?;
-                let s = esrgan.scale as u64;
-                if input.width as u64 * s * input.height as u64 * s > LARGEST_UPSCALER_OUTPUT {
-                    return Err(format!(
-                        "input image {}x{} is too large to upscale: the upscaler (×{s}) would make more than 8192² pixels",
-                        input.width, input.height
-                    ));
-                }
-                let sr = to_pixels(esrgan.upscale(&input, &candle_core::Device::Cpu).map_err(|e| e.to_string())?);
-                // `apply_upscale`: to f × the input, or to shape ceil 1024 when that is smaller.
-                let ceil = shape_ceil(h * f, w * f);
-                let (image, ceil) = if ceil < 1024.0 {
-                    (set_image_shape_ceil(&sr, 1024.0), 1024.0)
-                } else {
-                    (resize_lanczos(&sr, (w * f) as u32, (h * f) as u32), ceil)
+                let call = ImageTaskCall::Upscale { image: image.clone(), factor: *factor };
+                let ImageTaskOutput::Upscaled { image, diffuse } = self.image_task(id, call, model, upscalers)? else {
+                    return Err("the image-task component answered an upscale with something else".into());
                 };
-                let image = to_rgb(image);
-                if *denoise <= 0.0 || ceil > LARGEST_DIFFUSED_UPSCALE {
+                let image = self.decode_input("the upscaled image", &image)?;
+                if *denoise <= 0.0 || !diffuse {
                     return Ok(Some(Prepared::Direct(image)));
                 }
                 Ok(Some(Prepared::Diffuse { image, denoise: *denoise, tiled: true }))
             }
             _ => Ok(None),
         }
-    }
-
-    /// The upscaler file `name` from `upscale_models/` (Fooocus's own is fetched on first use).
-    pub(super) fn upscaler<'a>(&self, id: &str, name: &str, upscalers: &'a mut Upscalers) -> Result<&'a Esrgan, String> {
-        let name = if name.is_empty() { FOOOCUS_UPSCALER } else { name };
-        if Path::new(name).components().count() != 1 {
-            return Err(format!("upscale model '{name}' must be a file name in upscale_models/"));
-        }
-        let path = self.options.models.folder("upscale_models").join(name);
-        if upscalers.loaded.as_ref().is_none_or(|(p, _)| p != &path) {
-            upscalers.loaded = None;
-            if !path.is_file() {
-                if name != FOOOCUS_UPSCALER {
-                    return Err(format!("upscale model '{name}' is not in the models folder's upscale_models/"));
-                }
-                self.download(id, UPSCALER_URL, &path)
-                    .map_err(|e| format!("upscaling needs models/upscale_models/{FOOOCUS_UPSCALER}: {e}"))?;
-            }
-            let model = Esrgan::load(&path, &candle_core::Device::Cpu).map_err(|e| format!("cannot load the upscaler: {e}"))?;
-            upscalers.loaded = Some((path, model));
-        }
-        Ok(&upscalers.loaded.as_ref().expect("loaded above").1)
     }
 }
 

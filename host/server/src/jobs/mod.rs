@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use focal_core::image_task::{ImageTaskCall, ImageTaskOutput, UpscaleService};
 use focal_core::services::{BoxFuture, EngineService};
 use focal_core::{Image, JobInfo, JobSpec, JobStage, Owner, Phase, QueueInfo, StepCall, SubmitError};
 use focal_models::ModelsDir;
@@ -29,6 +30,7 @@ mod inpaint_task;
 mod models;
 mod queue;
 mod translate;
+mod upscaler;
 mod worker;
 
 /// The label of plain text-to-image jobs (contract 0.1.0's one runnable job type).
@@ -72,9 +74,12 @@ pub trait PromptPipeline: Send + Sync {
     fn run(&self, input: PromptInput) -> Result<PromptOutput, String>;
 }
 
-/// Runs a job's image steps (`post_steps`) on each image it saves.
+/// The image plugins a job calls: its image steps (`post_steps`) on each image it saves, and
+/// the image-task component for the pixel work of image tasks.
 pub trait ImagePipeline: Send + Sync {
     fn run(&self, steps: &[StepCall], image: Image) -> Result<Image, String>;
+    /// One call of the image-task component, `upscaler` serving its super-resolution.
+    fn task(&self, call: ImageTaskCall, upscaler: Arc<dyn UpscaleService>) -> Result<ImageTaskOutput, String>;
 }
 
 pub struct JobManager {

@@ -13,7 +13,8 @@ use focal_engine::sdxl::Conditioning;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
-use super::image_tasks::{encode_input, Prepared, Upscalers};
+use super::image_tasks::{encode_input, Prepared};
+use super::upscaler::Upscalers;
 use super::models::{Loaded, ModelKey, SYNTHETIC_REFINER_SWITCH};
 use super::translate::{check_runnable, engine_params, swap_method};
 use super::{now_ms, JobManager};
@@ -118,10 +119,10 @@ impl JobManager {
     }
 
     /// Run one job; images are recorded as they are saved. `Ok` also when stopped early.
-    fn run(&self, id: &str, spec: &JobSpec, state: &mut WorkerState) -> Result<(), String> {
+    fn run(self: &Arc<Self>, id: &str, spec: &JobSpec, state: &mut WorkerState) -> Result<(), String> {
         check_runnable(spec)?;
         let p = &spec.params;
-        let prepared = self.prepare_image_task(id, spec, &mut state.upscalers)?;
+        let prepared = self.prepare_image_task(id, spec, &state.upscalers)?;
         if let Some(Prepared::Direct(image)) = prepared {
             // Fooocus returns a fast (or very large) upscale as it is: one image, no sampling.
             self.enter(id, Phase::Saving, 100);
@@ -225,7 +226,7 @@ impl JobManager {
             };
             self.update(id, false, |e| e.info.progress.enter(Phase::Saving, e.info.progress.percent));
             let image = match &prepared {
-                Some(Prepared::Inpaint(plan)) => plan.finish(out.image),
+                Some(Prepared::Inpaint(plan)) => self.finish_inpaint(id, plan, &out.image, &state.upscalers)?,
                 _ => out.image,
             };
             let image = self.post_process(spec, image)?;
@@ -252,7 +253,8 @@ impl JobManager {
 #[derive(Default)]
 struct WorkerState {
     loaded: Option<(ModelKey, Loaded)>,
-    upscalers: Upscalers,
+    /// Shared with the image-task component's upscaler calls (on this thread).
+    upscalers: Arc<std::sync::Mutex<Upscalers>>,
     /// torch's global generator as the last job left it (Fooocus's encodes draw from it).
     torch_global: TorchGlobal,
 }
