@@ -3,6 +3,7 @@
 pub mod bpe;
 pub mod checkpoint;
 pub mod clip;
+pub mod conv;
 pub mod embeddings;
 pub mod error;
 pub mod esrgan;
