@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig};
 
 use crate::error::{EngineError, Result};
+use crate::nn::Conv2d;
 use crate::image::RgbImage;
 use crate::tiles::tiled_scale;
 
@@ -24,8 +24,8 @@ pub const FOOOCUS_UPSCALER: &str = "fooocus_upscaler_s409985e5.bin";
 const TILE: usize = 512;
 const TILE_OVERLAP: usize = 32;
 
-fn conv(weight: Tensor, bias: Option<Tensor>) -> Conv2d {
-    Conv2d::new(weight, bias, Conv2dConfig { padding: 1, ..Default::default() })
+fn conv(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Conv2d> {
+    Conv2d::new(weight, bias, 1, 1)
 }
 
 fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -142,14 +142,14 @@ impl Esrgan {
             return Err(unsupported("2×2 convolutions"));
         }
         let in_nc = first_w.dim(1)?;
-        let first = conv(first_w, Some(take("model.0.bias")?));
+        let first = conv(first_w, Some(take("model.0.bias")?))?;
         let mut blocks = Vec::new();
         for i in 0..nb {
             let mut dense = |r: usize| -> Result<DenseBlock> {
                 let mut convs = Vec::new();
                 for c in 1..=5 {
                     let p = format!("model.1.sub.{i}.RDB{r}.conv{c}.0");
-                    convs.push(conv(take(&format!("{p}.weight"))?, Some(take(&format!("{p}.bias"))?)));
+                    convs.push(conv(take(&format!("{p}.weight"))?, Some(take(&format!("{p}.bias"))?))?);
                 }
                 Ok(DenseBlock { convs: convs.try_into().map_err(|_| unsupported("dense block"))? })
             };
@@ -158,20 +158,20 @@ impl Esrgan {
         if nb == 0 {
             return Err(unsupported("no RRDB blocks"));
         }
-        let trunk = conv(take(&format!("model.1.sub.{nb}.weight"))?, Some(take(&format!("model.1.sub.{nb}.bias"))?));
+        let trunk = conv(take(&format!("model.1.sub.{nb}.weight"))?, Some(take(&format!("model.1.sub.{nb}.bias"))?))?;
         let mut ups = Vec::new();
         while let Ok(w) = take(&format!("model.{}.weight", 3 * (ups.len() + 1))) {
             let b = take(&format!("model.{}.bias", 3 * (ups.len() + 1)))?;
-            ups.push(conv(w, Some(b)));
+            ups.push(conv(w, Some(b))?);
             if ups.len() > 4 {
                 return Err(unsupported("more than four up-convolutions"));
             }
         }
         let n = ups.len();
-        let hr = conv(take(&format!("model.{}.weight", 3 * n + 2))?, Some(take(&format!("model.{}.bias", 3 * n + 2))?));
+        let hr = conv(take(&format!("model.{}.weight", 3 * n + 2))?, Some(take(&format!("model.{}.bias", 3 * n + 2))?))?;
         let last_w = take(&format!("model.{}.weight", 3 * n + 4))?;
         let out_nc = last_w.dim(0)?;
-        let last = conv(last_w, Some(take(&format!("model.{}.bias", 3 * n + 4))?));
+        let last = conv(last_w, Some(take(&format!("model.{}.bias", 3 * n + 4))?))?;
         if out_nc != 3 {
             return Err(unsupported(&format!("{out_nc} output channels")));
         }

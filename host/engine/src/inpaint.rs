@@ -51,7 +51,7 @@ impl InpaintHead {
         let device = latent_inpaint.device();
         let feed = Tensor::cat(&[&latent_mask.to_dtype(DType::F32)?, &latent_inpaint.to_dtype(DType::F32)?], 1)?;
         let feed = feed.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?;
-        let conv = candle_nn::Conv2d::new(self.weight.to_device(device)?, None, Default::default());
+        let conv = crate::nn::Conv2d::new(self.weight.to_device(device)?, None, 1, 0)?;
         Ok(conv.forward(&feed)?.to_dtype(dtype)?)
     }
 }

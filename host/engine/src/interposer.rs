@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::error::{EngineError, Result};
-use crate::nn::{conv2d, silu};
+use crate::nn::{conv2d, silu, Conv2d};
 
 /// The file Fooocus downloads on first use, and where from.
 pub const FILE_NAME: &str = "xl-to-v1_interposer-v4.0.safetensors";

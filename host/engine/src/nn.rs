@@ -2,12 +2,14 @@
 //! so one code path serves full-size SDXL and any smaller model of the same topology.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+
+pub use crate::conv::Conv2d;
 
 pub fn conv2d(vb: &VarBuilder, stride: usize, padding: usize) -> Result<Conv2d> {
     let w = vb.get_unchecked("weight")?;
     let b = if vb.contains_tensor("bias") { Some(vb.get_unchecked("bias")?) } else { None };
-    Ok(Conv2d::new(w, b, Conv2dConfig { padding, stride, ..Default::default() }))
+    Conv2d::new(w, b, stride, padding)
 }
 
 /// A linear layer; 1x1-conv weights (`[out, in, 1, 1]`) are accepted as `[out, in]`.

@@ -2,7 +2,9 @@
 //! from the checkpoint.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
+
+use crate::nn::Conv2d;
 
 use crate::nn::{attention, conv2d, group_norm, linear, silu};
 use crate::tiles;
