@@ -54,12 +54,24 @@ pub struct InpaintPlan {
 #[derive(Debug, Clone)]
 pub enum ImageTaskCall {
     /// The input at the size sampled at.
-    Vary { image: Image, width: u32, height: u32 },
+    Vary {
+        image: Image,
+        width: u32,
+        height: u32,
+    },
     /// Super-resolution, then the size sampled at.
-    Upscale { image: Image, factor: f32 },
+    Upscale {
+        image: Image,
+        factor: f32,
+    },
     PrepareInpaint(InpaintRequest),
     /// The sampled image put back as the plan says.
-    FinishInpaint { sampled: Image, original: Image, area: Area, blend_mask: Mask },
+    FinishInpaint {
+        sampled: Image,
+        original: Image,
+        area: Area,
+        blend_mask: Mask,
+    },
 }
 
 /// What an image-task call answers (the variant follows the call's).
@@ -67,7 +79,10 @@ pub enum ImageTaskCall {
 pub enum ImageTaskOutput {
     Image(Image),
     /// An upscale; `diffuse` false: the image is the job's result as it is.
-    Upscaled { image: Image, diffuse: bool },
+    Upscaled {
+        image: Image,
+        diffuse: bool,
+    },
     /// `None`: nothing to repaint (the job runs as a text-to-image, as Fooocus does).
     Inpaint(Option<InpaintPlan>),
 }

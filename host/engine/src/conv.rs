@@ -74,7 +74,14 @@ struct ShiftedGemm {
 
 impl ShiftedGemm {
     /// A 1×1 convolution: per batch item, `out = bias + W · X` with X the input's `c × pixels`.
-    fn pointwise(&self, input: &[f32], weight: &[f32], (n, c, pixels): (usize, usize, usize), o: usize, parallelism: gemm::Parallelism) -> Vec<f32> {
+    fn pointwise(
+        &self,
+        input: &[f32],
+        weight: &[f32],
+        (n, c, pixels): (usize, usize, usize),
+        o: usize,
+        parallelism: gemm::Parallelism,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; n * o * pixels];
         for b in 0..n {
             let dst = &mut out[b * o * pixels..(b + 1) * o * pixels];
@@ -293,7 +300,12 @@ mod tests {
             };
             let ours = time(&|| conv.forward(&x).unwrap());
             let candle = time(&|| reference(&x, &wt, Some(&b), k / 2));
-            println!("{what:28} {n}×{c}→{o} {h}²: shifted GEMM {:8.1} ms, candle {:8.1} ms, ratio {:.2}", ours * 1e3, candle * 1e3, ours / candle);
+            println!(
+                "{what:28} {n}×{c}→{o} {h}²: shifted GEMM {:8.1} ms, candle {:8.1} ms, ratio {:.2}",
+                ours * 1e3,
+                candle * 1e3,
+                ours / candle
+            );
         }
     }
 }

@@ -13,8 +13,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{EngineError, Result};
-use crate::nn::Conv2d;
 use crate::image::RgbImage;
+use crate::nn::Conv2d;
 use crate::tiles::tiled_scale;
 
 /// Fooocus's upscaler file (`models/upscale_models/`).

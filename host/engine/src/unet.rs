@@ -6,7 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use crate::freeu::FreeU;
-use crate::nn::{attention, conv2d, Conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Mlp2};
+use crate::nn::{attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Conv2d, Mlp2};
 
 /// How attention splits into heads: SDXL (and its refiner) uses 64-dimensional heads at every
 /// level, SD1.5 eight heads whatever the width (ComfyUI `num_head_channels` / `num_heads`).

@@ -17,8 +17,8 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use focal_core::services::Services;
 use focal_core::image_task::{ImageTaskCall, ImageTaskOutput, UpscaleService};
+use focal_core::services::Services;
 use focal_core::{Image, Owner, PromptTask};
 
 use crate::bindings::{self, v0_1, v0_2, ContractVersion};

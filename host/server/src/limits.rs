@@ -3,7 +3,7 @@
 //! anything is allocated for it, so no request can take the process down. The values are the
 //! defaults of `focal serve`'s `--max-*` options.
 
-use focal_core::JobSpec;
+use focal_core::{Image, InpaintOptions, JobSpec, Task};
 
 use crate::decode::ImageLimits;
 
@@ -61,6 +61,25 @@ impl RequestLimits {
                 return Err(format!("{field}: {chars} characters; the limit is {} (--max-prompt-chars)", self.max_prompt_chars));
             }
         }
+        if let Task::Inpaint { image, options, .. } = &spec.task {
+            self.check_outpaint(image, options)?;
+        }
         Ok(())
+    }
+
+    /// An outpaint's canvas (the image plus its margins) is an image like the inputs.
+    pub fn check_outpaint(&self, image: &Image, options: &InpaintOptions) -> Result<(), String> {
+        let Some(e) = options.extend else { return Ok(()) };
+        let (w, h) = (image.width as u64 + e.left as u64 + e.right as u64, image.height as u64 + e.top as u64 + e.bottom as u64);
+        if w * h <= self.image.max_pixels {
+            return Ok(());
+        }
+        // Named by its largest margin, the one to shrink.
+        let sides = [("left", e.left), ("right", e.right), ("top", e.top), ("bottom", e.bottom)];
+        let side = sides.into_iter().max_by_key(|&(_, v)| v).map_or("left", |(s, _)| s);
+        Err(format!(
+            "extend.{side}: outpainting the {}×{} image makes {w}×{h} pixels; the limit is {} (--max-image-pixels)",
+            image.width, image.height, self.image.max_pixels
+        ))
     }
 }

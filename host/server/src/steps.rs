@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use focal_core::services::{BoxFuture, PromptService};
 use focal_core::image_task::{ImageTaskCall, ImageTaskOutput, UpscaleService};
+use focal_core::services::{BoxFuture, PromptService};
 use focal_core::{Image, StepCall};
 use focal_runtime::prompts::{self, PromptInput, PromptOutput};
 use focal_runtime::{PluginHost, World};

@@ -188,8 +188,12 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
                 return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw));
             }
             let field = msg.split(':').next().unwrap_or("");
+            let outpaint_side = field.strip_prefix("extend.").map(|side| format!("outpaint_distance_{side}"));
+            let outpaint_side = outpaint_side.as_deref();
             let loc: &[&str] = if matches!(field, "prompt" | "negative_prompt" | "image_number") {
                 std::slice::from_ref(&field)
+            } else if let Some(side) = &outpaint_side {
+                std::slice::from_ref(side)
             } else if msg.contains("width") || msg.contains("height") {
                 &["aspect_ratios_selection"]
             } else if msg.contains("sampler") {

@@ -43,13 +43,8 @@ impl JobManager {
         options: &InpaintOptions,
         upscalers: &Arc<Mutex<Upscalers>>,
     ) -> Result<Option<InpaintPlan>, String> {
-        if let Some(e) = options.extend {
-            let (w, h) = (image.width, image.height);
-            let (pw, ph) = (w as u64 + e.left as u64 + e.right as u64, h as u64 + e.top as u64 + e.bottom as u64);
-            if pw * ph > self.options.limits.image.max_pixels {
-                return Err(format!("outpainting {w}x{h} by {e:?} makes {pw}x{ph} pixels, above this server's image limit"));
-            }
-        }
+        // Bounded at submit too; jobs queued before a lower limit are checked again here.
+        self.options.limits.check_outpaint(image, options)?;
         let request = InpaintRequest {
             image: image.clone(),
             mask: mask.cloned(),
@@ -65,7 +60,10 @@ impl JobManager {
         let Some(plan) = plan else { return Ok(None) };
         let sampled = self.decode_input("the inpaint area", &plan.image)?;
         let fill = self.decode_input("the inpaint fill", &plan.fill)?;
-        if (plan.mask.width, plan.mask.height) != (sampled.width, sampled.height) || fill.width != sampled.width || fill.height != sampled.height {
+        if (plan.mask.width, plan.mask.height) != (sampled.width, sampled.height)
+            || fill.width != sampled.width
+            || fill.height != sampled.height
+        {
             return Err("the image-task component's inpaint area, fill and mask differ in size".into());
         }
         Ok(Some(InpaintPlan {

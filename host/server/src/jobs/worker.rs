@@ -14,9 +14,9 @@ use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
 use super::image_tasks::{encode_input, Prepared};
-use super::upscaler::Upscalers;
 use super::models::{Loaded, ModelKey, SYNTHETIC_REFINER_SWITCH};
 use super::translate::{check_runnable, engine_params, swap_method};
+use super::upscaler::Upscalers;
 use super::{now_ms, JobManager};
 use crate::images::image_from_rgb;
 use crate::metadata::{self, ImageFacts};
