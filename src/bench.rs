@@ -53,6 +53,9 @@ pub struct BenchArgs {
     upscale: Option<usize>,
 }
 
+/// Which library does the matrix products (the `mkl` feature, `scripts/build-mkl.sh`).
+const GEMM: &str = if cfg!(feature = "mkl") { "GEMM: Intel MKL" } else { "GEMM: gemm crate" };
+
 /// The prompt both expansion benchmarks expand (12 tokens with its comma: 63 new tokens).
 const EXPANSION_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
 
@@ -113,8 +116,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(size) = args.upscale {
         let rows = upscale_rows(&args, size)?;
         println!(
-            "focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads",
-            num_threads()
+            "focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads, {}",
+            num_threads(),
+            GEMM
         );
         println!("esrgan_upscale_{size} = one {size}² image super-resolved ×4 (one tile), clamped; best of {} runs", args.repeat);
         print_rows(&rows, reference.as_ref());
@@ -122,7 +126,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.expansion {
         let rows = expansion_rows(&args)?;
-        println!("focal bench: Fooocus V2 expansion, full-size GPT-2 (124M, random weights), f32, CPU, {} threads", num_threads());
+        println!(
+            "focal bench: Fooocus V2 expansion, full-size GPT-2 (124M, random weights), f32, CPU, {} threads, {}",
+            num_threads(),
+            GEMM
+        );
         println!("expand = one prompt expanded to 75 tokens (sampling, KV cache); best of {} runs", args.repeat);
         print_rows(&rows, reference.as_ref());
         return Ok(());
@@ -176,7 +184,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
-    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads", args.dtype, num_threads());
+    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), GEMM);
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
     print_rows(&rows, reference.as_ref());
     Ok(())

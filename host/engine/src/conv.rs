@@ -2,62 +2,60 @@
 //! (every 3×3 of the UNet, the VAE and the upscaler) runs as k² accumulated GEMMs over one
 //! zero-padded copy of the input — the "shifted GEMM" form: for kernel tap (kh, kw) the output
 //! at flat position `q = y·Wp + x` of the padded width `Wp` reads input `q + kh·Wp + kw`, so each
-//! tap is one plain matrix product `W[:, :, kh, kw] · X[:, offset..]` with no im2col buffer. The
+//! tap is one plain matrix product `W[kh, kw] · X[:, offset..]` with no im2col buffer. The
 //! output rows carry `k − 1` spare columns that are dropped at the end; a 1×1 convolution
-//! without padding is the one product straight from the input into the output. Everything else
-//! (other devices and dtypes, strides) goes to candle's convolution.
+//! without padding is the one product straight from the input into the output. The weights of
+//! such layers are kept tap-major (`[k, k, out, in]`, one GEMM-ready matrix per tap). Everything
+//! else (other devices and dtypes, strides) goes to candle's convolution.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+
+use crate::blas::sgemm;
 
 /// A convolution layer: weight `[out, in, k, k]`, optional bias `[out]`.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
+    /// `[out, in, k, k]`, or `[k, k, out, in]` when `taps`.
     weight: Tensor,
+    /// Whether the layer runs as shifted GEMMs (CPU, f32, stride 1, square kernel).
+    taps: bool,
     bias: Option<Tensor>,
     stride: usize,
     padding: usize,
-    /// The bias as host floats, for the shifted-GEMM path (which starts each output row from it).
+    /// The bias as host floats for the shifted GEMMs (each output row starts from it).
     bias_host: Option<Arc<[f32]>>,
 }
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        let (_, _, kh, kw) = weight.dims4()?;
+        let host_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        let taps = host_f32(&weight) && bias.as_ref().is_none_or(host_f32) && stride == 1 && kh == kw && (kh > 1 || padding == 0);
         let bias_host = match &bias {
-            Some(b) if b.device().is_cpu() && b.dtype() == DType::F32 => Some(Arc::from(b.to_vec1::<f32>()?)),
+            Some(b) if taps => Some(Arc::from(b.to_vec1::<f32>()?)),
             _ => None,
         };
-        Ok(Self { weight, bias, stride, padding, bias_host })
+        let weight = if taps { weight.permute((2, 3, 0, 1))?.contiguous()? } else { weight };
+        Ok(Self { weight, taps, bias, stride, padding, bias_host })
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// Whether this call can take the shifted-GEMM path.
-    fn shifted_gemm(&self, x: &Tensor) -> bool {
-        let (_, _, kh, kw) = match self.weight.dims4() {
-            Ok(d) => d,
-            Err(_) => return false,
-        };
-        matches!(x.device(), Device::Cpu)
-            && x.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32
-            && self.stride == 1
-            && kh == kw
-            && (kh > 1 || self.padding == 0)
-            && (self.bias.is_none() || self.bias_host.is_some())
+    /// Out-channels, in-channels, kernel size.
+    pub fn dims(&self) -> Result<(usize, usize, usize)> {
+        let (a, b, c, d) = self.weight.dims4()?;
+        Ok(if self.taps { (c, d, a) } else { (a, b, c) })
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.shifted_gemm(x) {
+        if self.taps && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm { padding: self.padding, bias: self.bias_host.clone() };
-            return x.contiguous()?.apply_op2_no_bwd(&self.weight.contiguous()?, &op);
+            return x.contiguous()?.apply_op2_no_bwd(&self.weight, &op);
         }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let weight = if self.taps { self.weight.permute((2, 3, 0, 1))? } else { self.weight.clone() };
+        let y = x.conv2d(&weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -65,57 +63,21 @@ impl Module for Conv2d {
     }
 }
 
-/// Stride-1 k×k convolution as k² GEMMs (input `[n, c, h, w]`, weight `[o, c, k, k]`, both
-/// contiguous f32 on the CPU).
+/// Stride-1 k×k convolution as k² GEMMs (input `[n, c, h, w]`, tap-major weight `[k, k, o, c]`,
+/// both contiguous f32 on the CPU).
 struct ShiftedGemm {
     padding: usize,
     bias: Option<Arc<[f32]>>,
 }
 
 impl ShiftedGemm {
-    /// A 1×1 convolution: per batch item, `out = bias + W · X` with X the input's `c × pixels`.
-    fn pointwise(
-        &self,
-        input: &[f32],
-        weight: &[f32],
-        (n, c, pixels): (usize, usize, usize),
-        o: usize,
-        parallelism: gemm::Parallelism,
-    ) -> Vec<f32> {
-        let mut out = vec![0f32; n * o * pixels];
-        for b in 0..n {
-            let dst = &mut out[b * o * pixels..(b + 1) * o * pixels];
-            if let Some(bias) = &self.bias {
-                for (oc, row) in dst.chunks_exact_mut(pixels).enumerate() {
-                    row.fill(bias[oc]);
-                }
-            }
-            // SAFETY: dst is o × pixels, lhs the o × c weight, rhs the c × pixels input item.
-            unsafe {
-                gemm::gemm(
-                    o,
-                    pixels,
-                    c,
-                    dst.as_mut_ptr(),
-                    1,
-                    pixels as isize,
-                    self.bias.is_some(),
-                    weight.as_ptr(),
-                    1,
-                    c as isize,
-                    input.as_ptr().add(b * c * pixels),
-                    1,
-                    pixels as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
+    /// Each of the `o` output rows of `dst` (`len` values each) set to its bias.
+    fn start_from_bias(&self, dst: &mut [f32], len: usize) -> bool {
+        let Some(bias) = &self.bias else { return false };
+        for (oc, row) in dst.chunks_exact_mut(len).enumerate() {
+            row.fill(bias[oc]);
         }
-        out
+        true
     }
 }
 
@@ -133,7 +95,7 @@ impl CustomOp2 for ShiftedGemm {
         };
         let (input, weight) = (&input[i0..i1], &weight[w0..w1]);
         let (n, c, h, w) = l1.shape().dims4()?;
-        let (o, wc, k, k2) = l2.shape().dims4()?;
+        let (k, k2, o, wc) = l2.shape().dims4()?;
         if wc != c || k != k2 {
             candle_core::bail!("conv2d-shifted-gemm: weight {:?} does not fit input {:?}", l2.shape(), l1.shape());
         }
@@ -143,16 +105,35 @@ impl CustomOp2 for ShiftedGemm {
             candle_core::bail!("conv2d-shifted-gemm: input {h}×{w} (padding {p}) is smaller than the kernel {k}×{k}");
         }
         let (ho, wo) = (hp - k + 1, wp - k + 1);
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let mut out = vec![0f32; n * o * ho * wo];
         if k == 1 && p == 0 {
-            return Ok((CpuStorage::F32(self.pointwise(input, weight, (n, c, h * w), o, parallelism)), Shape::from((n, o, h, w))));
+            // A 1×1 convolution: per batch item `out = bias + W · X`, X the input's c × pixels.
+            let pixels = h * w;
+            for b in 0..n {
+                let dst = &mut out[b * o * pixels..(b + 1) * o * pixels];
+                let accumulate = self.start_from_bias(dst, pixels);
+                // SAFETY: dst is o × pixels, the weight o × c, the batch item c × pixels.
+                unsafe {
+                    sgemm(
+                        o,
+                        pixels,
+                        c,
+                        weight.as_ptr(),
+                        c,
+                        input.as_ptr().add(b * c * pixels),
+                        pixels,
+                        dst.as_mut_ptr(),
+                        pixels,
+                        accumulate,
+                    )
+                };
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))));
         }
         let plane = hp * wp;
         // The last taps of the spare columns read up to k − 1 values past the last plane.
         let mut padded = vec![0f32; c * plane + k];
         let mut wide = vec![0f32; o * ho * wp];
-        let mut out = vec![0f32; n * o * ho * wo];
         for b in 0..n {
             let src = &input[b * c * h * w..(b + 1) * c * h * w];
             for ch in 0..c {
@@ -162,46 +143,27 @@ impl CustomOp2 for ShiftedGemm {
                     padded[at..at + w].copy_from_slice(row);
                 }
             }
-            let start_from_bias = match &self.bias {
-                Some(bias) => {
-                    for (oc, row) in wide.chunks_exact_mut(ho * wp).enumerate() {
-                        row.fill(bias[oc]);
-                    }
-                    true
-                }
-                None => false,
-            };
+            let from_bias = self.start_from_bias(&mut wide, ho * wp);
             for kh in 0..k {
                 for kw in 0..k {
                     let tap = kh * k + kw;
-                    let read_dst = start_from_bias || tap > 0;
-                    // SAFETY: dst is o × (ho·wp) (row stride ho·wp); lhs is the weight's tap
-                    // (o × c, strides c·k² and k²) inside `weight`; rhs is c × (ho·wp) starting at
-                    // `kh·wp + kw` with row stride `plane`, whose last element is within the
-                    // k spare values at the end of `padded`.
+                    // SAFETY: wide is o × (ho·wp); the tap's weight is o × c at `tap·o·c`; the
+                    // input is c × (ho·wp) from `kh·wp + kw` with row stride `plane`, its last
+                    // value within the k spare values at the end of `padded`.
                     unsafe {
-                        gemm::gemm(
+                        sgemm(
                             o,
                             ho * wp,
                             c,
-                            wide.as_mut_ptr(),
-                            1,
-                            (ho * wp) as isize,
-                            read_dst,
-                            weight.as_ptr().add(tap),
-                            (k * k) as isize,
-                            (c * k * k) as isize,
+                            weight.as_ptr().add(tap * o * c),
+                            c,
                             padded.as_ptr().add(kh * wp + kw),
-                            1,
-                            plane as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
+                            plane,
+                            wide.as_mut_ptr(),
+                            ho * wp,
+                            from_bias || tap > 0,
+                        )
+                    };
                 }
             }
             let dst = &mut out[b * o * ho * wo..(b + 1) * o * ho * wo];
@@ -219,6 +181,7 @@ impl CustomOp2 for ShiftedGemm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, padding: usize) -> Tensor {
         let y = x.conv2d(w, padding, 1, 1, 1).unwrap();
@@ -244,7 +207,7 @@ mod tests {
             let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let b = bias.then(|| Tensor::randn(0f32, 1., o, &dev).unwrap());
             let conv = Conv2d::new(wt.clone(), b.clone(), 1, p).unwrap();
-            assert!(conv.shifted_gemm(&x));
+            assert!(conv.taps);
             let got = conv.forward(&x).unwrap();
             let want = reference(&x, &wt, b.as_ref(), p);
             assert_eq!(got.dims(), want.dims());
@@ -259,7 +222,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1., (1, 4, 8, 8), &dev).unwrap();
         let wt = Tensor::randn(0f32, 1., (2, 4, 3, 3), &dev).unwrap();
         let strided = Conv2d::new(wt.clone(), None, 2, 1).unwrap();
-        assert!(!strided.shifted_gemm(&x));
+        assert!(!strided.taps);
         assert_eq!(strided.forward(&x).unwrap().dims(), &[1, 2, 4, 4]);
         // A transposed (non-contiguous) input is made contiguous first.
         let xt = x.transpose(2, 3).unwrap();

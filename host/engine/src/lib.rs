@@ -1,5 +1,6 @@
 //! focal's SDXL engine on candle: checkpoint loading, CLIP text encoders, UNet, VAE and
 //! k-diffusion samplers with ComfyUI/Fooocus semantics. A plain library: no HTTP, WASM or jobs.
+pub mod blas;
 pub mod bpe;
 pub mod checkpoint;
 pub mod clip;
