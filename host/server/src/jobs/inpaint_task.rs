@@ -66,6 +66,10 @@ impl JobManager {
         {
             return Err("the image-task component's inpaint area, fill and mask differ in size".into());
         }
+        if sampled.width % 8 != 0 || sampled.height % 8 != 0 {
+            let (w, h) = (sampled.width, sampled.height);
+            return Err(format!("the image-task component's inpaint area is {w}×{h}: its sides must be multiples of 8"));
+        }
         Ok(Some(InpaintPlan {
             image: sampled,
             fill,
