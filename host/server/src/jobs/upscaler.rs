@@ -35,7 +35,16 @@ pub(super) struct JobUpscaler {
 }
 
 impl UpscaleService for JobUpscaler {
+    /// On a thread of its own: the component's call runs inside the async runtime, where the
+    /// blocking downloader (it runs a runtime of its own) may not.
     fn super_resolve(&self, image: &Image) -> Result<Image, String> {
+        let job = tracing::Span::current();
+        std::thread::scope(|s| s.spawn(|| job.in_scope(|| self.run(image))).join()).unwrap_or_else(|_| Err("the upscaler panicked".into()))
+    }
+}
+
+impl JobUpscaler {
+    fn run(&self, image: &Image) -> Result<Image, String> {
         let _span = tracing::info_span!("super_resolve", width = image.width, height = image.height).entered();
         let input = self.jobs.decode_input("the image to super-resolve", image)?;
         let mut upscalers = self.upscalers.lock().unwrap();
