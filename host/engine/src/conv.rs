@@ -40,12 +40,6 @@ impl Conv2d {
         let weight = if taps { weight.permute((2, 3, 0, 1))?.contiguous()? } else { weight };
         Ok(Self { weight, taps, bias, stride, padding, bias_host })
     }
-
-    /// Out-channels, in-channels, kernel size.
-    pub fn dims(&self) -> Result<(usize, usize, usize)> {
-        let (a, b, c, d) = self.weight.dims4()?;
-        Ok(if self.taps { (c, d, a) } else { (a, b, c) })
-    }
 }
 
 impl Module for Conv2d {
