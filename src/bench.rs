@@ -12,6 +12,7 @@ use focal_engine::esrgan::Esrgan;
 use focal_engine::expansion::PromptExpansion;
 use focal_engine::gpt2::{Gpt2Config, Gpt2Model};
 use focal_engine::gpt2_tokenizer::Gpt2Tokenizer;
+use focal_engine::profile;
 use focal_engine::synthetic::SdxlArchitecture;
 use focal_engine::{LoadOptions, SdxlModel};
 
@@ -53,8 +54,24 @@ pub struct BenchArgs {
     upscale: Option<usize>,
 }
 
-/// Which library does the matrix products (the `mkl` feature, `scripts/build-mkl.sh`).
-const GEMM: &str = if cfg!(feature = "mkl") { "GEMM: Intel MKL" } else { "GEMM: gemm crate" };
+/// Which library does the matrix products (the `mkl` feature, `scripts/build-mkl.sh`), and
+/// with which instructions (the gemm crate picks its kernels when it runs).
+fn gemm_backend() -> &'static str {
+    if cfg!(feature = "mkl") {
+        "GEMM: Intel MKL"
+    } else if cpu_has_avx512() {
+        "GEMM: gemm crate, AVX-512"
+    } else {
+        "GEMM: gemm crate"
+    }
+}
+
+fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// The prompt both expansion benchmarks expand (12 tokens with its comma: 63 new tokens).
 const EXPANSION_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
@@ -118,7 +135,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!(
             "focal bench: Fooocus's upscaler (RRDBNet 64 filters, 23 blocks, ×4, random weights), f32, CPU, {} threads, {}",
             num_threads(),
-            GEMM
+            gemm_backend()
         );
         println!("esrgan_upscale_{size} = one {size}² image super-resolved ×4 (one tile), clamped; best of {} runs", args.repeat);
         print_rows(&rows, reference.as_ref());
@@ -129,7 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!(
             "focal bench: Fooocus V2 expansion, full-size GPT-2 (124M, random weights), f32, CPU, {} threads, {}",
             num_threads(),
-            GEMM
+            gemm_backend()
         );
         println!("expand = one prompt expanded to 75 tokens (sampling, KV cache); best of {} runs", args.repeat);
         print_rows(&rows, reference.as_ref());
@@ -150,6 +167,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut breakdowns = Vec::new();
     let mut record = |name: String, secs: f64| {
         eprintln!("focal {name}: {secs:.2} s");
         rows.push((name, secs, peak_rss_gib()));
@@ -173,21 +191,71 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let ctx = Tensor::cat(&[&cond.context, &cond.context], 0)?.to_dtype(dtype)?;
         let y1 = model.adm(&cond.pooled, focal_engine::sdxl::SizeIds::plain(size as u32, size as u32))?;
         let y = Tensor::cat(&[&y1, &y1], 0)?.to_dtype(dtype)?;
-        let secs = best_of(args.repeat, || Ok(model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?))?;
-        record(format!("unet_step_{size}"), secs);
+        let name = format!("unet_step_{size}");
+        let (secs, breakdown) = profiled(&name, args.repeat, || {
+            model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?;
+            Ok(())
+        })?;
+        record(name, secs);
+        breakdowns.push(breakdown);
     }
     if !args.skip_vae {
         for &size in &args.sizes {
             let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &Device::Cpu)?.to_dtype(dtype)?;
-            let secs = best_of(args.repeat, || Ok(model.vae.decode(&z)?))?;
-            record(format!("vae_decode_{size}"), secs);
+            let name = format!("vae_decode_{size}");
+            let (secs, breakdown) = profiled(&name, args.repeat, || {
+                model.vae.decode(&z)?;
+                Ok(())
+            })?;
+            record(name, secs);
+            breakdowns.push(breakdown);
         }
     }
 
-    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), GEMM);
+    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), gemm_backend());
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
     print_rows(&rows, reference.as_ref());
+    print_breakdowns(&breakdowns);
     Ok(())
+}
+
+/// Where one measurement's time went: seconds per kind of layer, mean over its runs.
+struct Breakdown {
+    name: String,
+    total: f64,
+    ops: Vec<profile::OpTotal>,
+}
+
+/// [`best_of`] with the engine's layer timings on: the best time and the mean breakdown.
+fn profiled(name: &str, repeat: usize, f: impl FnMut() -> Result<()>) -> Result<(f64, Breakdown)> {
+    let runs = repeat.max(1);
+    profile::enable(true);
+    let t0 = Instant::now();
+    let best = best_of(runs, f);
+    let total = t0.elapsed().as_secs_f64() / runs as f64;
+    let mut ops = profile::totals();
+    profile::enable(false);
+    for op in &mut ops {
+        op.seconds /= runs as f64;
+    }
+    Ok((best?, Breakdown { name: name.to_string(), total, ops }))
+}
+
+fn print_breakdowns(breakdowns: &[Breakdown]) {
+    let Some(first) = breakdowns.first() else { return };
+    println!("where the time goes (seconds per run, mean of the runs; other = everything between layers)");
+    print!("{:<18} {:>8}", "measurement", "total");
+    for op in &first.ops {
+        print!(" {:>11}", op.op.name());
+    }
+    println!(" {:>8}", "other");
+    for b in breakdowns {
+        print!("{:<18} {:>8.2}", b.name, b.total);
+        for op in &b.ops {
+            print!(" {:>11.2}", op.seconds);
+        }
+        println!(" {:>8.2}", b.total - b.ops.iter().map(|o| o.seconds).sum::<f64>());
+    }
 }
 
 /// Measurements side by side with PyTorch's where it has the same name.

@@ -66,13 +66,18 @@ fn tune_openmp() {}
 fn main() -> ExitCode {
     tune_allocator();
     tune_openmp();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only on a terminal: log files and pipes get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Each job's time per span and per engine layer, at debug level.
+        .with(focal_server::timings::JobTimings)
+        .with(filter)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

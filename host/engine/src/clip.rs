@@ -1,9 +1,9 @@
 //! CLIP text transformer (transformers naming), used for CLIP-L and OpenCLIP bigG.
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
-use crate::nn::{attention, layer_norm, linear};
+use crate::nn::{attention, layer_norm, linear, LayerNorm, Linear};
 
 /// Token ids from here on name textual-inversion vectors rather than vocabulary entries.
 pub const VECTOR_ID_BASE: u32 = 1 << 24;

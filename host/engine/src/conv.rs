@@ -13,6 +13,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 
 use crate::blas::sgemm;
+use crate::profile::{self, Op};
 
 /// A convolution layer: weight `[out, in, k, k]`, optional bias `[out]`.
 #[derive(Clone, Debug)]
@@ -44,6 +45,12 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        profile::time(Op::Conv, || self.forward_untimed(x))
+    }
+}
+
+impl Conv2d {
+    fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
         if self.taps && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm { padding: self.padding, bias: self.bias_host.clone() };
             return x.contiguous()?.apply_op2_no_bwd(&self.weight, &op);

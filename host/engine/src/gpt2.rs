@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
-use crate::nn::layer_norm;
+use crate::nn::{layer_norm, LayerNorm};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gpt2Config {

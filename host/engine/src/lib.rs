@@ -1,5 +1,6 @@
 //! focal's SDXL engine on candle: checkpoint loading, CLIP text encoders, UNet, VAE and
 //! k-diffusion samplers with ComfyUI/Fooocus semantics. A plain library: no HTTP, WASM or jobs.
+pub mod attention;
 pub mod blas;
 pub mod bpe;
 pub mod checkpoint;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod esrgan;
 pub mod expansion;
 pub mod freeu;
+pub mod geglu;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod guidance;
@@ -17,10 +19,13 @@ pub mod image;
 pub mod inpaint;
 pub mod interposer;
 pub mod keymap;
+pub mod linear;
 pub mod lora;
 pub mod nn;
+pub mod norm;
 pub mod patches;
 pub mod pipeline;
+pub mod profile;
 pub mod refiner;
 pub mod rng;
 pub mod sampler;

@@ -2,9 +2,13 @@
 //! so one code path serves full-size SDXL and any smaller model of the same topology.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
+pub use crate::attention::attention;
 pub use crate::conv::Conv2d;
+pub use crate::linear::Linear;
+pub use crate::norm::GroupNorm;
+use crate::profile::{self, Op};
 
 pub fn conv2d(vb: &VarBuilder, stride: usize, padding: usize) -> Result<Conv2d> {
     let w = vb.get_unchecked("weight")?;
@@ -21,14 +25,27 @@ pub fn linear(vb: &VarBuilder) -> Result<Linear> {
 }
 
 pub fn group_norm(vb: &VarBuilder, groups: usize, eps: f64) -> Result<GroupNorm> {
-    let w = vb.get_unchecked("weight")?;
-    let b = vb.get_unchecked("bias")?;
-    let channels = w.dim(0)?;
-    GroupNorm::new(w, b, channels, groups, eps)
+    GroupNorm::new(vb.get_unchecked("weight")?, vb.get_unchecked("bias")?, groups, eps)
 }
 
 pub fn layer_norm(vb: &VarBuilder, eps: f64) -> Result<LayerNorm> {
     Ok(LayerNorm::new(vb.get_unchecked("weight")?, vb.get_unchecked("bias")?, eps))
+}
+
+/// candle's layer normalisation, timed by the profiler.
+#[derive(Clone, Debug)]
+pub struct LayerNorm(candle_nn::LayerNorm);
+
+impl LayerNorm {
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self(candle_nn::LayerNorm::new(weight, bias, eps))
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        profile::time(Op::LayerNorm, || self.0.forward(x))
+    }
 }
 
 /// Out-channels of a conv/linear weight.
@@ -48,44 +65,6 @@ pub fn timestep_embedding(values: &[f32], dim: usize, device: &candle_core::Devi
     }
     Tensor::from_vec(data, (values.len(), dim), device)
 }
-
-/// Multi-head scaled dot-product attention on `[B, N, heads·head_dim]` inputs.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
-    let (b, n, inner) = q.dims3()?;
-    let m = k.dim(1)?;
-    let hd = inner / heads;
-    let split = |t: &Tensor, len: usize| t.reshape((b, len, heads, hd))?.transpose(1, 2)?.contiguous();
-    let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
-    let in_dtype = q.dtype();
-    // Scores and softmax in f32 for stability in half precision.
-    let q = (q.to_dtype(candle_core::DType::F32)? * (1.0 / (hd as f64).sqrt()))?;
-    let k = k.to_dtype(candle_core::DType::F32)?;
-    let k_t = k.t()?;
-    let rows_of = |q: &Tensor| -> Result<Tensor> {
-        let mut scores = q.matmul(&k_t)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(in_dtype)?.matmul(&v)
-    };
-    // Softmax is per query row, so queries can go in chunks: the score matrix never exceeds
-    // SCORE_BUDGET elements, whatever the image size (a full one is quadratic in pixels).
-    let rows = (SCORE_BUDGET / (b * heads * m).max(1)).max(1);
-    // (Masked attention is CLIP's, 77 tokens: never chunked, so the mask needs no slicing.)
-    let out = if n <= rows || mask.is_some() {
-        rows_of(&q)?
-    } else {
-        let chunks = (0..n)
-            .step_by(rows)
-            .map(|start| rows_of(&q.narrow(2, start, rows.min(n - start))?.contiguous()?))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&chunks, 2)?
-    };
-    out.transpose(1, 2)?.reshape((b, n, inner))
-}
-
-/// Most attention scores held at once (f32): 32 Mi elements, 128 MiB.
-const SCORE_BUDGET: usize = 32 << 20;
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::silu(x)

@@ -3,10 +3,13 @@
 //! from the tensors, as ComfyUI's model detection does.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::freeu::FreeU;
-use crate::nn::{attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Conv2d, Mlp2};
+use crate::geglu::geglu;
+use crate::nn::{
+    attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Conv2d, GroupNorm, LayerNorm, Linear, Mlp2,
+};
 
 /// How attention splits into heads: SDXL (and its refiner) uses 64-dimensional heads at every
 /// level, SD1.5 eight heads whatever the width (ComfyUI `num_head_channels` / `num_heads`).
@@ -47,10 +50,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv_in.forward(&silu(&self.norm_in.forward(x)?)?)?;
+        let h = self.conv_in.forward(&self.norm_in.forward_silu(x)?)?;
         let e = self.emb_proj.forward(&silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)?;
+        let h = self.conv_out.forward(&self.norm_out.forward_silu(&h)?)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -108,9 +111,7 @@ impl TransformerBlock {
         let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
         // GEGLU: the projection holds [value | gate].
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(2)? / 2;
-        let gated = (h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?;
-        x + self.ff_out.forward(&gated)?
+        x + self.ff_out.forward(&geglu(&h)?)?
     }
 }
 
@@ -380,7 +381,7 @@ impl UNet {
                 }
             }
         }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 }
 

@@ -2,11 +2,11 @@
 //! from the checkpoint.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::nn::Conv2d;
 
-use crate::nn::{attention, conv2d, group_norm, linear, silu};
+use crate::nn::{attention, conv2d, group_norm, linear, GroupNorm, Linear};
 use crate::tiles;
 
 /// SDXL's latent scaling factor (SD1.5 uses 0.18215; using that here gives hazy images).
@@ -36,8 +36,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -198,7 +198,7 @@ impl AutoEncoder {
                 h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        d.conv_out.forward(&silu(&d.norm_out.forward(&h)?)?)
+        d.conv_out.forward(&d.norm_out.forward_silu(&h)?)
     }
 
     /// Mean and log-variance of the posterior of images in [-1, 1] `[B, 3, H, W]`, unscaled.
@@ -215,7 +215,7 @@ impl AutoEncoder {
             }
         }
         let h = e.mid.forward(&h)?;
-        let h = e.conv_out.forward(&silu(&e.norm_out.forward(&h)?)?)?;
+        let h = e.conv_out.forward(&e.norm_out.forward_silu(&h)?)?;
         let moments = match &e.quant_conv {
             Some(c) => c.forward(&h)?,
             None => h,

@@ -15,6 +15,7 @@ pub mod outputs;
 pub mod registry;
 pub mod steps;
 pub mod store;
+pub mod timings;
 pub mod webhook;
 
 use std::sync::Arc;

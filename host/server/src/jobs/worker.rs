@@ -55,7 +55,7 @@ impl JobManager {
             });
             let spec = self.queue.lock().unwrap().entry_of(&id).map(|e| e.spec.clone());
             let Some(spec) = spec else { continue };
-            let span = tracing::info_span!("job", id = %id, label = %spec.label);
+            let span = tracing::info_span!(crate::timings::JOB_SPAN, id = %id, label = %spec.label);
             let outcome = span.in_scope(|| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut state)))
                     .unwrap_or_else(|_| Err("the engine panicked while running this job".into()))
@@ -67,6 +67,7 @@ impl JobManager {
     /// Each image's prompt through the pipeline, as Fooocus processes all of them before
     /// sampling the first.
     fn process_prompts(&self, spec: &JobSpec, seeds: &[u64]) -> Result<Vec<PromptOutput>, String> {
+        let _span = tracing::info_span!("prompt_steps", images = seeds.len()).entered();
         let p = &spec.params;
         let fooocus = spec.fooocus.as_ref();
         seeds
@@ -171,7 +172,7 @@ impl JobManager {
         let synthetic = key.synthetic_refiner;
         let refiner_switch = if synthetic { Some(SYNTHETIC_REFINER_SWITCH) } else { p.refiner.as_ref().map(|r| r.switch) };
         let (checkpoint, loras) = (key.checkpoint.clone(), key.loras.clone());
-        self.ensure_loaded(id, key, loaded)?;
+        tracing::info_span!("load_models").in_scope(|| self.ensure_loaded(id, key, loaded))?;
         let models = &loaded.as_ref().unwrap().1;
         self.enter(id, Phase::EncodingPrompts, 13);
         let conds = self.encode_prompts(models, spec, &prompts)?;
@@ -311,6 +312,7 @@ impl<'a> Saver<'a> {
 
     /// Save image `index`; returns the path it is served at.
     fn save(&self, index: u32, seed: u64, image: &RgbImage, prompt: &PromptOutput) -> Result<String, String> {
+        let _span = tracing::info_span!("save").entered();
         let metadata = self.spec.fooocus.as_ref().and_then(|f| f.metadata.as_ref()).filter(|_| self.embed);
         let parameters = metadata.map(|m| {
             let facts = ImageFacts {
