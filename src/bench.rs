@@ -38,6 +38,10 @@ pub struct BenchArgs {
     repeat: usize,
     #[arg(long)]
     skip_vae: bool,
+    /// Also time a whole image per size: the prompt pair's encoding, this many CFG Euler steps
+    /// (Karras), the VAE decode and the PNG (0: none).
+    #[arg(long, default_value_t = 0)]
+    whole_steps: usize,
     /// Compute precision: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -52,6 +56,16 @@ pub struct BenchArgs {
     /// image instead of SDXL; with --pytorch, beside bench/pytorch_upscale.py.
     #[arg(long, value_name = "SIZE", num_args = 0..=1, default_missing_value = "256")]
     upscale: Option<usize>,
+    /// Time one tiny-model request end to end (both encoders, 4 Euler/Karras steps at 256²,
+    /// CFG 5, VAE decode, PNG) instead of full-size SDXL; with --pytorch, beside
+    /// bench/pytorch_small.py doing the same with diffusers on the same weights.
+    #[arg(long)]
+    small: bool,
+    /// The tiny checkpoint for --small (its diffusers twin for PyTorch: --small-diffusers).
+    #[arg(long, default_value = "tests/fixtures/tiny-sdxl/tiny-sdxl-a.safetensors")]
+    small_checkpoint: PathBuf,
+    #[arg(long, default_value = "tests/fixtures/tiny-sdxl/diffusers")]
+    small_diffusers: PathBuf,
 }
 
 /// Which library does the matrix products (the `mkl` feature, `scripts/build-mkl.sh`), and
@@ -73,8 +87,9 @@ fn cpu_has_avx512() -> bool {
     false
 }
 
-/// The prompt both expansion benchmarks expand (12 tokens with its comma: 63 new tokens).
-const EXPANSION_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
+/// The prompt of the expansion and --small benchmarks, as in their PyTorch scripts (12 tokens
+/// with its comma: the expansion adds 63).
+const BENCH_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
 
 /// Peak resident memory of this process so far (VmHWM), in GiB.
 fn peak_rss_gib() -> f64 {
@@ -100,17 +115,20 @@ fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 
 fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f64>> {
     let mut cmd = Command::new(python);
-    if let Some(size) = args.upscale {
+    if args.small {
+        cmd.arg("bench/pytorch_small.py").arg("--model").arg(&args.small_diffusers).args(["--repeat", &args.repeat.to_string()]);
+    } else if let Some(size) = args.upscale {
         cmd.arg("bench/pytorch_upscale.py").args(["--size", &size.to_string(), "--repeat", &args.repeat.to_string()]);
     } else if args.expansion {
         cmd.arg("bench/pytorch_expansion.py").arg("--tokenizer").arg(&args.gpt2_tokenizer);
-        cmd.args(["--prompt", EXPANSION_PROMPT, "--repeat", &args.repeat.to_string()]);
+        cmd.args(["--prompt", BENCH_PROMPT, "--repeat", &args.repeat.to_string()]);
     } else {
         let sizes = args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
         cmd.arg(&args.pytorch_script).args(["--sizes", &sizes, "--repeat", &args.repeat.to_string()]);
         if args.skip_vae {
             cmd.arg("--skip-vae");
         }
+        cmd.args(["--whole-steps", &args.whole_steps.to_string()]);
     }
     eprintln!("running PyTorch: {cmd:?}");
     let out = cmd.output().with_context(|| format!("cannot run {}", python.display()))?;
@@ -130,6 +148,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(python) => Some(run_pytorch(&args, python)?),
         None => None,
     };
+    if args.small {
+        let (rows, breakdown) = small_rows(&args)?;
+        println!(
+            "focal bench: tiny SDXL request ({}), f32, CPU, {} threads, {}",
+            args.small_checkpoint.display(),
+            num_threads(),
+            gemm_backend()
+        );
+        println!(
+            "small_request = encode prompt + negative, 4 Euler/Karras steps at 256², CFG 5, VAE decode, PNG; best of {} after a warm-up",
+            args.repeat
+        );
+        print_rows(&rows, reference.as_ref());
+        print_breakdowns(&[breakdown]);
+        return Ok(());
+    }
     if let Some(size) = args.upscale {
         let rows = upscale_rows(&args, size)?;
         println!(
@@ -212,8 +246,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
+    for &size in if args.whole_steps > 0 { args.sizes.as_slice() } else { &[] } {
+        let mut params = focal_engine::GenerationParams::txt2img(prompt, size as u32, size as u32, args.whole_steps, 0);
+        params.negative_prompt = "blurry, low quality".into();
+        params.cfg = 5.0;
+        let name = format!("whole_{size}");
+        let (secs, breakdown) = profiled(&name, 1, || {
+            model.generate(&params, false, &mut |_| true)?.image.encode_png()?;
+            Ok(())
+        })?;
+        record(name, secs);
+        breakdowns.push(breakdown);
+    }
+
     println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), gemm_backend());
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
+    if args.whole_steps > 0 {
+        println!("whole = encode prompt + negative, {} CFG Euler steps, VAE decode, PNG; one run", args.whole_steps);
+    }
     print_rows(&rows, reference.as_ref());
     print_breakdowns(&breakdowns);
     Ok(())
@@ -315,7 +365,7 @@ fn expansion_rows(args: &BenchArgs) -> Result<Vec<(String, f64, f64)>> {
         .collect();
     let expansion = PromptExpansion::new(random_gpt2(&config)?, tokenizer, &words);
     let mut rows = Vec::new();
-    let secs = best_of(args.repeat, || Ok(expansion.expand(EXPANSION_PROMPT, 12345)?))?;
+    let secs = best_of(args.repeat, || Ok(expansion.expand(BENCH_PROMPT, 12345)?))?;
     eprintln!("focal expand: {secs:.2} s");
     rows.push(("expand".to_string(), secs, peak_rss_gib()));
     Ok(rows)
@@ -357,6 +407,26 @@ fn upscale_rows(args: &BenchArgs, size: usize) -> Result<Vec<(String, f64, f64)>
     let name = format!("esrgan_upscale_{size}");
     eprintln!("focal {name}: {secs:.2} s");
     Ok(vec![(name, secs, peak_rss_gib())])
+}
+
+/// The tiny model's load and one request (after a warm-up request), as bench/pytorch_small.py.
+fn small_rows(args: &BenchArgs) -> Result<(Vec<(String, f64, f64)>, Breakdown)> {
+    let t0 = Instant::now();
+    let model = SdxlModel::load(&args.small_checkpoint, &LoadOptions::default())?;
+    let load = t0.elapsed().as_secs_f64();
+    let mut params = focal_engine::GenerationParams::txt2img(BENCH_PROMPT, 256, 256, 4, 0);
+    params.negative_prompt = "blurry, low quality".into();
+    params.cfg = 5.0;
+    let mut request = || -> Result<()> {
+        let generated = model.generate(&params, false, &mut |_| true)?;
+        generated.image.encode_png()?;
+        params.seed += 1;
+        Ok(())
+    };
+    request()?;
+    let (secs, breakdown) = profiled("small_request", args.repeat, request)?;
+    eprintln!("focal small_load: {load:.2} s, small_request: {secs:.3} s");
+    Ok((vec![("small_load".into(), load, peak_rss_gib()), ("small_request".into(), secs, peak_rss_gib())], breakdown))
 }
 
 fn num_threads() -> usize {

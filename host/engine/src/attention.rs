@@ -11,7 +11,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::blas::Product;
+use crate::blas::{Product, SharedMut};
+use crate::fastmath;
 use crate::profile::{self, Op};
 
 /// Attention on `[B, N, heads·head_dim]` queries and `[B, M, heads·head_dim]` keys and values;
@@ -33,12 +34,6 @@ const TASK_SCORES: usize = 256 << 10;
 struct FusedAttention {
     heads: usize,
 }
-
-/// The raw output pointer, shared by tasks that write disjoint column blocks of disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 impl CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
@@ -74,7 +69,7 @@ impl CustomOp3 for FusedAttention {
         }
         let rows = (TASK_SCORES / m).clamp(1, n);
         let blocks = n.div_ceil(rows);
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedMut(out.as_mut_ptr());
         (0..b * self.heads * blocks).into_par_iter().for_each(|task| {
             let (item, head, block) = (task / (self.heads * blocks), task / blocks % self.heads, task % blocks);
             let start = block * rows;
@@ -109,7 +104,7 @@ impl CustomOp3 for FusedAttention {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
                 for s in row.iter_mut() {
-                    *s = ((*s - max) * scale).exp();
+                    *s = fastmath::exp((*s - max) * scale);
                     sum += *s;
                 }
                 sums.push(sum);

@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod error;
 pub mod esrgan;
 pub mod expansion;
+pub mod fastmath;
 pub mod freeu;
 pub mod geglu;
 pub mod gpt2;

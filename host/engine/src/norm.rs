@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::fastmath;
 use crate::profile::{self, Op};
 
 #[derive(Clone, Debug)]
@@ -109,7 +110,7 @@ impl CustomOp1 for FusedGroupNorm {
                 if self.silu {
                     for (d, &s) in dst.iter_mut().zip(src) {
                         let y = s * scale + shift;
-                        *d = y / (1.0 + (-y).exp());
+                        *d = y / (1.0 + fastmath::exp(-y));
                     }
                 } else {
                     for (d, &s) in dst.iter_mut().zip(src) {
