@@ -11,7 +11,7 @@ Prints one JSON object on the last line: {"unet_step_512": seconds, "vae_decode_
 Run: python bench/pytorch_sdxl.py --sizes 512,1024 [--repeat 2] [--skip-vae] [--whole-steps 4]
 Needs: pip install torch diffusers transformers   (tested: torch 2.15.0, diffusers 0.42.1, transformers 5.25)
 """
-import argparse, io, json, os, time
+import argparse, io, json, os, resource, time
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -107,6 +107,7 @@ def main():
         for s in sizes if args.whole_steps else []:
             results[f"whole_{s}"] = timed(lambda: whole_image(clip_l, clip_g, unet, vae, s, args.whole_steps), 1)
             print(f"pytorch whole image {s}: {results[f'whole_{s}']:.2f} s", flush=True)
+    results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(results))
 
 

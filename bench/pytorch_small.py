@@ -10,7 +10,7 @@ core. Prints one JSON object on the last line: {"small_load": s, "small_request"
 Run: python bench/pytorch_small.py [--model tests/fixtures/tiny-sdxl/diffusers] [--repeat 5]
 Needs: pip install torch diffusers transformers   (tested: torch 2.15, diffusers 0.42.1, transformers 5.25)
 """
-import argparse, io, json, os, time
+import argparse, io, json, os, resource, time
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
@@ -45,7 +45,8 @@ def main():
             request(i)
             if i > 0:
                 times.append(time.perf_counter() - t0)
-    print(json.dumps({"torch": torch.__version__, "small_load": load, "small_request": min(times)}))
+    print(json.dumps({"torch": torch.__version__, "small_load": load, "small_request": min(times),
+                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ fn cpu_has_avx512() -> bool {
 /// with its comma: the expansion adds 63).
 const BENCH_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
 
+/// One measurement: name, seconds, peak RSS (GiB) when it was taken.
+type Row = (String, f64, f64);
+
 /// Peak resident memory of this process so far (VmHWM), in GiB.
 fn peak_rss_gib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -200,7 +203,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             path
         }
     };
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut breakdowns = Vec::new();
     let mut record = |name: String, secs: f64| {
         eprintln!("focal {name}: {secs:.2} s");
@@ -309,7 +312,7 @@ fn print_breakdowns(breakdowns: &[Breakdown]) {
 }
 
 /// Measurements side by side with PyTorch's where it has the same name.
-fn print_rows(rows: &[(String, f64, f64)], reference: Option<&BTreeMap<String, f64>>) {
+fn print_rows(rows: &[Row], reference: Option<&BTreeMap<String, f64>>) {
     match reference {
         Some(_) => println!("{:<18} {:>10} {:>12} {:>10} {:>14}", "measurement", "focal s", "pytorch s", "ratio", "peak RSS GiB"),
         None => println!("{:<18} {:>10} {:>14}", "measurement", "focal s", "peak RSS GiB"),
@@ -321,8 +324,8 @@ fn print_rows(rows: &[(String, f64, f64)], reference: Option<&BTreeMap<String, f
             None => println!("{name:<18} {secs:>10.2} {rss:>14.1}"),
         }
     }
-    if let Some(v) = reference.and_then(|r| r.get("torch")) {
-        println!("pytorch: torch {v}");
+    if let Some(v) = reference.and_then(|r| r.get("peak_rss_gib")) {
+        println!("pytorch peak RSS: {v:.1} GiB");
     }
 }
 
@@ -353,7 +356,7 @@ fn random_gpt2(config: &Gpt2Config) -> Result<Gpt2Model> {
     Ok(Gpt2Model::from_tensors(t, config.clone(), candle_core::DType::F32, &dev)?)
 }
 
-fn expansion_rows(args: &BenchArgs) -> Result<Vec<(String, f64, f64)>> {
+fn expansion_rows(args: &BenchArgs) -> Result<Vec<Row>> {
     let config = Gpt2Config::from_json("{}").map_err(anyhow::Error::msg)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&args.gpt2_tokenizer).map_err(anyhow::Error::msg)?;
     // Allowed words: every 8th plain lower-case word token (Fooocus's list has 642).
@@ -399,7 +402,7 @@ fn random_upscaler() -> Result<Esrgan> {
     Ok(Esrgan::from_tensors(t, &dev)?)
 }
 
-fn upscale_rows(args: &BenchArgs, size: usize) -> Result<Vec<(String, f64, f64)>> {
+fn upscale_rows(args: &BenchArgs, size: usize) -> Result<Vec<Row>> {
     let model = random_upscaler()?;
     let data: Vec<u8> = (0..size * size * 3).map(|i| (i * 37 % 251) as u8).collect();
     let image = focal_engine::image::RgbImage { width: size as u32, height: size as u32, data };
@@ -410,7 +413,7 @@ fn upscale_rows(args: &BenchArgs, size: usize) -> Result<Vec<(String, f64, f64)>
 }
 
 /// The tiny model's load and one request (after a warm-up request), as bench/pytorch_small.py.
-fn small_rows(args: &BenchArgs) -> Result<(Vec<(String, f64, f64)>, Breakdown)> {
+fn small_rows(args: &BenchArgs) -> Result<(Vec<Row>, Breakdown)> {
     let t0 = Instant::now();
     let model = SdxlModel::load(&args.small_checkpoint, &LoadOptions::default())?;
     let load = t0.elapsed().as_secs_f64();

@@ -25,13 +25,6 @@ pub unsafe fn sgemm(
     unsafe { product.run(true) }
 }
 
-/// An output pointer shared by parallel tasks that each write their own disjoint part of it.
-#[derive(Clone, Copy)]
-pub struct SharedMut(pub *mut f32);
-// SAFETY: only used for writes to disjoint regions, each by one task, while the owner waits.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
 /// One matrix product `c = [c +] a · op(b)` on row-major matrices with unit column strides;
 /// `op(b)` is `b` (k×n, row stride ldb) or, when `b_transposed`, the transpose of the n×k `b`.
 pub struct Product {

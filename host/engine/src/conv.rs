@@ -20,7 +20,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 
 use rayon::prelude::*;
 
-use crate::blas::{sgemm, Product, SharedMut};
+use crate::blas::{sgemm, Product};
+use crate::cpu::{f32_values, SharedMut};
 use crate::profile::{self, Op};
 
 /// A convolution layer: weight `[out, in, k, k]`, optional bias `[out]`.
@@ -126,16 +127,11 @@ impl ShiftedGemm {
 
     /// The whole (wide) output as panels: per block of columns, in parallel, the k² shifted rows
     /// of every channel copied into a `k²·c`-row panel, then one product `W (o × k²c) · panel`.
-    fn by_panels(
-        &self,
-        weight: &[f32],
-        padded: &[f32],
-        wide: &mut [f32],
-        (o, c, k, wp, cols, plane): (usize, usize, usize, usize, usize, usize),
-    ) {
+    fn by_panels(&self, weight: &[f32], padded: &[f32], wide: &mut [f32], d: Dims) {
+        let Dims { o, c, k, wp, cols, plane } = d;
         let inner = k * k * c;
         let width = (PANEL_VALUES / inner).max(16).next_multiple_of(16).min(cols);
-        let wide_ptr = SharedMut(wide.as_mut_ptr());
+        let wide = SharedMut::new(wide.as_mut_ptr());
         (0..cols.div_ceil(width)).into_par_iter().for_each(|index| {
             let j0 = index * width;
             let width = width.min(cols - j0);
@@ -148,11 +144,10 @@ impl ShiftedGemm {
                     panel[(tap * c + ch) * width..(tap * c + ch + 1) * width].copy_from_slice(src);
                 }
             }
-            let wide = wide_ptr;
             // SAFETY: this task alone writes columns j0..j0+width of wide's o rows (stride cols);
             // the weight is o × inner, the panel inner × width.
             unsafe {
-                let from_bias = self.start_block_from_bias(wide.0.add(j0), width, cols);
+                let from_bias = self.start_block_from_bias(wide.get().add(j0), width, cols);
                 Product {
                     m: o,
                     n: width,
@@ -162,7 +157,7 @@ impl ShiftedGemm {
                     b: panel.as_ptr(),
                     ldb: width,
                     b_transposed: false,
-                    c: wide.0.add(j0),
+                    c: wide.get().add(j0),
                     ldc: cols,
                     accumulate: from_bias,
                 }
@@ -171,43 +166,47 @@ impl ShiftedGemm {
         });
     }
 
-    /// One tap's product into `width` columns of `wide` from column `j0` (row stride `cols`):
-    /// `wide[:, j0..] (+)= W[tap] (o × c) · padded[:, from..]` (row stride: the padded plane).
+    /// Columns `j0..j0 + width` of the wide output (o rows of `cols`) through all k² taps, from
+    /// their bias: per tap `wide[:, j0..] (+)= W[tap] (o × c) · padded[:, tap offset + j0..]`.
     ///
     /// # Safety
-    /// `wide` must hold o rows of `cols` values; `padded` the c planes plus k spare values, so
-    /// that `from + width − 1` stays inside each plane's row; the columns written are the
-    /// caller's alone.
+    /// `wide` must hold o rows of `cols` values, those columns the caller's alone; `padded` the
+    /// c planes plus k spare values (a tap's last read, `offset + cols − 1`, stays inside them).
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tap_product(
-        &self,
-        weight: &[f32],
-        padded: &[f32],
-        wide: *mut f32,
-        (o, c, width, cols, plane): (usize, usize, usize, usize, usize),
-        tap: usize,
-        from: usize,
-        j0: usize,
-        accumulate: bool,
-        parallel: bool,
-    ) {
+    unsafe fn taps_block(&self, weight: &[f32], padded: &[f32], wide: *mut f32, d: Dims, j0: usize, width: usize, parallel: bool) {
         unsafe {
-            Product {
-                m: o,
-                n: width,
-                k: c,
-                a: weight.as_ptr().add(tap * o * c),
-                lda: c,
-                b: padded.as_ptr().add(from),
-                ldb: plane,
-                b_transposed: false,
-                c: wide.add(j0),
-                ldc: cols,
-                accumulate,
+            let from_bias = self.start_block_from_bias(wide.add(j0), width, d.cols);
+            for tap in 0..d.k * d.k {
+                let offset = (tap / d.k) * d.wp + tap % d.k;
+                Product {
+                    m: d.o,
+                    n: width,
+                    k: d.c,
+                    a: weight.as_ptr().add(tap * d.o * d.c),
+                    lda: d.c,
+                    b: padded.as_ptr().add(offset + j0),
+                    ldb: d.plane,
+                    b_transposed: false,
+                    c: wide.add(j0),
+                    ldc: d.cols,
+                    accumulate: from_bias || tap > 0,
+                }
+                .run(parallel)
             }
-            .run(parallel)
         }
     }
+}
+
+/// The sizes a convolution's kernels share: out and in channels, kernel side, padded width,
+/// output columns (`ho · wp`, spare columns included) and padded plane.
+#[derive(Clone, Copy)]
+struct Dims {
+    o: usize,
+    c: usize,
+    k: usize,
+    wp: usize,
+    cols: usize,
+    plane: usize,
 }
 
 /// Values (f32) of one panel: 1 MiB, about a core's L2.
@@ -222,13 +221,7 @@ impl CustomOp2 for ShiftedGemm {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(input), CpuStorage::F32(weight)) = (s1, s2) else {
-            candle_core::bail!("conv2d-shifted-gemm takes f32 tensors");
-        };
-        let (Some((i0, i1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("conv2d-shifted-gemm takes contiguous tensors");
-        };
-        let (input, weight) = (&input[i0..i1], &weight[w0..w1]);
+        let (input, weight) = (f32_values(s1, l1, self.name())?, f32_values(s2, l2, self.name())?);
         let (n, c, h, w) = l1.shape().dims4()?;
         let (k, k2, o, wc) = match self.panels {
             false => l2.shape().dims4()?,
@@ -284,58 +277,23 @@ impl CustomOp2 for ShiftedGemm {
                     dst[at..at + w].copy_from_slice(row);
                 }
             });
+            let d = Dims { o, c, k, wp, cols, plane };
             let block = (BLOCK_OUTPUTS / o).max(64).next_multiple_of(16);
             if self.panels {
-                self.by_panels(weight, &padded, &mut wide, (o, c, k, wp, cols, plane));
+                self.by_panels(weight, &padded, &mut wide, d);
             } else if cols >= block * 2 * rayon::current_num_threads() {
                 // Column blocks in parallel, each through all k² taps while its block of the
-                // output stays in cache (one product per tap over every column would stream
-                // the whole output k² times: the VAE's 128-channel 512² layers ran at half
-                // the GEMM's speed).
-                let wide_ptr = SharedMut(wide.as_mut_ptr());
+                // output stays in cache (one product per tap over every column streams the whole
+                // output k² times: the VAE's 128-channel 512² layers ran at half the GEMM's speed).
+                let wide = SharedMut::new(wide.as_mut_ptr());
                 (0..cols.div_ceil(block)).into_par_iter().for_each(|index| {
                     let j0 = index * block;
-                    let width = block.min(cols - j0);
-                    let wide = wide_ptr;
-                    // SAFETY: this task alone writes columns j0..j0+width of wide's o rows.
-                    let from_bias = unsafe { self.start_block_from_bias(wide.0.add(j0), width, cols) };
-                    for tap in 0..k * k {
-                        let (kh, kw) = (tap / k, tap % k);
-                        // SAFETY: as below, on the columns j0..j0+width.
-                        unsafe {
-                            self.tap_product(
-                                weight,
-                                &padded,
-                                wide.0,
-                                (o, c, width, cols, plane),
-                                tap,
-                                kh * wp + kw + j0,
-                                j0,
-                                from_bias || tap > 0,
-                                false,
-                            )
-                        };
-                    }
+                    // SAFETY: this task alone writes columns j0..j0+width of wide.
+                    unsafe { self.taps_block(weight, &padded, wide.get(), d, j0, block.min(cols - j0), false) };
                 });
             } else {
-                let from_bias = self.start_from_bias(&mut wide, cols);
-                for tap in 0..k * k {
-                    let (kh, kw) = (tap / k, tap % k);
-                    // SAFETY: see tap_product.
-                    unsafe {
-                        self.tap_product(
-                            weight,
-                            &padded,
-                            wide.as_mut_ptr(),
-                            (o, c, cols, cols, plane),
-                            tap,
-                            kh * wp + kw,
-                            0,
-                            from_bias || tap > 0,
-                            true,
-                        )
-                    };
-                }
+                // SAFETY: wide is o × cols, borrowed exclusively; padded as taps_block needs.
+                unsafe { self.taps_block(weight, &padded, wide.as_mut_ptr(), d, 0, cols, true) };
             }
             let dst = &mut out[b * o * ho * wo..(b + 1) * o * ho * wo];
             dst.par_chunks_mut(ho * wo).zip(wide.par_chunks(cols)).for_each(|(dst, rows)| {

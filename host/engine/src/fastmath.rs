@@ -15,12 +15,14 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2ⁿ from its exponent bits; n ∈ [−126, 128] after the clamp, split so neither half overflows.
-    let n = n as i32;
-    let half = n / 2;
+    // n as an integer straight from t's low mantissa bits (a float → int conversion would not
+    // vectorise), then 2ⁿ from exponent bits; n ∈ [−126, 128], split so neither half overflows.
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let half = n >> 1;
     let scale_a = f32::from_bits(((half + 127) as u32) << 23);
     let scale_b = f32::from_bits(((n - half + 127) as u32) << 23);
     p * scale_a * scale_b

@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::f32_values;
+
 /// `value · gelu_erf(gate)` for `x = [value | gate]` on the last axis.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() >= 1 {
@@ -28,12 +30,10 @@ impl CustomOp1 for FusedGeglu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("geglu-fused takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("geglu-fused takes a contiguous tensor") };
-        let x = &data[start..end];
+        let x = f32_values(storage, layout, self.name())?;
         let mut dims = layout.shape().dims().to_vec();
         let width = *dims.last().expect("rank ≥ 1");
-        if width % 2 != 0 {
+        if !width.is_multiple_of(2) {
             candle_core::bail!("geglu-fused: the last axis ({width}) holds value and gate halves");
         }
         let half = width / 2;

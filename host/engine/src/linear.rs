@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Resul
 use rayon::prelude::*;
 
 use crate::blas::Product;
+use crate::cpu::f32_values;
 use crate::profile::{self, Op};
 
 #[derive(Clone, Debug)]
@@ -78,9 +79,7 @@ impl CustomOp1 for Transpose {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("transpose-tiled takes f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("transpose-tiled takes a contiguous matrix") };
-        let src = &data[start..end];
+        let src = f32_values(storage, layout, self.name())?;
         let (rows, cols) = layout.shape().dims2()?;
         let mut dst = vec![0f32; rows * cols];
         if rows > 0 {
@@ -89,10 +88,12 @@ impl CustomOp1 for Transpose {
                 let c0 = block * TILE;
                 let width = out.len() / rows;
                 for r0 in (0..rows).step_by(TILE) {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        let row = &src[r * cols + c0..r * cols + c0 + width];
-                        for (c, &v) in row.iter().enumerate() {
-                            out[c * rows + r] = v;
+                    let height = TILE.min(rows - r0);
+                    let tile = &src[r0 * cols + c0..(r0 + height - 1) * cols + c0 + width];
+                    for c in 0..width {
+                        let out_row = &mut out[c * rows + r0..c * rows + r0 + height];
+                        for (i, o) in out_row.iter_mut().enumerate() {
+                            *o = tile[i * cols + c];
                         }
                     }
                 }
@@ -112,11 +113,7 @@ impl CustomOp2 for OneProduct {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else { candle_core::bail!("linear-one-product takes f32") };
-        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("linear-one-product takes contiguous tensors")
-        };
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        let (x, w) = (f32_values(s1, l1, self.name())?, f32_values(s2, l2, self.name())?);
         let (inp, out) = l2.shape().dims2()?;
         let dims = l1.shape().dims();
         if dims.last() != Some(&inp) || self.bias.as_ref().is_some_and(|b| b.len() != out) {

@@ -1,52 +1,56 @@
 //! Where a job's time went, from its tracing spans: with `RUST_LOG=focal=debug` (or
 //! `focal::timings=debug`) every job ends with one log line listing the wall time of each span
 //! below it (`image/engine.sample/engine.vae_decode: 1.20 s`, summed over repeats) and the
-//! engine's time per kind of layer (`focal_engine::profile`) while it ran. Off, it costs a
-//! lookup per span.
+//! engine's time per kind of layer (`focal_engine::profile`) while it ran. Off, each span costs
+//! one atomic load.
+//!
+//! The layer only records (a layer may not log: tracing drops events raised inside a
+//! subscriber's own callbacks); the worker starts the recording and logs the line. One engine
+//! worker runs one job at a time, so one global record serves.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use focal_engine::profile;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::Subscriber;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-/// The span every job runs in (`jobs::worker`); its `id` field names the job.
+/// The span every job runs in (`jobs::worker`).
 pub const JOB_SPAN: &str = "job";
-const TARGET: &str = "focal::timings";
 
-/// The layer to add to the subscriber.
-pub struct JobTimings;
+static RECORDING: AtomicBool = AtomicBool::new(false);
+/// (path below the job span, seconds, times).
+static PARTS: Mutex<Vec<(String, f64, u32)>> = Mutex::new(Vec::new());
 
-struct Started(Instant);
-
-/// Per path below the job: (path, seconds, times).
-#[derive(Default)]
-struct Breakdown {
-    job: String,
-    parts: Vec<(String, f64, u32)>,
+/// A job's recording, from [`JobRecording::start`] to [`JobRecording::report`].
+pub struct JobRecording {
+    started: Instant,
 }
 
-impl Breakdown {
-    fn add(&mut self, path: String, seconds: f64) {
-        match self.parts.iter_mut().find(|(p, _, _)| *p == path) {
-            Some(part) => {
-                part.1 += seconds;
-                part.2 += 1;
-            }
-            None => self.parts.push((path, seconds, 1)),
+impl JobRecording {
+    /// Start recording when the log would show the line (`None` otherwise).
+    pub fn start() -> Option<Self> {
+        if !tracing::enabled!(target: "focal::timings", tracing::Level::DEBUG) {
+            return None;
         }
+        PARTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        profile::enable(true);
+        RECORDING.store(true, Ordering::Relaxed);
+        Some(Self { started: Instant::now() })
     }
 
-    fn report(&self, total: f64) -> String {
-        let mut line = format!("job {} took {total:.2} s:", self.job);
-        for (path, seconds, times) in &self.parts {
+    /// Stop recording and log the job's line.
+    pub fn report(self, job: &str) {
+        RECORDING.store(false, Ordering::Relaxed);
+        let mut line = format!("job {job} took {:.2} s:", self.started.elapsed().as_secs_f64());
+        for (path, seconds, times) in PARTS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             let _ = write!(line, " {path} {seconds:.2} s");
-            if *times > 1 {
+            if times > 1 {
                 let _ = write!(line, " ({times}×)");
             }
             line.push(';');
@@ -55,61 +59,47 @@ impl Breakdown {
         for op in profile::totals().iter().filter(|o| o.calls > 0) {
             let _ = write!(line, " {} {:.2} s ({} calls);", op.op.name(), op.seconds, op.calls);
         }
-        line
+        profile::enable(false);
+        tracing::debug!(target: "focal::timings", "{line}");
     }
 }
 
-struct JobId(String);
+/// The layer to add to the subscriber: it times the spans below a job's while recording.
+pub struct JobTimings;
 
-impl Visit for JobId {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "id" {
-            self.0 = format!("{value:?}");
-        }
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "id" {
-            self.0 = value.to_string();
-        }
-    }
-}
+struct Started(Instant);
 
 impl<S> Layer<S> for JobTimings
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if span.name() == JOB_SPAN {
-            if !tracing::enabled!(target: TARGET, tracing::Level::DEBUG) {
-                return;
-            }
-            let mut job = JobId(String::new());
-            attrs.record(&mut job);
-            extensions.insert(Breakdown { job: job.0, parts: Vec::new() });
-            // One engine worker runs one job at a time: the global layer sums are this job's.
-            profile::enable(true);
+    fn on_new_span(&self, _attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return;
         }
-        extensions.insert(Started(Instant::now()));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Started(Instant::now()));
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let Some(seconds) = span.extensions().get::<Started>().map(|s| s.0.elapsed().as_secs_f64()) else { return };
-        if span.name() == JOB_SPAN {
-            if let Some(breakdown) = span.extensions_mut().remove::<Breakdown>() {
-                tracing::debug!(target: TARGET, "{}", breakdown.report(seconds));
-                profile::enable(false);
-            }
-            return;
-        }
         let mut path = Vec::new();
         for ancestor in span.scope() {
             if ancestor.name() == JOB_SPAN {
+                if path.is_empty() {
+                    return; // the job's own span: the worker reports its total
+                }
                 path.reverse();
-                if let Some(breakdown) = ancestor.extensions_mut().get_mut::<Breakdown>() {
-                    breakdown.add(path.join("/"), seconds);
+                let path = path.join("/");
+                let mut parts = PARTS.lock().unwrap_or_else(|e| e.into_inner());
+                match parts.iter_mut().find(|(p, _, _)| *p == path) {
+                    Some(part) => {
+                        part.1 += seconds;
+                        part.2 += 1;
+                    }
+                    None => parts.push((path, seconds, 1)),
                 }
                 return;
             }
@@ -147,6 +137,7 @@ mod tests {
             .with(JobTimings)
             .with(tracing_subscriber::EnvFilter::new("focal=debug"));
         tracing::subscriber::with_default(subscriber, || {
+            let recording = JobRecording::start().expect("debug is on for focal");
             let job = tracing::info_span!("job", id = %"abc");
             job.in_scope(|| {
                 for _ in 0..2 {
@@ -155,6 +146,8 @@ mod tests {
                 }
                 let _steps = tracing::info_span!("image_steps").entered();
             });
+            drop(job);
+            recording.report("abc");
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let line = text.lines().find(|l| l.contains("job abc took")).unwrap_or_else(|| panic!("no breakdown in {text:?}"));
