@@ -56,7 +56,6 @@ impl CustomOp3 for FusedAttention {
             candle_core::bail!("attention-fused: q {:?}, k {:?}, v {:?} with {} heads", l1.shape(), l2.shape(), l3.shape(), self.heads);
         }
         let (q, k, v) = (f32_values(s1, l1, self.name())?, f32_values(s2, l2, self.name())?, f32_values(s3, l3, self.name())?);
-        let (q, k, v) = (q.as_ptr() as usize, k.as_ptr() as usize, v.as_ptr() as usize); // plain addresses, to share with the tasks
         let hd = inner / self.heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; b * n * inner];
@@ -71,13 +70,7 @@ impl CustomOp3 for FusedAttention {
         let mut vh = vec![0f32; heads * m * hd];
         kt.par_chunks_mut(hd * m).zip(vh.par_chunks_mut(m * hd)).enumerate().for_each(|(index, (kt, vh))| {
             let (item, column) = (index / self.heads, index % self.heads * hd);
-            // SAFETY: k and v hold b × m rows of `inner` values; this head's hd columns of them.
-            let (k, v) = unsafe {
-                (
-                    std::slice::from_raw_parts((k as *const f32).add(item * m * inner), m * inner),
-                    std::slice::from_raw_parts((v as *const f32).add(item * m * inner), m * inner),
-                )
-            };
+            let (k, v) = (&k[item * m * inner..(item + 1) * m * inner], &v[item * m * inner..(item + 1) * m * inner]);
             for j in 0..m {
                 let row = &k[j * inner + column..j * inner + column + hd];
                 for (d, &value) in row.iter().enumerate() {
@@ -95,7 +88,7 @@ impl CustomOp3 for FusedAttention {
             let start = block * rows;
             let r = rows.min(n - start);
             let column = head * hd;
-            let q_rows = (q as *const f32).wrapping_add((item * n + start) * inner + column);
+            let q_rows = q[(item * n + start) * inner + column..].as_ptr();
             let keys = &kt[(item * self.heads + head) * hd * m..][..hd * m];
             let values = &vh[(item * self.heads + head) * m * hd..][..m * hd];
             let out_rows = dst.get().wrapping_add((item * n + start) * inner + column);

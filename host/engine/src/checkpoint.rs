@@ -351,8 +351,8 @@ impl Checkpoint {
             }
             Source::Transposed { .. } => t.t()?,
         };
-        let Some(patches) = self.loras.get(name) else { return t.to_dtype(dtype) };
-        let mut merged = t.to_dtype(DType::F32)?;
+        let Some(patches) = self.loras.get(name) else { return crate::cpu::to_dtype(&t, dtype) };
+        let mut merged = crate::cpu::to_dtype(&t, DType::F32)?;
         for p in patches {
             merged = (merged + p.delta(t.dims())?.to_device(device)?)?;
         }
