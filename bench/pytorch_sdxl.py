@@ -39,7 +39,12 @@ def encoders():
     with torch.device("meta"):
         l = CLIPTextModel(CLIPTextConfig(**CLIP_L))
         g = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G))
-    return randomized(l.to_empty(device="cpu")), randomized(g.to_empty(device="cpu"))
+    l, g = randomized(l.to_empty(device="cpu")), randomized(g.to_empty(device="cpu"))
+    for m in (l, g):  # to_empty leaves buffers unset: the position ids must be 0..76
+        for name, buffer in m.named_buffers():
+            if name.endswith("position_ids"):
+                buffer.copy_(torch.arange(buffer.shape[-1]).expand_as(buffer))
+    return l, g
 
 
 def encode_pair(clip_l, clip_g):
