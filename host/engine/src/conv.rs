@@ -269,6 +269,8 @@ impl CustomOp2 for ShiftedGemm {
         let mut padded = vec![0f32; c * plane + k];
         let mut wide = vec![0f32; o * ho * wp];
         let cols = ho * wp;
+        let d = Dims { o, c, k, wp, cols, plane };
+        let block = (BLOCK_OUTPUTS / o).max(64).next_multiple_of(16);
         for b in 0..n {
             let src = &input[b * c * h * w..(b + 1) * c * h * w];
             padded[..c * plane].par_chunks_mut(plane).zip(src.par_chunks(h * w)).for_each(|(dst, src)| {
@@ -277,8 +279,6 @@ impl CustomOp2 for ShiftedGemm {
                     dst[at..at + w].copy_from_slice(row);
                 }
             });
-            let d = Dims { o, c, k, wp, cols, plane };
-            let block = (BLOCK_OUTPUTS / o).max(64).next_multiple_of(16);
             if self.panels {
                 self.by_panels(weight, &padded, &mut wide, d);
             } else if cols >= block * 2 * rayon::current_num_threads() {
