@@ -26,7 +26,7 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
             Activation::Gelu => x.gelu_erf(),
@@ -34,7 +34,8 @@ impl Activation {
     }
 }
 
-struct EncoderLayer {
+/// One pre-norm transformer layer (the text encoders' and the vision towers').
+pub(crate) struct EncoderLayer {
     ln1: LayerNorm,
     ln2: LayerNorm,
     q: Linear,
@@ -48,7 +49,8 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, act: Activation) -> Result<Self> {
+    /// `heads`: from the layer's width when `None` (64-wide heads, as both text encoders).
+    pub(crate) fn new(vb: VarBuilder, act: Activation, heads: Option<usize>) -> Result<Self> {
         let attn = vb.pp("self_attn");
         let q = linear(&attn.pp("q_proj"))?;
         let width = q.weight().dim(0)?;
@@ -60,15 +62,15 @@ impl EncoderLayer {
             out: linear(&attn.pp("out_proj"))?,
             fc1: linear(&vb.pp("mlp.fc1"))?,
             fc2: linear(&vb.pp("mlp.fc2"))?,
-            heads: (width / HEAD_DIM).max(1),
+            heads: heads.unwrap_or((width / HEAD_DIM).max(1)),
             q,
             act,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let h = self.ln1.forward(x)?;
-        let a = attention(&self.q.forward(&h)?, &self.k.forward(&h)?, &self.v.forward(&h)?, self.heads, Some(mask))?;
+        let a = attention(&self.q.forward(&h)?, &self.k.forward(&h)?, &self.v.forward(&h)?, self.heads, mask)?;
         let x = (x + self.out.forward(&a)?)?;
         let h = self.fc1.forward(&self.ln2.forward(&x)?)?;
         x + self.fc2.forward(&self.act.apply(&h)?)?
@@ -106,7 +108,7 @@ impl ClipTextModel {
         let width = tokens.dim(1)?;
         let position_embedding = tm.get_unchecked("embeddings.position_embedding.weight")?;
         let n_layers = (0..).take_while(|i| tm.contains_tensor(&format!("encoder.layers.{i}.layer_norm1.weight"))).count();
-        let layers = (0..n_layers).map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..n_layers).map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act, None)).collect::<Result<Vec<_>>>()?;
         let projection = if vb.contains_tensor("text_projection.weight") {
             Some(Linear::new(vb.get_unchecked("text_projection.weight")?, None))
         } else {
@@ -171,7 +173,7 @@ impl ClipTextModel {
         let run = if pooled { self.layers.len() } else { keep };
         let mut hidden = None;
         for (i, layer) in self.layers[..run].iter().enumerate() {
-            x = layer.forward(&x, &mask)?;
+            x = layer.forward(&x, Some(&mask))?;
             if i + 1 == keep {
                 hidden = Some(x.clone());
             }

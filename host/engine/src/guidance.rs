@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Architecture;
 use crate::error::Result;
 use crate::freeu::FreeU;
+use crate::ip_adapter::{current_step, Half, ImagePrompt, ImagePromptCall};
 use crate::patches::{self, FooocusPatches};
 use crate::refiner::{refiner_adm, RefinerModel};
 use crate::sampling::Denoiser;
@@ -52,6 +53,8 @@ struct Stage<'a> {
     freeu: Option<FreeU>,
     /// The inpaint head's feature, on the base model only (Fooocus patches `final_unet`).
     inpaint_feature: Option<Tensor>,
+    /// Image prompts, on the base model only (the same).
+    image_prompts: Vec<ImagePrompt>,
 }
 
 impl<'a> Stage<'a> {
@@ -70,6 +73,7 @@ impl<'a> Stage<'a> {
             uncond: Cond::sdxl(unet, dt, dev, uncond, size, patches.map(|p| p.adm_negative))?,
             freeu: None,
             inpaint_feature: None,
+            image_prompts: Vec::new(),
         })
     }
 
@@ -105,11 +109,17 @@ impl<'a> Stage<'a> {
                 (build(&cond)?, build(&uncond)?)
             }
         };
-        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None, inpaint_feature: None })
+        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None, inpaint_feature: None, image_prompts: Vec::new() })
     }
 
-    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let patches = Patches { freeu: self.freeu.as_ref(), first_block_feature: self.inpaint_feature.as_ref() };
+    /// `rows`: which half of CFG each batch row is.
+    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor, rows: &[Half]) -> Result<Tensor> {
+        let prompts = ImagePromptCall { prompts: &self.image_prompts, progress: current_step(t), rows };
+        let patches = Patches {
+            freeu: self.freeu.as_ref(),
+            first_block_feature: self.inpaint_feature.as_ref(),
+            extra_context: (!self.image_prompts.is_empty()).then_some(&prompts as _),
+        };
         Ok(self.unet.forward_patched(x_in, &vec![t; x_in.dim(0)?], ctx, y, &patches)?)
     }
 }
@@ -201,6 +211,13 @@ impl<'a> CfgDenoiser<'a> {
         self
     }
 
+    /// Patch the base model's UNet with image prompts (Fooocus's `ip_adapter.patch_model` on
+    /// `final_unet`; a refiner taking over runs without them).
+    pub fn with_image_prompts(mut self, prompts: Vec<ImagePrompt>) -> Self {
+        self.stage.image_prompts = prompts;
+        self
+    }
+
     /// Keep `(x − D)/σ` of the latest call (see [`last_eps`](Self::last_eps)).
     pub fn recording_eps(mut self) -> Self {
         self.last_eps = Some(None);
@@ -264,16 +281,19 @@ impl CfgDenoiser<'_> {
         let (yc, yu) = (stage.cond.y_at(t, patches), stage.uncond.y_at(t, patches));
         if (self.cfg - 1.0).abs() < 1e-6 {
             // Fooocus too: at CFG 1 only the positive branch runs, unpatched.
-            return to_denoised(stage.eps(&x_in, t, &stage.cond.context, yc)?);
+            return to_denoised(stage.eps(&x_in, t, &stage.cond.context, yc, &[Half::Cond])?);
         }
         let (ec, eu) = if stage.cond.context.dims() == stage.uncond.context.dims() {
             let both = Tensor::cat(&[&x_in, &x_in], 0)?;
             let ctx = Tensor::cat(&[&stage.cond.context, &stage.uncond.context], 0)?;
             let y = Tensor::cat(&[yc, yu], 0)?;
-            let eps = stage.eps(&both, t, &ctx, &y)?;
+            let eps = stage.eps(&both, t, &ctx, &y, &[Half::Cond, Half::Uncond])?;
             (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
         } else {
-            (stage.eps(&x_in, t, &stage.cond.context, yc)?, stage.eps(&x_in, t, &stage.uncond.context, yu)?)
+            (
+                stage.eps(&x_in, t, &stage.cond.context, yc, &[Half::Cond])?,
+                stage.eps(&x_in, t, &stage.uncond.context, yu, &[Half::Uncond])?,
+            )
         };
         let (dc, du) = (to_denoised(ec)?, to_denoised(eu)?);
         let Some(p) = patches else {

@@ -8,6 +8,7 @@ use crate::freeu::FreeU;
 pub use crate::guidance::CfgDenoiser;
 use crate::image::{latent_preview, RgbImage};
 use crate::inpaint::{Blended, Inpainting};
+use crate::ip_adapter::ImagePrompt;
 use crate::patches::FooocusPatches;
 use crate::refiner::RefinerModel;
 use crate::rng::{TorchGlobal, TorchRng};
@@ -51,6 +52,8 @@ pub struct GenerationParams {
     /// Fooocus's inpaint engine: latent blending on every call, the head on the base model.
     /// Its initial latent (the fill's, unless disabled) comes as `init_latent`.
     pub inpaint: Option<Inpainting>,
+    /// Image prompts (IP-Adapter tokens) on the base model's cross-attentions.
+    pub image_prompts: Vec<ImagePrompt>,
 }
 
 impl GenerationParams {
@@ -74,6 +77,7 @@ impl GenerationParams {
             patches: None,
             freeu: None,
             inpaint: None,
+            image_prompts: Vec::new(),
         }
     }
 
@@ -322,7 +326,8 @@ impl SdxlModel {
             Some(m) => CfgDenoiser::for_refiner(self, m, &sampling, cond, uncond, size, params.cfg, params.patches)?,
             None => CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?
                 .with_freeu(params.freeu)
-                .with_inpaint_feature(params.inpaint.as_ref().and_then(|i| i.head_feature.clone())),
+                .with_inpaint_feature(params.inpaint.as_ref().and_then(|i| i.head_feature.clone()))
+                .with_image_prompts(params.image_prompts.clone()),
         };
         // Which VAE decodes: the refiner's own after it sampled in its latent space.
         let mut decoder = refiner_alone.and_then(|m| m.vae.as_ref()).unwrap_or(&self.vae);

@@ -76,10 +76,39 @@ impl CrossAttention {
         Ok(Self { k: linear(&vb.pp("to_k"))?, v: linear(&vb.pp("to_v"))?, out: linear(&vb.pp("to_out.0"))?, heads: heads.split(inner), q })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let a = attention(&self.q.forward(x)?, &self.k.forward(context)?, &self.v.forward(context)?, self.heads, None)?;
+    /// `extra`: keys and values appended to the context's (an image prompt's tokens).
+    fn forward(&self, x: &Tensor, context: &Tensor, extra: Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (mut k, mut v) = (self.k.forward(context)?, self.v.forward(context)?);
+        if let Some((ek, ev)) = extra {
+            k = Tensor::cat(&[&k, &ek.to_dtype(k.dtype())?], 1)?;
+            v = Tensor::cat(&[&v, &ev.to_dtype(v.dtype())?], 1)?;
+        }
+        let a = attention(&self.q.forward(x)?, &k, &v, self.heads, None)?;
         self.out.forward(&a)
     }
+}
+
+/// Which part of the UNet a block is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockPart {
+    Input,
+    Middle,
+    Output,
+}
+
+/// Where a cross-attention sits: ComfyUI's `(block kind, block index, transformer index)`, the key
+/// its `attn2` patches are registered under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attn2Site {
+    pub part: BlockPart,
+    pub block: usize,
+    pub transformer: usize,
+}
+
+/// Keys and values a UNet call appends to a cross-attention's context (IP-Adapter image tokens),
+/// already projected for that layer and batched like the call: `[B, T, C]` each.
+pub trait ExtraContext: Sync {
+    fn extra_kv(&self, site: Attn2Site) -> Result<Option<(Tensor, Tensor)>>;
 }
 
 struct TransformerBlock {
@@ -90,11 +119,13 @@ struct TransformerBlock {
     norm3: LayerNorm,
     ff_in: Linear,
     ff_out: Linear,
+    site: Attn2Site,
 }
 
 impl TransformerBlock {
-    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads, site: Attn2Site) -> Result<Self> {
         Ok(Self {
+            site,
             norm1: layer_norm(&vb.pp("norm1"), 1e-5)?,
             attn1: CrossAttention::new(vb.pp("attn1"), heads)?,
             norm2: layer_norm(&vb.pp("norm2"), 1e-5)?,
@@ -105,10 +136,11 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, context: &Tensor, extra: Option<&dyn ExtraContext>) -> Result<Tensor> {
         let h = self.norm1.forward(x)?;
-        let x = (x + self.attn1.forward(&h, &h)?)?;
-        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
+        let x = (x + self.attn1.forward(&h, &h, None)?)?;
+        let extra = extra.map(|e| e.extra_kv(self.site)).transpose()?.flatten();
+        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context, extra)?)?;
         // GEGLU: the projection holds [value | gate].
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
         x + self.ff_out.forward(&geglu(&h)?)?
@@ -128,7 +160,7 @@ struct SpatialTransformer {
 }
 
 impl SpatialTransformer {
-    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads, part: BlockPart, block: usize) -> Result<Self> {
         let linear_proj = vb.get_unchecked("proj_in.weight")?.rank() == 2;
         let proj = |name: &str| -> Result<Proj> {
             if linear_proj {
@@ -141,12 +173,14 @@ impl SpatialTransformer {
         Ok(Self {
             norm: group_norm(&vb.pp("norm"), 32, 1e-6)?,
             proj_in: proj("proj_in")?,
-            blocks: (0..depth).map(|k| TransformerBlock::new(vb.pp(format!("transformer_blocks.{k}")), heads)).collect::<Result<_>>()?,
+            blocks: (0..depth)
+                .map(|k| TransformerBlock::new(vb.pp(format!("transformer_blocks.{k}")), heads, Attn2Site { part, block, transformer: k }))
+                .collect::<Result<_>>()?,
             proj_out: proj("proj_out")?,
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, context: &Tensor, extra: Option<&dyn ExtraContext>) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let normed = self.norm.forward(x)?;
         let to_tokens = |t: &Tensor| -> Result<Tensor> {
@@ -158,7 +192,7 @@ impl SpatialTransformer {
             Proj::Conv(c) => to_tokens(&c.forward(&normed)?)?,
         };
         for block in &self.blocks {
-            t = block.forward(&t, context)?;
+            t = block.forward(&t, context, extra)?;
         }
         let out = match &self.proj_out {
             Proj::Linear(l) => {
@@ -188,14 +222,14 @@ struct Block(Vec<Layer>);
 
 impl Block {
     /// Reads `prefix.0`, `prefix.1`, … until no sub-module is found.
-    fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
+    fn new(vb: VarBuilder, heads: Heads, part: BlockPart, index: usize) -> Result<Self> {
         let mut layers = Vec::new();
         for i in 0.. {
             let l = vb.pp(i);
             let layer = if l.contains_tensor("in_layers.0.weight") {
                 Layer::Res(ResBlock::new(l)?)
             } else if l.contains_tensor("proj_in.weight") {
-                Layer::Attn(SpatialTransformer::new(l, heads)?)
+                Layer::Attn(SpatialTransformer::new(l, heads, part, index)?)
             } else if l.contains_tensor("op.weight") {
                 Layer::Down(conv2d(&l.pp("op"), 2, 1)?)
             } else if l.contains_tensor("conv.weight") {
@@ -210,13 +244,20 @@ impl Block {
         Ok(Self(layers))
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor, up_to: Option<(usize, usize)>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        up_to: Option<(usize, usize)>,
+        extra: Option<&dyn ExtraContext>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.0 {
             x = match layer {
                 Layer::Conv(c) | Layer::Down(c) => c.forward(&x)?,
                 Layer::Res(r) => r.forward(&x, emb)?,
-                Layer::Attn(a) => a.forward(&x, context)?,
+                Layer::Attn(a) => a.forward(&x, context, extra)?,
                 Layer::Up(c) => {
                     let (_, _, h, w) = x.dims4()?;
                     let (th, tw) = up_to.unwrap_or((h * 2, w * 2));
@@ -268,8 +309,8 @@ impl UNet {
         let has_adm = vb.contains_tensor("label_emb.0.0.weight");
         // No ADM input: the SD1.x family, eight heads per attention layer.
         let heads = if has_adm { Heads::Width(64) } else { Heads::Count(8) };
-        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads)).collect::<Result<Vec<_>>>()?;
-        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i), heads)).collect::<Result<Vec<_>>>()?;
+        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads, BlockPart::Input, i)).collect::<Result<Vec<_>>>()?;
+        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i), heads, BlockPart::Output, i)).collect::<Result<Vec<_>>>()?;
         let model_channels = out_dim(&vb.pp("input_blocks.0.0"))?;
         let adm_in_channels = if has_adm { vb.get_unchecked("label_emb.0.0.weight")?.dim(1)? } else { 0 };
         let context_dim = (0..n_in).find_map(|i| {
@@ -282,7 +323,7 @@ impl UNet {
             time_embed: Mlp2::new(&vb.pp("time_embed.0"), &vb.pp("time_embed.2"))?,
             label_emb: if has_adm { Some(Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?) } else { None },
             input_blocks,
-            middle_block: Block::new(vb.pp("middle_block"), heads)?,
+            middle_block: Block::new(vb.pp("middle_block"), heads, BlockPart::Middle, 0)?,
             output_blocks,
             out_norm: group_norm(&vb.pp("out.0"), 32, 1e-5)?,
             out_conv: conv2d(&vb.pp("out.2"), 1, 1)?,
@@ -349,7 +390,7 @@ impl UNet {
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();
         for (i, block) in self.input_blocks.iter().enumerate() {
-            h = block.forward(&h, &emb, &context, None)?;
+            h = block.forward(&h, &emb, &context, None, patches.extra_context)?;
             if let (0, Some(feature)) = (i, patches.first_block_feature) {
                 // Fooocus's inpaint head: an input_block_patch on block 0, before its skip is kept.
                 h = h.broadcast_add(&feature.to_dtype(dtype)?)?;
@@ -361,7 +402,7 @@ impl UNet {
                 }
             }
         }
-        h = self.middle_block.forward(&h, &emb, &context, None)?;
+        h = self.middle_block.forward(&h, &emb, &context, None, patches.extra_context)?;
         if let Some(t) = trace.as_deref_mut() {
             t.emb = Some(emb.clone());
             t.mid = Some(h.clone());
@@ -374,7 +415,7 @@ impl UNet {
             h = Tensor::cat(&[&h, &skip], 1)?;
             // Upsample to the size of the next skip connection (handles odd latent sizes).
             let target = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));
-            h = block.forward(&h, &emb, &context, target)?;
+            h = block.forward(&h, &emb, &context, target, patches.extra_context)?;
             if let Some(t) = trace.as_deref_mut() {
                 if self.level_ends_out.contains(&i) {
                     t.up.push(h.clone());
@@ -392,6 +433,8 @@ pub struct Patches<'a> {
     pub freeu: Option<&'a FreeU>,
     /// Added to the output of `input_blocks.0` (the inpaint head's feature, `[1, C, h, w]`).
     pub first_block_feature: Option<&'a Tensor>,
+    /// Tokens appended to cross-attention contexts (image prompts).
+    pub extra_context: Option<&'a dyn ExtraContext>,
 }
 
 fn has_block(vb: &VarBuilder) -> bool {
