@@ -52,8 +52,9 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
     assert!(list("samplers").contains(&"dpmpp_2m_sde_gpu".to_string()), "{catalog}");
     assert!(list("schedulers").contains(&"karras".to_string()), "{catalog}");
     assert_eq!(list("checkpoints"), ["tiny.safetensors"]);
-    assert_eq!(list("image_steps"), ["grayscale"]);
-    assert!(list("controls").is_empty(), "no control runs on this engine yet: {catalog}");
+    // The built-in step that prepares control images is an image step too.
+    assert_eq!(list("image_steps"), ["fooocus-controls", "grayscale"]);
+    assert_eq!(list("controls"), ["image-prompt", "face"], "the image prompts run; ControlNets not yet");
 
     // A name outside the catalog is a 422 naming the field, before anything is queued.
     let (status, body) = request(addr, "POST", "/studio/jobs", "", r#"{"prompt": "x", "sampler": "nope"}"#);

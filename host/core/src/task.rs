@@ -179,6 +179,14 @@ pub struct Control {
     pub image: Image,
     pub weight: f32,
     pub stop_at: f32,
+    /// Whether the kind's preprocessing runs (off: the image is used as sent, Fooocus's
+    /// "skip preprocessors").
+    #[serde(default = "preprocess_by_default")]
+    pub preprocess: bool,
+}
+
+fn preprocess_by_default() -> bool {
+    true
 }
 
 /// Fooocus's sampling patches (sharpness, adaptive CFG, ADM scaling until `adm_end`).

@@ -45,5 +45,9 @@ pub mod builtin {
             include_str!("../../../plugins/fooocus-image-tasks/plugin.toml"),
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_image_tasks.wasm")),
         ),
+        (
+            include_str!("../../../plugins/fooocus-controls/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_controls.wasm")),
+        ),
     ];
 }

@@ -25,8 +25,7 @@ impl CatalogService for HostCatalog {
             Catalog::Vaes => self.models.list("vae"),
             Catalog::Upscalers => self.models.list("upscale_models"),
             Catalog::InpaintModels => self.models.list("inpaint"),
-            // No control runs on this engine yet (image prompts and ControlNets: issue 17).
-            Catalog::Controls => vec![],
+            Catalog::Controls => crate::jobs::IMAGE_PROMPT_KINDS.iter().map(|(kind, _)| kind.to_string()).collect(),
             Catalog::ImageSteps => self.steps.image_steps(),
         }
     }

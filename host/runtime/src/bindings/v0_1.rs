@@ -5,11 +5,13 @@
 //! method (they become the job's `FooocusOptions`), its progress is Fooocus's status text
 //! (rendered here from the structured progress), and its input images carry a free-form role
 //! (plain text-to-image and Fooocus-API upscale/vary and inpaint/outpaint jobs run, see
-//! `fooocus_uov` and `fooocus_inpaint`; other jobs become `Task::Untyped` and end with an error).
+//! `fooocus_uov` and `fooocus_inpaint`, image prompts become controls, see `fooocus_image_prompts`;
+//! other jobs become `Task::Untyped` and end with an error).
 
 use focal_core::services::Catalog;
 use focal_core::{self as core, Phase, Progress};
 
+use super::fooocus_image_prompts;
 use crate::host::State;
 
 mod generated {
@@ -81,8 +83,8 @@ impl State {
         let swap_method = p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default();
         let (patches, styles, read_wildcards_in_order) = (p.patches, p.styles.clone(), p.read_wildcards_in_order);
         let mut params = focal_core::generation_params_from!(p);
-        let task = if spec.job_type == TEXT_TO_IMAGE && spec.inputs.is_empty() {
-            core::Task::TextToImage
+        let (task, controls) = if spec.job_type == TEXT_TO_IMAGE && spec.inputs.is_empty() {
+            (core::Task::TextToImage, vec![])
         } else {
             let images = self.images_service().map_err(|e| core::SubmitError::Invalid(e.to_string()))?;
             let mut decoded = Vec::with_capacity(spec.inputs.len());
@@ -90,11 +92,21 @@ impl State {
                 let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
                 decoded.push((input.role, image));
             }
-            let typed = super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params)
-                .or_else(|| super::fooocus_inpaint::typed_task(&spec.job_type, &decoded, &spec.request));
+            let controls = fooocus_image_prompts::controls(&decoded, &spec.request).map_err(core::SubmitError::Invalid)?;
+            decoded.retain(|(role, _)| !fooocus_image_prompts::is_image_prompt(role));
+            let image_prompt_job = spec.job_type == fooocus_image_prompts::IMAGE_PROMPT_JOB_TYPE;
+            let typed = if decoded.is_empty() && (spec.job_type == TEXT_TO_IMAGE || image_prompt_job) {
+                Some(core::Task::TextToImage)
+            } else if image_prompt_job {
+                // Fooocus-API mixes image prompts with an inpaint when the route also has an input image.
+                super::fooocus_inpaint::typed_task(super::fooocus_inpaint::INPAINT_JOB_TYPE, &decoded, &spec.request)
+            } else {
+                super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params)
+                    .or_else(|| super::fooocus_inpaint::typed_task(&spec.job_type, &decoded, &spec.request))
+            };
             match typed {
-                Some(task) => task,
-                None => core::Task::Untyped { label: spec.job_type.clone(), images: decoded },
+                Some(task) => (task, controls),
+                None => (core::Task::Untyped { label: spec.job_type.clone(), images: decoded }, controls),
             }
         };
         let fooocus = core::FooocusOptions {
@@ -114,7 +126,7 @@ impl State {
             owner: self.owner.clone(),
             label: spec.job_type,
             task,
-            controls: vec![],
+            controls,
             params,
             fooocus: Some(fooocus),
             output: core::job::OutputOptions { extension: spec.output.extension, save_name: spec.output.save_name },

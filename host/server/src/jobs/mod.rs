@@ -25,6 +25,8 @@ use crate::store::{JobStore, SqliteStore};
 use crate::webhook::Webhooks;
 use queue::{Entry, Queue};
 
+mod image_prompts;
+pub use image_prompts::IMAGE_PROMPT_KINDS;
 mod image_tasks;
 mod inpaint_task;
 mod models;

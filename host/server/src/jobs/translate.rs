@@ -6,6 +6,7 @@ use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::RefinerSwap;
 use focal_engine::GenerationParams;
 
+use super::image_prompts::IMAGE_PROMPT_KINDS;
 use super::TEXT_TO_IMAGE;
 
 /// The engine's parameters for one image of a job.
@@ -43,20 +44,20 @@ pub(super) fn swap_method(name: &str) -> Result<RefinerSwap, String> {
 /// Whether this engine can run the job's task; the error says what is missing. Never answer an
 /// image task with an unrelated text-to-image result.
 pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
-    const MISSING: &str = "need image prompts, which this focal engine does not provide yet";
+    let runs = |kind: &str| IMAGE_PROMPT_KINDS.iter().any(|(k, _)| *k == kind);
+    let kinds = || IMAGE_PROMPT_KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+    if let Some(c) = spec.controls.iter().find(|c| !runs(&c.kind)) {
+        return Err(format!("the '{}' control does not run on this focal engine yet (it runs {})", c.kind, kinds()));
+    }
     match &spec.task {
         Task::Untyped { label, images } => {
             let roles: Vec<&str> = images.iter().map(|(role, _)| role.as_str()).collect();
             Err(format!(
-                "'{label}' jobs with input images [{}] {MISSING}; only '{TEXT_TO_IMAGE}' without input images runs",
+                "'{label}' jobs with input images [{}] are not a task this focal engine runs yet (it runs '{TEXT_TO_IMAGE}', \
+                 upscale/vary, inpaint/outpaint and image prompts)",
                 roles.join(", ")
             ))
         }
-        _ if !spec.controls.is_empty() => {
-            let kinds: Vec<&str> = spec.controls.iter().map(|c| c.kind.as_str()).collect();
-            Err(format!("controls [{}] {MISSING}; only tasks without controls run", kinds.join(", ")))
-        }
-        Task::ImageToImage { .. } | Task::Upscale { .. } | Task::Inpaint { .. } => Ok(()),
-        Task::TextToImage => Ok(()),
+        Task::ImageToImage { .. } | Task::Upscale { .. } | Task::Inpaint { .. } | Task::TextToImage => Ok(()),
     }
 }

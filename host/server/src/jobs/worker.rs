@@ -13,6 +13,7 @@ use focal_engine::sdxl::Conditioning;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
+use super::image_prompts::ImagePromptModels;
 use super::image_tasks::{encode_input, Prepared};
 use super::models::{Loaded, ModelKey, SYNTHETIC_REFINER_SWITCH};
 use super::translate::{check_runnable, engine_params, swap_method};
@@ -181,6 +182,7 @@ impl JobManager {
         let models = &loaded.as_ref().unwrap().1;
         self.enter(id, Phase::EncodingPrompts, 13);
         let conds = self.encode_prompts(models, spec, &prompts)?;
+        let image_prompts = self.encode_image_prompts(id, spec, &mut state.image_prompts)?;
         let disable_initial_latent = inpaint.is_some_and(|o| o.disable_initial_latent);
         let init = match &prepared {
             Some(prepared) => encode_input(&models.base, prepared, &state.torch_global, head.as_ref(), disable_initial_latent)?,
@@ -198,6 +200,7 @@ impl JobManager {
             let (cond, uncond) = &conds[i as usize];
             let mut params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
             params.torch_global = Some(state.torch_global.clone());
+            params.image_prompts = image_prompts.clone();
             if let Some(encoded) = &init {
                 encoded.apply(&mut params);
             }
@@ -263,6 +266,7 @@ struct WorkerState {
     upscalers: Arc<std::sync::Mutex<Upscalers>>,
     /// torch's global generator as the last job left it (Fooocus's encodes draw from it).
     torch_global: TorchGlobal,
+    image_prompts: ImagePromptModels,
 }
 
 /// Writes a job's images: file name, format and the metadata Fooocus embeds.
