@@ -1,7 +1,9 @@
-//! Black-box: image prompts (IP-Adapter Plus: ImagePrompt and FaceSwap) through the real binary and
-//! the built-in Fooocus-API plugin, against what the real Fooocus-API returned for the same requests
-//! (tests/fixtures/image-prompt, made by its make_ip_refs.py with the tiny CLIP vision tower,
-//! adapters and negative tokens of that folder in Fooocus's file names and formats).
+//! Black-box: image prompts (IP-Adapter Plus: ImagePrompt and FaceSwap; control-LoRAs: PyraCanny and
+//! CPDS) through the real binary and the built-in Fooocus-API plugin, against what the real
+//! Fooocus-API returned for the same requests (tests/fixtures/image-prompt, made by its
+//! make_ip_refs.py with the tiny CLIP vision tower, adapters and negative tokens of that folder;
+//! tests/fixtures/controlnet, made by its make_control_refs.py with its tiny control-LoRAs; all in
+//! Fooocus's file names and formats).
 mod common;
 
 use common::{json, multipart, pixels, request, request_bytes, wait_job};
@@ -100,6 +102,18 @@ fn image_prompts_match_fooocus_api() {
     let (status, file) = request(&server.addr, "GET", &path, "", "");
     assert_eq!(status, 200);
     assert!(max_diff(&file, &expected) <= 3, "async v1 image-prompt");
+}
+
+#[test]
+fn controlnets_match_fooocus_api() {
+    let dir = tempfile::tempdir().unwrap();
+    install_image_prompt_models(dir.path());
+    common::install_models(
+        dir.path(),
+        &[("controlnet", "controlnet/control-lora-canny-rank128.safetensors"), ("controlnet", "controlnet/fooocus_xl_cpds_128.safetensors")],
+    );
+    let server = common::serve_tiny(dir.path(), &[]);
+    common::oracle::replay(&server.addr, &common::all_fixtures().join("controlnet"), &files(), 3);
 }
 
 #[test]

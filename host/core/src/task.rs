@@ -217,4 +217,12 @@ pub struct FooocusOptions {
     /// `joint`, `separate` or `vae` (empty: joint).
     pub refiner_swap_method: String,
     pub metadata: Option<ImageMetadata>,
+    /// Fooocus's `controlnet_softness`: ControlNet residual `i` × `1 − s·(1 − i/9)`.
+    #[serde(default = "default_controlnet_softness")]
+    pub controlnet_softness: f32,
+}
+
+/// Fooocus's default `controlnet_softness`.
+pub fn default_controlnet_softness() -> f32 {
+    0.25
 }

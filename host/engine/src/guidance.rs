@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::Architecture;
 use crate::error::Result;
+use crate::controlnet::{self, Control};
 use crate::freeu::FreeU;
 use crate::ip_adapter::{current_step, Half, ImagePrompt, ImagePromptCall};
 use crate::patches::{self, FooocusPatches};
@@ -55,6 +56,9 @@ struct Stage<'a> {
     inpaint_feature: Option<Tensor>,
     /// Image prompts, on the base model only (the same).
     image_prompts: Vec<ImagePrompt>,
+    /// ControlNets and Fooocus's softness, on the base model only (the same).
+    controls: Vec<Control>,
+    control_softness: f64,
 }
 
 impl<'a> Stage<'a> {
@@ -74,6 +78,8 @@ impl<'a> Stage<'a> {
             freeu: None,
             inpaint_feature: None,
             image_prompts: Vec::new(),
+            controls: Vec::new(),
+            control_softness: 0.0,
         })
     }
 
@@ -109,16 +115,29 @@ impl<'a> Stage<'a> {
                 (build(&cond)?, build(&uncond)?)
             }
         };
-        Ok(Self { unet, dtype: dt, cond: c, uncond: u, freeu: None, inpaint_feature: None, image_prompts: Vec::new() })
+        Ok(Self {
+            unet,
+            dtype: dt,
+            cond: c,
+            uncond: u,
+            freeu: None,
+            inpaint_feature: None,
+            image_prompts: Vec::new(),
+            controls: Vec::new(),
+            control_softness: 0.0,
+        })
     }
 
     /// `rows`: which half of CFG each batch row is.
-    fn eps(&self, x_in: &Tensor, t: f32, ctx: &Tensor, y: &Tensor, rows: &[Half]) -> Result<Tensor> {
+    fn eps(&self, x_in: &Tensor, at: (f32, f32, &ModelSampling), ctx: &Tensor, y: &Tensor, rows: &[Half]) -> Result<Tensor> {
+        let (sigma, t, sampling) = at;
         let prompts = ImagePromptCall { prompts: &self.image_prompts, progress: current_step(t), rows };
+        let control = controlnet::residuals(&self.controls, sampling, self.control_softness, x_in, sigma, t, ctx, y)?;
         let patches = Patches {
             freeu: self.freeu.as_ref(),
             first_block_feature: self.inpaint_feature.as_ref(),
             extra_context: (!self.image_prompts.is_empty()).then_some(&prompts as _),
+            control: control.as_ref(),
         };
         Ok(self.unet.forward_patched(x_in, &vec![t; x_in.dim(0)?], ctx, y, &patches)?)
     }
@@ -218,6 +237,14 @@ impl<'a> CfgDenoiser<'a> {
         self
     }
 
+    /// Patch the base model with ControlNets (Fooocus's `apply_controlnet` on the conditioning
+    /// the base samples with), their residuals scaled by Fooocus's `softness`.
+    pub fn with_controls(mut self, controls: Vec<Control>, softness: f64) -> Self {
+        self.stage.controls = controls;
+        self.stage.control_softness = softness;
+        self
+    }
+
     /// Keep `(x − D)/σ` of the latest call (see [`last_eps`](Self::last_eps)).
     pub fn recording_eps(mut self) -> Self {
         self.last_eps = Some(None);
@@ -278,21 +305,22 @@ impl CfgDenoiser<'_> {
             }
         };
         let patches = self.patches.as_ref();
+        let at = (sigma, t, self.sampling);
         let (yc, yu) = (stage.cond.y_at(t, patches), stage.uncond.y_at(t, patches));
         if (self.cfg - 1.0).abs() < 1e-6 {
             // Fooocus too: at CFG 1 only the positive branch runs, unpatched.
-            return to_denoised(stage.eps(&x_in, t, &stage.cond.context, yc, &[Half::Cond])?);
+            return to_denoised(stage.eps(&x_in, at, &stage.cond.context, yc, &[Half::Cond])?);
         }
         let (ec, eu) = if stage.cond.context.dims() == stage.uncond.context.dims() {
             let both = Tensor::cat(&[&x_in, &x_in], 0)?;
             let ctx = Tensor::cat(&[&stage.cond.context, &stage.uncond.context], 0)?;
             let y = Tensor::cat(&[yc, yu], 0)?;
-            let eps = stage.eps(&both, t, &ctx, &y, &[Half::Cond, Half::Uncond])?;
+            let eps = stage.eps(&both, at, &ctx, &y, &[Half::Cond, Half::Uncond])?;
             (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
         } else {
             (
-                stage.eps(&x_in, t, &stage.cond.context, yc, &[Half::Cond])?,
-                stage.eps(&x_in, t, &stage.uncond.context, yu, &[Half::Uncond])?,
+                stage.eps(&x_in, at, &stage.cond.context, yc, &[Half::Cond])?,
+                stage.eps(&x_in, at, &stage.uncond.context, yu, &[Half::Uncond])?,
             )
         };
         let (dc, du) = (to_denoised(ec)?, to_denoised(eu)?);

@@ -6,6 +6,7 @@ pub mod bpe;
 pub mod checkpoint;
 pub mod clip;
 pub mod clip_vision;
+pub mod controlnet;
 pub mod conv;
 pub mod cpu;
 pub mod embeddings;

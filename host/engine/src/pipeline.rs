@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::freeu::FreeU;
 pub use crate::guidance::CfgDenoiser;
 use crate::image::{latent_preview, RgbImage};
+use crate::controlnet::Control;
 use crate::inpaint::{Blended, Inpainting};
 use crate::ip_adapter::ImagePrompt;
 use crate::patches::FooocusPatches;
@@ -54,6 +55,9 @@ pub struct GenerationParams {
     pub inpaint: Option<Inpainting>,
     /// Image prompts (IP-Adapter tokens) on the base model's cross-attentions.
     pub image_prompts: Vec<ImagePrompt>,
+    /// ControlNets on the base model, and Fooocus's softness for them (0: ComfyUI's plain sum).
+    pub controls: Vec<Control>,
+    pub control_softness: f64,
 }
 
 impl GenerationParams {
@@ -78,6 +82,8 @@ impl GenerationParams {
             freeu: None,
             inpaint: None,
             image_prompts: Vec::new(),
+            controls: Vec::new(),
+            control_softness: 0.0,
         }
     }
 
@@ -327,7 +333,8 @@ impl SdxlModel {
             None => CfgDenoiser::with_patches(self, &sampling, cond, uncond, size, params.cfg, params.patches)?
                 .with_freeu(params.freeu)
                 .with_inpaint_feature(params.inpaint.as_ref().and_then(|i| i.head_feature.clone()))
-                .with_image_prompts(params.image_prompts.clone()),
+                .with_image_prompts(params.image_prompts.clone())
+                .with_controls(params.controls.clone(), params.control_softness),
         };
         // Which VAE decodes: the refiner's own after it sampled in its latent space.
         let mut decoder = refiner_alone.and_then(|m| m.vae.as_ref()).unwrap_or(&self.vae);

@@ -72,6 +72,9 @@ pub struct SdxlModel {
     /// What merging `LoadOptions::loras` did (unmerged keys are listed for the caller to report).
     pub lora_report: LoraReport,
     pub embeddings: Option<Embeddings>,
+    /// The weights it was built from (memory-mapped; LoRAs merged as read): a control-LoRA
+    /// copies the UNet's encoder from them.
+    pub weights: Arc<Checkpoint>,
 }
 
 impl SdxlModel {
@@ -117,6 +120,7 @@ impl SdxlModel {
             device: opts.device.clone(),
             lora_report,
             embeddings,
+            weights: ckpt,
         })
     }
 

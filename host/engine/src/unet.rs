@@ -218,11 +218,11 @@ enum Layer {
 }
 
 /// One `input_blocks.N` / `middle_block` / `output_blocks.N` entry: a sequence of layers.
-struct Block(Vec<Layer>);
+pub(crate) struct Block(Vec<Layer>);
 
 impl Block {
     /// Reads `prefix.0`, `prefix.1`, … until no sub-module is found.
-    fn new(vb: VarBuilder, heads: Heads, part: BlockPart, index: usize) -> Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, heads: Heads, part: BlockPart, index: usize) -> Result<Self> {
         let mut layers = Vec::new();
         for i in 0.. {
             let l = vb.pp(i);
@@ -244,7 +244,7 @@ impl Block {
         Ok(Self(layers))
     }
 
-    fn forward(
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         emb: &Tensor,
@@ -403,12 +403,19 @@ impl UNet {
             }
         }
         h = self.middle_block.forward(&h, &emb, &context, None, patches.extra_context)?;
+        if let Some(control) = patches.control {
+            h = (h + &control.middle)?;
+        }
         if let Some(t) = trace.as_deref_mut() {
             t.emb = Some(emb.clone());
             t.mid = Some(h.clone());
         }
         for (i, block) in self.output_blocks.iter().enumerate() {
             let mut skip = skips.pop().expect("as many output as input blocks");
+            if let Some(control) = patches.control {
+                // ComfyUI's `apply_control(hsp, control, 'output')`, before FreeU's output patch.
+                skip = (skip + &control.skips[skips.len()])?;
+            }
             if let Some(f) = freeu {
                 (h, skip) = f.apply(&h, &skip, self.model_channels)?;
             }
@@ -435,9 +442,18 @@ pub struct Patches<'a> {
     pub first_block_feature: Option<&'a Tensor>,
     /// Tokens appended to cross-attention contexts (image prompts).
     pub extra_context: Option<&'a dyn ExtraContext>,
+    /// ControlNet residuals added to the skip connections and the middle block's output.
+    pub control: Option<&'a ControlResiduals>,
 }
 
-fn has_block(vb: &VarBuilder) -> bool {
+/// What ControlNets add to a UNet call: one tensor per input block (its skip connection) and
+/// one for the middle block, batched like the call.
+pub struct ControlResiduals {
+    pub skips: Vec<Tensor>,
+    pub middle: Tensor,
+}
+
+pub(crate) fn has_block(vb: &VarBuilder) -> bool {
     let l = vb.pp(0);
     ["weight", "in_layers.0.weight", "op.weight"].iter().any(|n| l.contains_tensor(n))
 }

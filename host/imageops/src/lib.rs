@@ -12,5 +12,5 @@ pub mod shape;
 pub use blur::box_blur;
 pub use crop::{crop, inpaint_area, pad_constant, pad_edge, paste, CropBox, Margins};
 pub use pixels::Pixels;
-pub use resample::resize_lanczos;
+pub use resample::{resize_fill, resize_lanczos};
 pub use shape::{image_shape_ceil, round_half_even, set_image_shape_ceil, shape_ceil, shape_ceil_size};

@@ -25,7 +25,9 @@ impl CatalogService for HostCatalog {
             Catalog::Vaes => self.models.list("vae"),
             Catalog::Upscalers => self.models.list("upscale_models"),
             Catalog::InpaintModels => self.models.list("inpaint"),
-            Catalog::Controls => crate::jobs::IMAGE_PROMPT_KINDS.iter().map(|(kind, _)| kind.to_string()).collect(),
+            Catalog::Controls => {
+                crate::jobs::IMAGE_PROMPT_KINDS.iter().chain(&crate::jobs::CONTROLNET_KINDS).map(|(kind, _)| kind.to_string()).collect()
+            }
             Catalog::ImageSteps => self.steps.image_steps(),
         }
     }

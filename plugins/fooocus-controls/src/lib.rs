@@ -5,13 +5,16 @@
 //! - `image-prompt`: stretched to 224×224 with PIL's LANCZOS (`resize_image(…, resize_mode=0)`),
 //!   the CLIP vision tower's input;
 //! - `face`: the same after Fooocus's face crop, which needs a face detector this component does
-//!   not have: with `preprocess` on it fails the job, saying so.
+//!   not have: with `preprocess` on it fails the job, saying so;
+//! - `canny`, `cpds` (ControlNets): cut to the job's `width`×`height` (options) as Fooocus's
+//!   `resize_image(…)` fills a size; then Fooocus's Canny pyramid or CPDS, which this component
+//!   does not compute yet: with `preprocess` on it fails the job, saying so.
 
 wit_bindgen::generate!({ world: "image-step", path: "../../wit/focal-plugin@0.2.0" });
 
 use exports::focal::plugin::image_processor::Guest;
 use focal::plugin::images::Image;
-use focal_imageops::{resize_lanczos, Pixels};
+use focal_imageops::{resize_fill, resize_lanczos, Pixels};
 
 /// The CLIP vision tower's input side.
 const CLIP_SIDE: u32 = 224;
@@ -20,9 +23,30 @@ fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
     options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+fn pixels(image: &Image) -> Result<Pixels, String> {
+    Pixels::rgb(image.width(), image.height(), image.rgb()).ok_or_else(|| "the host handed out an image that is not RGB".into())
+}
+
 fn stretch(image: &Image, side: u32) -> Result<Image, String> {
-    let pixels = Pixels::rgb(image.width(), image.height(), image.rgb()).ok_or("the host handed out an image that is not RGB")?;
-    let out = resize_lanczos(&pixels, side, side);
+    let out = resize_lanczos(&pixels(image)?, side, side);
+    Image::from_rgb(out.width, out.height, &out.data)
+}
+
+fn size(options: &[(String, String)], key: &str) -> Result<u32, String> {
+    let v = option(options, key).ok_or_else(|| format!("the control step needs the job's {key}"))?;
+    v.parse::<u32>().ok().filter(|v| (1..=16384).contains(v)).ok_or_else(|| format!("{key} '{v}' is not a size"))
+}
+
+/// A ControlNet's image at the job's size; its edge/contrast map when `preprocess` is on.
+fn control_map(image: &Image, options: &[(String, String)], kind: &str, preprocess: bool) -> Result<Image, String> {
+    if preprocess {
+        let name = if kind == "canny" { "PyraCanny's Canny pyramid" } else { "CPDS's contrast-preserving decolorization" };
+        return Err(format!(
+            "{name} does not run on this focal yet; send a ready control image with the preprocessor skipped \
+             (Fooocus-API: advanced_params.skipping_cn_preprocessor = true)"
+        ));
+    }
+    let out = resize_fill(&pixels(image)?, size(options, "width")?, size(options, "height")?);
     Image::from_rgb(out.width, out.height, &out.data)
 }
 
@@ -38,7 +62,8 @@ impl Guest for Controls {
                  advanced_params.skipping_cn_preprocessor = true)"
                 .into()),
             "face" => stretch(image, CLIP_SIDE),
-            other => Err(format!("no preprocessing for control kind '{other}' (this step knows image-prompt and face)")),
+            kind @ ("canny" | "cpds") => control_map(image, &options, kind, preprocess),
+            other => Err(format!("no preprocessing for control kind '{other}' (this step knows image-prompt, face, canny, cpds)")),
         }
     }
 }

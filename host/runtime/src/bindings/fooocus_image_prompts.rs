@@ -39,6 +39,12 @@ fn kind_of(cn_type: &str) -> Option<(&'static str, f32, f32)> {
     }
 }
 
+/// The request's `advanced_params.controlnet_softness` (Fooocus's default 0.25).
+pub fn controlnet_softness(request: &str) -> f32 {
+    let request: Value = serde_json::from_str(request).unwrap_or(Value::Null);
+    request["advanced_params"]["controlnet_softness"].as_f64().map_or(focal_core::task::default_controlnet_softness(), |v| v as f32)
+}
+
 /// The controls of a 0.1.0 job's image-prompt images, in request order; the error names the
 /// image's role.
 pub fn controls(images: &[(String, Image)], request: &str) -> Result<Vec<Control>, String> {

@@ -120,6 +120,7 @@ impl State {
             styles,
             read_wildcards_in_order,
             refiner_swap_method: swap_method,
+            controlnet_softness: fooocus_image_prompts::controlnet_softness(&spec.request),
             metadata: spec.output.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         };
         Ok(core::JobSpec {

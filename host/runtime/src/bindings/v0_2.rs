@@ -139,6 +139,7 @@ impl State {
             styles: f.styles,
             read_wildcards_in_order: f.read_wildcards_in_order,
             refiner_swap_method: f.refiner_swap_method,
+            controlnet_softness: core::task::default_controlnet_softness(),
             metadata: f.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         });
         Ok(core::JobSpec {

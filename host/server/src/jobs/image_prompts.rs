@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use focal_core::{Control, JobSpec, StepCall};
 use focal_engine::clip_vision::{self, ClipVision};
+use focal_engine::image::RgbImage;
 use focal_engine::ip_adapter::{self, ImagePrompt, IpAdapter};
 
 use super::JobManager;
@@ -36,7 +37,7 @@ fn adapter_file(kind: &str) -> Option<&'static str> {
 
 impl JobManager {
     /// `folder/name` in the models folder, fetched from Fooocus's URL when missing.
-    fn image_prompt_file(&self, id: &str, folder: &str, name: &str, url: &str) -> Result<PathBuf, String> {
+    pub(super) fn image_prompt_file(&self, id: &str, folder: &str, name: &str, url: &str) -> Result<PathBuf, String> {
         let path = self.options.models.folder(folder).join(name);
         if !path.is_file() {
             self.download(id, url, &path).map_err(|e| format!("image prompts need models/{folder}/{name}: {e}"))?;
@@ -79,7 +80,8 @@ impl JobManager {
                     a
                 }
             };
-            let rgb = self.prepared_control_image(pipeline.as_ref(), control)?;
+            let side = clip_vision::IMAGE_SIZE as u32;
+            let rgb = self.prepared_control_image(pipeline.as_ref(), control, (side, side))?.data;
             let tokens = adapter.image_tokens(&vision, &rgb).map_err(|e| e.to_string())?;
             let embeds = adapter.embeds(&tokens, &negative).map_err(|e| e.to_string())?;
             // The request's decimals, not the f32's binary expansions (Fooocus computes in f64).
@@ -89,18 +91,31 @@ impl JobManager {
         Ok(prompts)
     }
 
-    /// The control's image through the controls step: 224×224 RGB for the vision tower.
-    fn prepared_control_image(&self, pipeline: &dyn super::ImagePipeline, control: &Control) -> Result<Vec<u8>, String> {
+    /// The control's image through the controls step (options `kind`, `preprocess` and the job's
+    /// `width`/`height`), which must answer `size`.
+    pub(super) fn prepared_control_image(
+        &self,
+        pipeline: &dyn super::ImagePipeline,
+        control: &Control,
+        size: (u32, u32),
+    ) -> Result<RgbImage, String> {
         let rgb = self.decode_input(&format!("the {} control's image", control.kind), &control.image)?;
         let call = StepCall {
             plugin: CONTROLS_STEP.into(),
-            options: vec![("kind".into(), control.kind.clone()), ("preprocess".into(), control.preprocess.to_string())],
+            options: vec![
+                ("kind".into(), control.kind.clone()),
+                ("preprocess".into(), control.preprocess.to_string()),
+                ("width".into(), size.0.to_string()),
+                ("height".into(), size.1.to_string()),
+            ],
         };
         let out = pipeline.run(std::slice::from_ref(&call), image_from_rgb(&rgb)?)?;
-        let side = clip_vision::IMAGE_SIZE as u32;
-        if (out.width, out.height) != (side, side) {
-            return Err(format!("the {CONTROLS_STEP} step made the {} image {}×{}; the vision tower takes {side}×{side}", control.kind, out.width, out.height));
+        if (out.width, out.height) != size {
+            return Err(format!(
+                "the {CONTROLS_STEP} step made the {} image {}×{}; it must be {}×{}",
+                control.kind, out.width, out.height, size.0, size.1
+            ));
         }
-        Ok(self.decode_input(&format!("the {CONTROLS_STEP} step's image"), &out)?.data)
+        self.decode_input(&format!("the {CONTROLS_STEP} step's image"), &out)
     }
 }

@@ -25,7 +25,9 @@ use crate::store::{JobStore, SqliteStore};
 use crate::webhook::Webhooks;
 use queue::{Entry, Queue};
 
+mod controlnets;
 mod image_prompts;
+pub use controlnets::CONTROLNET_KINDS;
 pub use image_prompts::IMAGE_PROMPT_KINDS;
 mod image_tasks;
 mod inpaint_task;

@@ -6,6 +6,7 @@ use focal_engine::patches::FooocusPatches;
 use focal_engine::pipeline::RefinerSwap;
 use focal_engine::GenerationParams;
 
+use super::controlnets::CONTROLNET_KINDS;
 use super::image_prompts::IMAGE_PROMPT_KINDS;
 use super::TEXT_TO_IMAGE;
 
@@ -44,8 +45,9 @@ pub(super) fn swap_method(name: &str) -> Result<RefinerSwap, String> {
 /// Whether this engine can run the job's task; the error says what is missing. Never answer an
 /// image task with an unrelated text-to-image result.
 pub(super) fn check_runnable(spec: &JobSpec) -> Result<(), String> {
-    let runs = |kind: &str| IMAGE_PROMPT_KINDS.iter().any(|(k, _)| *k == kind);
-    let kinds = || IMAGE_PROMPT_KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+    let all = || IMAGE_PROMPT_KINDS.iter().chain(&CONTROLNET_KINDS).map(|(k, _)| *k);
+    let runs = |kind: &str| all().any(|k| k == kind);
+    let kinds = || all().collect::<Vec<_>>().join(", ");
     if let Some(c) = spec.controls.iter().find(|c| !runs(&c.kind)) {
         return Err(format!("the '{}' control does not run on this focal engine yet (it runs {})", c.kind, kinds()));
     }

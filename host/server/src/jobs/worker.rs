@@ -13,6 +13,7 @@ use focal_engine::sdxl::Conditioning;
 use focal_runtime::prompts::{PromptInput, PromptOutput};
 use serde_json::json;
 
+use super::controlnets::ControlNetModels;
 use super::image_prompts::ImagePromptModels;
 use super::image_tasks::{encode_input, Prepared};
 use super::models::{Loaded, ModelKey, SYNTHETIC_REFINER_SWITCH};
@@ -188,6 +189,9 @@ impl JobManager {
             Some(prepared) => encode_input(&models.base, prepared, &state.torch_global, head.as_ref(), disable_initial_latent)?,
             None => None,
         };
+        let size = init.as_ref().map_or((p.width, p.height), |e| (e.width(), e.height()));
+        let controlnets = self.prepare_controlnets(id, spec, &models.base, size, &mut state.controlnets)?;
+        let softness = spec.fooocus.as_ref().map_or(0.0, |f| f.controlnet_softness as f64);
         let saver = Saver::new(self, spec, id, &checkpoint, &loras);
         let synthetic_switch = refiner_switch.filter(|_| synthetic);
         let saver = match &init {
@@ -201,6 +205,7 @@ impl JobManager {
             let mut params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
             params.torch_global = Some(state.torch_global.clone());
             params.image_prompts = image_prompts.clone();
+            (params.controls, params.control_softness) = (controlnets.clone(), softness);
             if let Some(encoded) = &init {
                 encoded.apply(&mut params);
             }
@@ -267,6 +272,7 @@ struct WorkerState {
     /// torch's global generator as the last job left it (Fooocus's encodes draw from it).
     torch_global: TorchGlobal,
     image_prompts: ImagePromptModels,
+    controlnets: ControlNetModels,
 }
 
 /// Writes a job's images: file name, format and the metadata Fooocus embeds.

@@ -113,6 +113,7 @@ impl SpecV1 {
                 styles: p.styles,
                 read_wildcards_in_order: p.read_wildcards_in_order,
                 refiner_swap_method: p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default(),
+                controlnet_softness: focal_core::task::default_controlnet_softness(),
                 metadata: self.output.metadata,
             }),
             params: focal_core::generation_params_from!(p),
