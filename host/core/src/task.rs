@@ -183,6 +183,9 @@ pub struct Control {
     /// "skip preprocessors").
     #[serde(default = "preprocess_by_default")]
     pub preprocess: bool,
+    /// Settings of the kind's preprocessing, passed to its image step (e.g. Canny's thresholds).
+    #[serde(default)]
+    pub options: Vec<(String, String)>,
 }
 
 fn preprocess_by_default() -> bool {

@@ -1,15 +1,18 @@
-//! Fooocus's pixel operations, reproduced bit for bit (Fooocus runs them with PIL and numpy, and
-//! an upscale or vary starts from their bytes). Pure Rust without dependencies: the host and
+//! Fooocus's pixel operations, reproduced bit for bit (Fooocus runs them with PIL, OpenCV and numpy,
+//! and an upscale, vary or control image starts from their bytes). Pure Rust without dependencies: the host and
 //! image-step components (wasm32-wasip2) share it.
 
 pub mod blur;
+pub mod canny;
 pub mod crop;
+pub mod cv_resize;
 pub mod mask;
 pub mod pixels;
 pub mod resample;
 pub mod shape;
 
 pub use blur::box_blur;
+pub use canny::{canny, canny_pyramid};
 pub use crop::{crop, inpaint_area, pad_constant, pad_edge, paste, CropBox, Margins};
 pub use pixels::Pixels;
 pub use resample::{resize_fill, resize_lanczos};

@@ -7,14 +7,16 @@
 //! - `face`: the same after Fooocus's face crop, which needs a face detector this component does
 //!   not have: with `preprocess` on it fails the job, saying so;
 //! - `canny`, `cpds` (ControlNets): cut to the job's `width`×`height` (options) as Fooocus's
-//!   `resize_image(…)` fills a size; then Fooocus's Canny pyramid or CPDS, which this component
-//!   does not compute yet: with `preprocess` on it fails the job, saying so.
+//!   `resize_image(…)` fills a size; then PyraCanny's Canny pyramid (`low`/`high` thresholds,
+//!   64/128 by default; `focal-imageops`, checked against Fooocus's own) or CPDS's
+//!   contrast-preserving decolorization, which this component does not compute yet: with
+//!   `preprocess` on a CPDS job fails, saying so.
 
 wit_bindgen::generate!({ world: "image-step", path: "../../wit/focal-plugin@0.2.0" });
 
 use exports::focal::plugin::image_processor::Guest;
 use focal::plugin::images::Image;
-use focal_imageops::{resize_fill, resize_lanczos, Pixels};
+use focal_imageops::{canny_pyramid, resize_fill, resize_lanczos, Pixels};
 
 /// The CLIP vision tower's input side.
 const CLIP_SIDE: u32 = 224;
@@ -39,15 +41,21 @@ fn size(options: &[(String, String)], key: &str) -> Result<u32, String> {
 
 /// A ControlNet's image at the job's size; its edge/contrast map when `preprocess` is on.
 fn control_map(image: &Image, options: &[(String, String)], kind: &str, preprocess: bool) -> Result<Image, String> {
-    if preprocess {
-        let name = if kind == "canny" { "PyraCanny's Canny pyramid" } else { "CPDS's contrast-preserving decolorization" };
-        return Err(format!(
-            "{name} does not run on this focal yet; send a ready control image with the preprocessor skipped \
-             (Fooocus-API: advanced_params.skipping_cn_preprocessor = true)"
-        ));
-    }
     let out = resize_fill(&pixels(image)?, size(options, "width")?, size(options, "height")?);
-    Image::from_rgb(out.width, out.height, &out.data)
+    match (kind, preprocess) {
+        (_, false) => Image::from_rgb(out.width, out.height, &out.data),
+        ("canny", true) => {
+            let threshold = |key: &str, default: i32| -> Result<i32, String> {
+                option(options, key).map_or(Ok(default), |v| v.parse::<i32>().map_err(|_| format!("{key} threshold '{v}' is not a number")))
+            };
+            let edges = canny_pyramid(&out, threshold("low", 64)?, threshold("high", 128)?).ok_or("the Canny pyramid needs a downscale")?;
+            let rgb: Vec<u8> = edges.iter().flat_map(|&v| [v, v, v]).collect();
+            Image::from_rgb(out.width, out.height, &rgb)
+        }
+        _ => Err("CPDS's contrast-preserving decolorization does not run on this focal yet; send a ready control image with the \
+             preprocessor skipped (Fooocus-API: advanced_params.skipping_cn_preprocessor = true)"
+            .into()),
+    }
 }
 
 struct Controls;

@@ -49,7 +49,11 @@ pub fn controlnet_softness(request: &str) -> f32 {
 /// image's role.
 pub fn controls(images: &[(String, Image)], request: &str) -> Result<Vec<Control>, String> {
     let request: Value = serde_json::from_str(request).unwrap_or(Value::Null);
-    let preprocess = !request["advanced_params"]["skipping_cn_preprocessor"].as_bool().unwrap_or(false);
+    let advanced = &request["advanced_params"];
+    let preprocess = !advanced["skipping_cn_preprocessor"].as_bool().unwrap_or(false);
+    // Fooocus-API's Canny thresholds (1–255; 64 and 128 by default).
+    let threshold = |key: &str, default: i64| advanced[key].as_i64().unwrap_or(default).clamp(1, 255).to_string();
+    let canny = vec![("low".to_string(), threshold("canny_low_threshold", 64)), ("high".to_string(), threshold("canny_high_threshold", 128))];
     let mut controls = Vec::new();
     for (role, image) in images.iter().filter(|(role, _)| is_image_prompt(role)) {
         let (fields, suffix) = prompt_fields(role, &request).ok_or_else(|| format!("{role}: no image prompt of the request names it"))?;
@@ -64,6 +68,7 @@ pub fn controls(images: &[(String, Image)], request: &str) -> Result<Vec<Control
             weight: given("cn_weight", default_weight),
             stop_at: given("cn_stop", default_stop),
             preprocess,
+            options: if kind == "canny" { canny.clone() } else { vec![] },
         });
     }
     Ok(controls)

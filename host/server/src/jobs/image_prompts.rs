@@ -107,7 +107,10 @@ impl JobManager {
                 ("preprocess".into(), control.preprocess.to_string()),
                 ("width".into(), size.0.to_string()),
                 ("height".into(), size.1.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(control.options.iter().cloned())
+            .collect(),
         };
         let out = pipeline.run(std::slice::from_ref(&call), image_from_rgb(&rgb)?)?;
         if (out.width, out.height) != size {
