@@ -54,7 +54,7 @@ fn plugins_of_both_contract_versions_are_served_by_one_server() {
     assert_eq!(list("checkpoints"), ["tiny.safetensors"]);
     // The built-in step that prepares control images is an image step too.
     assert_eq!(list("image_steps"), ["fooocus-controls", "grayscale"]);
-    assert_eq!(list("controls"), ["image-prompt", "face"], "the image prompts run; ControlNets not yet");
+    assert_eq!(list("controls"), ["image-prompt", "face", "canny", "cpds"]);
 
     // A name outside the catalog is a 422 naming the field, before anything is queued.
     let (status, body) = request(addr, "POST", "/studio/jobs", "", r#"{"prompt": "x", "sampler": "nope"}"#);
