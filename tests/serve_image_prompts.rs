@@ -116,6 +116,28 @@ fn controlnets_match_fooocus_api() {
     common::oracle::replay(&server.addr, &common::all_fixtures().join("controlnet"), &files(), 3);
 }
 
+/// Image prompts with vary and inpaint (Fooocus-API's mixing flags), and the image-prompt route with
+/// an input image and mask (tests/fixtures/image-prompt-mix). Slow: a 1152×896 vary.
+#[test]
+fn image_prompts_mixed_with_image_tasks_match_fooocus_api() {
+    let dir = tempfile::tempdir().unwrap();
+    install_image_prompt_models(dir.path());
+    common::install_models(
+        dir.path(),
+        &[
+            ("controlnet", "controlnet/control-lora-canny-rank128.safetensors"),
+            ("upscale_models", "upscale/fooocus_upscaler_s409985e5.bin"),
+            ("inpaint", "inpaint/fooocus_inpaint_head.pth"),
+            ("inpaint", "inpaint/inpaint_v26.fooocus.patch"),
+        ],
+    );
+    let mix = common::all_fixtures().join("image-prompt-mix");
+    let mut files = files();
+    files.push(("<mask.png>".into(), common::b64encode(&std::fs::read(mix.join("mask.png")).unwrap())));
+    let server = common::serve_tiny(dir.path(), &[]);
+    common::oracle::replay(&server.addr, &mix, &files, 3);
+}
+
 #[test]
 fn image_prompt_errors_name_the_field_or_the_missing_model() {
     let dir = tempfile::tempdir().unwrap();
