@@ -52,6 +52,8 @@ pub struct AppConfig<'a> {
     pub output_steps: Vec<focal_core::StepCall>,
     /// Host settings plugins read as `host.<key>`.
     pub settings: BTreeMap<String, String>,
+    /// Tenants (keys and quotas); `None` when this front has none.
+    pub tenants: Option<Arc<focal_server::tenants::TenantStore>>,
     pub dirs: &'a Dirs,
 }
 
@@ -83,6 +85,7 @@ impl App {
                 outputs: Outputs::new(&config.outputs_dir),
                 limits: config.limits,
                 output_steps: config.output_steps.clone(),
+                tenants: config.tenants.clone(),
             },
             webhooks,
         )?;

@@ -172,6 +172,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             limits: Default::default(),
             allow_private_fetch: false,
             settings: BTreeMap::new(),
+            tenants: None,
             dirs: &args.dirs,
         })?;
         generate(&app, &route, body, &args.out).await

@@ -4,6 +4,7 @@ mod bench;
 mod generate;
 mod models;
 mod serve;
+mod tenants;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(serve::PluginsCommand),
+    /// Manage tenants: API keys (stored hashed) and quotas of one server's customers.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Keep freed tensor buffers in the heap instead of returning them to the kernel. candle
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Plugins(cmd) => serve::plugins(cmd),
         Command::Models(cmd) => models::run(cmd),
+        Command::Tenants(cmd) => tenants::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

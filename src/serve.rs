@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use focal_models::{ModelsDir, Preset};
 use focal_runtime::services::Services;
 use focal_runtime::{HostOptions, PluginHost};
 use focal_server::limits::RequestLimits;
+use focal_server::tenants::TenantStore;
 use focal_server::Registry;
 
 use crate::app::{App, AppConfig};
@@ -179,6 +181,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         if args.preset.is_some() {
             settings.insert("request-defaults".to_string(), preset.request_defaults().to_string());
         }
+        let tenants = Arc::new(TenantStore::open(&args.dirs.data_dir.join("focal.db"))?);
         let app = App::start(AppConfig {
             models_dir: args.models_dir.clone(),
             checkpoint,
@@ -197,9 +200,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             allow_private_fetch: args.allow_private_fetch,
             output_steps: args.output_steps.clone(),
             settings,
+            tenants: Some(tenants.clone()),
             dirs: &args.dirs,
         })?;
-        let options = focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes };
+        let options =
+            focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes, tenants: Some(tenants) };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, app.host, app.registry, options).await
     })

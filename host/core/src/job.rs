@@ -178,4 +178,16 @@ pub enum SubmitError {
     QueueFull,
     /// The request cannot run; the message names the field.
     Invalid(String),
+    /// The owner's quota does not allow it now (the HTTP answer is a 429, whatever the plugin says).
+    OverQuota(QuotaExceeded),
+}
+
+/// Which quota a request went over, and when it can succeed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaExceeded {
+    /// The quota's name, e.g. `images_per_day`.
+    pub limit: String,
+    pub message: String,
+    /// Seconds until the limit resets (0: when the owner's queue drains, or never for a size limit).
+    pub retry_after_s: u64,
 }

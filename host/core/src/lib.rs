@@ -11,6 +11,6 @@ pub mod services;
 pub mod task;
 
 pub use image::Image;
-pub use job::{Download, JobImage, JobInfo, JobSpec, JobStage, Owner, Phase, Progress, QueueInfo, StepCall, SubmitError};
+pub use job::{Download, JobImage, JobInfo, JobSpec, JobStage, Owner, Phase, Progress, QueueInfo, QuotaExceeded, StepCall, SubmitError};
 pub use prompt::PromptTask;
 pub use task::{Control, FooocusOptions, GenerationParams, ImageMetadata, InpaintOptions, Lora, Task};

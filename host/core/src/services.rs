@@ -66,7 +66,8 @@ pub struct File {
 
 /// The `files` capability: read what the host wrote to its outputs folder.
 pub trait FileService: Send + Sync {
-    fn read(&self, path: &str, format: Option<&str>) -> Option<File>;
+    /// `owner`'s file at `path`: another owner's file is `None`, like a missing one.
+    fn read(&self, owner: &Owner, path: &str, format: Option<&str>) -> Option<File>;
 }
 
 /// The `fetch` capability: outbound GET under the host's policy.

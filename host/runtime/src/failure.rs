@@ -25,6 +25,9 @@ pub enum PluginFailure {
     Busy { plugin: String, limit: u32 },
     #[error("too many plugin requests in flight; try again")]
     HostBusy,
+    /// Not the plugin's failure: a job it submitted went over the owner's quota.
+    #[error("{}", .0.message)]
+    OverQuota(focal_core::QuotaExceeded),
 }
 
 impl PluginFailure {
@@ -35,6 +38,7 @@ impl PluginFailure {
             PluginFailure::Busy { .. } | PluginFailure::HostBusy => 503,
             // The plugin is the upstream here: what it answered is not a valid HTTP response.
             PluginFailure::BadResponse { .. } => 502,
+            PluginFailure::OverQuota(_) => 429,
             _ => 500,
         }
     }

@@ -143,6 +143,8 @@ pub struct State {
     pub(crate) random: Option<PyRandom>,
     /// What is left of [`LOG_BUDGET`] for this request.
     pub(crate) log_budget: usize,
+    /// A submit this request made went over its owner's quota: the request answers 429.
+    pub(crate) over_quota: Option<focal_core::QuotaExceeded>,
 }
 
 impl WasiView for State {
@@ -326,6 +328,7 @@ impl PluginHost {
             deadline: now + Duration::from_millis(m.limits.timeout_ms),
             random,
             log_budget: LOG_BUDGET,
+            over_quota: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -366,6 +369,9 @@ impl PluginHost {
             _ => unreachable!("checked above"),
         };
         let response = response.map_err(|e| failure(m, &stderr, e, &store))?;
+        if let Some(quota) = store.data_mut().over_quota.take() {
+            return Err(PluginFailure::OverQuota(quota));
+        }
         validate(&response).map_err(|message| PluginFailure::BadResponse { plugin: m.name.clone(), message })?;
         Ok(response)
     }

@@ -15,6 +15,7 @@ pub mod outputs;
 pub mod registry;
 pub mod steps;
 pub mod store;
+pub mod tenants;
 pub mod timings;
 pub mod webhook;
 
@@ -35,27 +36,67 @@ struct AppState {
     host: Arc<PluginHost>,
     registry: Arc<Registry>,
     api_key: Option<Arc<str>>,
+    tenants: Option<Arc<tenants::TenantStore>>,
     max_body_bytes: usize,
 }
 
 /// Server-wide settings that are not about plugins.
 #[derive(Clone)]
 pub struct ServerOptions {
-    /// When set, every request must carry it in `X-API-KEY` (as Fooocus-API's `--apikey`).
+    /// When set, requests carrying it in `X-API-KEY` (as Fooocus-API's `--apikey`) run as the
+    /// host's own owner.
     pub api_key: Option<String>,
     /// Largest request body handed to a plugin (413 beyond).
     pub max_body_bytes: usize,
+    /// Tenants: a request with a tenant's key runs as that tenant.
+    pub tenants: Option<Arc<tenants::TenantStore>>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { api_key: None, max_body_bytes: limits::RequestLimits::default().max_body_bytes }
+        Self { api_key: None, max_body_bytes: limits::RequestLimits::default().max_body_bytes, tenants: None }
     }
 }
 
 pub fn router(host: Arc<PluginHost>, registry: Arc<Registry>, options: &ServerOptions) -> Router {
     let api_key = options.api_key.as_deref().map(Arc::from);
-    Router::new().fallback(dispatch).with_state(AppState { host, registry, api_key, max_body_bytes: options.max_body_bytes })
+    let state = AppState { host, registry, api_key, tenants: options.tenants.clone(), max_body_bytes: options.max_body_bytes };
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+/// A 429 naming the quota, with `Retry-After` when it resets.
+fn over_quota(q: &focal_core::QuotaExceeded) -> HttpResponse {
+    let body = serde_json::json!({"detail": q.message, "limit": q.limit, "retry_after_s": q.retry_after_s});
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, [("content-type", "application/json")], body.to_string()).into_response();
+    if q.retry_after_s > 0 {
+        resp.headers_mut().insert("retry-after", HeaderValue::from(q.retry_after_s));
+    }
+    resp
+}
+
+/// Who a request is: the host's own owner (no keys configured, the `--apikey` key, or no key on
+/// an open path), a tenant (its key; its request rate counted), or refused.
+fn owner_of(app: &AppState, req: &HttpRequest<Body>) -> Result<Owner, HttpResponse> {
+    // As the seed: result files and the API docs are readable without the key.
+    let path = req.uri().path();
+    let open_path = path.starts_with("/files/") || matches!(path, "/docs" | "/redoc" | "/openapi.json");
+    let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    if let (Some(key), Some(given)) = (&app.api_key, given) {
+        if given == &**key {
+            return Ok(Owner::default());
+        }
+    }
+    if let (Some(tenants), Some(given)) = (&app.tenants, given) {
+        if let Some(tenant) = tenants.authenticate(given) {
+            tenants.admit_request(&tenant).map_err(|q| over_quota(&q))?;
+            return Ok(tenant.owner());
+        }
+    }
+    let keys_required = app.api_key.is_some() || app.tenants.as_ref().is_some_and(|t| t.any());
+    if !keys_required || (open_path && given.is_none()) {
+        return Ok(Owner::default());
+    }
+    Err(error(StatusCode::FORBIDDEN, "Forbidden"))
 }
 
 /// FastAPI-style error body (`{"detail": …}`), as Fooocus-API clients expect.
@@ -64,14 +105,10 @@ fn error(status: StatusCode, detail: &str) -> HttpResponse {
 }
 
 async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpResponse {
-    // As the seed: result files and the API docs are readable without the key.
-    let open_path = |p: &str| p.starts_with("/files/") || matches!(p, "/docs" | "/redoc" | "/openapi.json");
-    if let (Some(key), false) = (&app.api_key, open_path(req.uri().path())) {
-        let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-        if given != Some(&**key) {
-            return error(StatusCode::FORBIDDEN, "Forbidden");
-        }
-    }
+    let owner = match owner_of(&app, &req) {
+        Ok(owner) => owner,
+        Err(refused) => return refused,
+    };
     let path = req.uri().path().to_string();
     let Some(plugin) = app.registry.route(&path) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -86,10 +123,9 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
             return error(StatusCode::PAYLOAD_TOO_LARGE, &limit);
         }
     };
-    // Every request is the host's own until tenancy binds requests to owners.
-    let owner = Owner::default();
     match app.host.handle(&plugin, Request { method, path, query, headers, body }, owner).await {
         Ok(r) => plugin_response(&plugin.manifest.name, r),
+        Err(focal_runtime::PluginFailure::OverQuota(q)) => over_quota(&q),
         Err(failure) => {
             let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error(status, &failure.to_string());

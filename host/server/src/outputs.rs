@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use focal_core::services::{File, FileService};
+use focal_core::Owner;
 use focal_engine::image::RgbImage;
 
 /// Software tag written with the metadata, as Fooocus writes `Fooocus v2.5.5`.
@@ -125,14 +126,21 @@ impl Outputs {
         Self { root: root.into() }
     }
 
-    fn files_dir(&self) -> PathBuf {
-        self.root.join("files")
+    /// The host's own files under `files/`, each tenant's under `tenants/<name>/files/`: the same
+    /// `<date>/<name>` path names a different file for each owner.
+    fn files_dir(&self, owner: &Owner) -> PathBuf {
+        if owner.0.is_empty() {
+            return self.root.join("files");
+        }
+        let plain = owner.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let dir = if plain { owner.0.clone() } else { format!("x{}", owner.0.bytes().map(|b| format!("{b:02x}")).collect::<String>()) };
+        self.root.join("tenants").join(dir).join("files")
     }
 
-    /// Write `bytes` as `<date>/<name>` (server-local date); returns the relative path.
-    pub fn save(&self, name: &str, bytes: &[u8]) -> Result<String> {
+    /// Write `bytes` as `owner`'s `<date>/<name>` (server-local date); returns the relative path.
+    pub fn save(&self, owner: &Owner, name: &str, bytes: &[u8]) -> Result<String> {
         let date = chrono::Local::now().format("%Y-%m-%d").to_string();
-        let dir = self.files_dir().join(&date);
+        let dir = self.files_dir(owner).join(&date);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -143,7 +151,7 @@ impl Outputs {
 
     /// The file at a relative `<date>/<name>` path, or `None` for anything else (no `..`, no
     /// nested folders, image extensions only).
-    pub fn resolve(&self, rel: &str) -> Option<PathBuf> {
+    pub fn resolve(&self, owner: &Owner, rel: &str) -> Option<PathBuf> {
         let (date, name) = rel.split_once('/')?;
         let date_ok =
             date.len() == 10 && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
@@ -151,17 +159,17 @@ impl Outputs {
             && !name.starts_with('.')
             && !name.contains(['/', '\\', '\0'])
             && Path::new(name).extension().and_then(|e| e.to_str()).and_then(Format::from_extension).is_some();
-        (date_ok && name_ok).then(|| self.files_dir().join(date).join(name))
+        (date_ok && name_ok).then(|| self.files_dir(owner).join(date).join(name))
     }
 
     /// The bytes of the regular file at `rel`, only when its real path stays inside the outputs
     /// folder: outputs folders are often shared mounts, and a symlink placed there (to a file or
     /// a folder elsewhere) must not be served.
-    pub fn read_file(&self, rel: &str) -> Option<Vec<u8>> {
+    pub fn read_file(&self, owner: &Owner, rel: &str) -> Option<Vec<u8>> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
-        let path = self.resolve(rel)?;
-        let root = self.files_dir().canonicalize().ok()?;
+        let path = self.resolve(owner, rel)?;
+        let root = self.files_dir(owner).canonicalize().ok()?;
         let parent = path.parent()?.canonicalize().ok()?;
         if parent.parent() != Some(root.as_path()) {
             return None;
@@ -176,17 +184,17 @@ impl Outputs {
         Some(bytes)
     }
 
-    pub fn remove(&self, rel: &str) {
-        if let Some(p) = self.resolve(rel) {
+    pub fn remove(&self, owner: &Owner, rel: &str) {
+        if let Some(p) = self.resolve(owner, rel) {
             let _ = std::fs::remove_file(p);
         }
     }
 }
 
 impl FileService for Outputs {
-    fn read(&self, rel: &str, format: Option<&str>) -> Option<File> {
-        let path = self.resolve(rel)?;
-        let bytes = self.read_file(rel)?;
+    fn read(&self, owner: &Owner, rel: &str, format: Option<&str>) -> Option<File> {
+        let path = self.resolve(owner, rel)?;
+        let bytes = self.read_file(owner, rel)?;
         let stored = Format::from_extension(path.extension()?.to_str()?)?;
         let wanted = format.and_then(Format::from_extension).unwrap_or(stored);
         if wanted == stored {
@@ -250,28 +258,44 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         std::fs::write(elsewhere.path().join("secret.png"), b"secret").unwrap();
         let outputs = Outputs::new(root.path());
-        let saved = outputs.save("real-0.png", b"real").unwrap();
-        assert_eq!(outputs.read_file(&saved).as_deref(), Some(&b"real"[..]));
+        let me = Owner::default();
+        let saved = outputs.save(&me, "real-0.png", b"real").unwrap();
+        assert_eq!(outputs.read_file(&me, &saved).as_deref(), Some(&b"real"[..]));
         let date = saved.split('/').next().unwrap();
         let day = root.path().join("files").join(date);
         std::os::unix::fs::symlink(elsewhere.path().join("secret.png"), day.join("link.png")).unwrap();
-        assert!(outputs.read_file(&format!("{date}/link.png")).is_none(), "a symlinked file");
-        assert!(outputs.read(&format!("{date}/link.png"), None).is_none());
+        assert!(outputs.read_file(&me, &format!("{date}/link.png")).is_none(), "a symlinked file");
+        assert!(outputs.read(&me, &format!("{date}/link.png"), None).is_none());
         // A dated folder that is itself a link to a folder elsewhere.
         std::os::unix::fs::symlink(elsewhere.path(), root.path().join("files/2020-01-01")).unwrap();
-        assert!(outputs.read_file("2020-01-01/secret.png").is_none(), "a symlinked folder");
+        assert!(outputs.read_file(&me, "2020-01-01/secret.png").is_none(), "a symlinked folder");
         // A link inside the folder to another output is refused too (only regular files are served).
         std::os::unix::fs::symlink(day.join("real-0.png"), day.join("alias.png")).unwrap();
-        assert!(outputs.read_file(&format!("{date}/alias.png")).is_none());
+        assert!(outputs.read_file(&me, &format!("{date}/alias.png")).is_none());
     }
 
     #[test]
     fn only_dated_image_files_resolve() {
         let o = Outputs::new("/tmp/out");
-        assert!(o.resolve("2024-01-02/a-0.png").is_some());
-        assert!(o.resolve("2024-01-02/a-0.webp").is_some());
+        assert!(o.resolve(&Owner::default(), "2024-01-02/a-0.png").is_some());
+        assert!(o.resolve(&Owner::default(), "2024-01-02/a-0.webp").is_some());
         for bad in ["../x.png", "2024-01-02/../../etc/passwd", "2024-01-02/x.txt", "2024-1-2/x.png", "2024-01-02/sub/x.png", "x.png"] {
-            assert!(o.resolve(bad).is_none(), "{bad}");
+            assert!(o.resolve(&Owner::default(), bad).is_none(), "{bad}");
         }
+    }
+
+    /// The same `<date>/<name>` is a different file for each owner; one owner never reads another's.
+    #[test]
+    fn owners_have_separate_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let o = Outputs::new(root.path());
+        let (host, a, b) = (Owner::default(), Owner("alice".into()), Owner("bob".into()));
+        let rel = o.save(&a, "x-0.png", b"alice").unwrap();
+        assert_eq!(o.read_file(&a, &rel).as_deref(), Some(&b"alice"[..]));
+        assert!(o.read_file(&b, &rel).is_none() && o.read_file(&host, &rel).is_none());
+        assert!(o.read(&b, &rel, None).is_none());
+        assert!(root.path().join("tenants/alice/files").join(&rel).is_file());
+        o.remove(&b, &rel);
+        assert!(o.read_file(&a, &rel).is_some(), "b cannot remove a's file");
     }
 }

@@ -115,7 +115,7 @@ macro_rules! unchanged_interfaces {
 
         impl files::Host for State {
             async fn read(&mut self, path: String, format: Option<String>) -> wasmtime::Result<Option<files::File>> {
-                let file = self.files()?.read(&path, format.as_deref());
+                let file = self.files()?.read(&self.owner, &path, format.as_deref());
                 Ok(file.map(|f| files::File { content_type: f.content_type, body: f.body }))
             }
         }

@@ -160,10 +160,18 @@ fn job_info(info: core::JobInfo) -> engine::JobInfo {
     }
 }
 
-fn submit_error(e: core::SubmitError) -> engine::SubmitError {
-    match e {
-        core::SubmitError::QueueFull => engine::SubmitError::QueueFull,
-        core::SubmitError::Invalid(m) => engine::SubmitError::Invalid(m),
+impl State {
+    /// A submit error as 0.1.0 says it; an over-quota refusal reads as a full queue to the plugin
+    /// and is kept for the host's 429.
+    fn submit_error(&mut self, e: core::SubmitError) -> engine::SubmitError {
+        match e {
+            core::SubmitError::QueueFull => engine::SubmitError::QueueFull,
+            core::SubmitError::Invalid(m) => engine::SubmitError::Invalid(m),
+            core::SubmitError::OverQuota(q) => {
+                self.over_quota = Some(q);
+                engine::SubmitError::QueueFull
+            }
+        }
     }
 }
 
@@ -175,7 +183,8 @@ impl engine::Host for State {
 
     async fn submit(&mut self, spec: engine::JobSpec) -> wasmtime::Result<Result<String, engine::SubmitError>> {
         let engine = self.engine()?;
-        Ok(self.job_spec_v0_1(spec).and_then(|spec| engine.submit(spec)).map_err(submit_error))
+        let submitted = self.job_spec_v0_1(spec).and_then(|spec| engine.submit(spec));
+        Ok(submitted.map_err(|e| self.submit_error(e)))
     }
 
     async fn preview(&mut self, id: String) -> wasmtime::Result<Option<Vec<u8>>> {

@@ -249,6 +249,11 @@ impl engine::Host for State {
         Ok(engine.submit(spec).map_err(|e| match e {
             core::SubmitError::QueueFull => engine::SubmitError::QueueFull,
             core::SubmitError::Invalid(m) => engine::SubmitError::Invalid(m),
+            // Read as a full queue by the plugin; the host answers 429.
+            core::SubmitError::OverQuota(q) => {
+                self.over_quota = Some(q);
+                engine::SubmitError::QueueFull
+            }
         }))
     }
 

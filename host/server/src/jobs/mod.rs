@@ -70,6 +70,8 @@ pub struct JobOptions {
     /// The operator's image steps (`focal serve --output-step`), run on every saved image after
     /// the job's own `post_steps`.
     pub output_steps: Vec<StepCall>,
+    /// Tenants whose quotas submits are checked against (none: no quotas).
+    pub tenants: Option<Arc<crate::tenants::TenantStore>>,
 }
 
 /// Turns one image's prompt into what the engine encodes: the prompt-step plugins
@@ -234,7 +236,7 @@ impl JobManager {
     /// Delete a finished job's files and record.
     fn forget(&self, entry: &Entry) {
         for img in &entry.info.images {
-            self.options.outputs.remove(img.path.trim_start_matches("/files/"));
+            self.options.outputs.remove(&entry.spec.owner, img.path.trim_start_matches("/files/"));
         }
         if let Err(e) = self.store.lock().unwrap().delete(&entry.info.id) {
             tracing::error!(job = %entry.info.id, "cannot delete job record: {e:#}");
@@ -266,6 +268,12 @@ impl EngineService for JobManager {
         let mut queue = self.queue.lock().unwrap();
         if queue.active() >= self.options.max_queue {
             return Err(SubmitError::QueueFull);
+        }
+        if let Some(tenants) = &self.options.tenants {
+            let p = &spec.params;
+            let queued = queue.queue_info(&spec.owner).running_size as usize;
+            let images = p.image_number.max(1);
+            tenants.admit_job(&spec.owner, images, p.width as u64 * p.height as u64, p.steps, queued).map_err(SubmitError::OverQuota)?;
         }
         queue.push(Entry { spec, info, preview: None });
         self.persist(queue, &id);
@@ -302,7 +310,7 @@ impl EngineService for JobManager {
 
     fn image_file(&self, owner: &Owner, id: &str, index: u32) -> Option<Vec<u8>> {
         let path = self.get(owner, id)?.images.get(index as usize)?.path.clone();
-        self.options.outputs.read_file(path.trim_start_matches("/files/"))
+        self.options.outputs.read_file(owner, path.trim_start_matches("/files/"))
     }
 
     fn stop(&self, owner: &Owner, id: Option<&str>) -> bool {

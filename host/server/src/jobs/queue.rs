@@ -22,6 +22,10 @@ pub(super) struct Queue {
     finished: VecDeque<String>,
     /// Each owner's latest submitted job.
     last_job_id: HashMap<Owner, String>,
+    /// Owners with waiting jobs, in the order the worker serves them: one job from the first,
+    /// which then goes to the back (round robin, so one owner's long line does not starve
+    /// another's single job).
+    turns: VecDeque<Owner>,
 }
 
 impl Queue {
@@ -43,6 +47,9 @@ impl Queue {
                 info.images.clear();
                 queue.waiting.push_back(id.clone());
                 requeued.push(id.clone());
+                if !queue.turns.contains(&spec.owner) {
+                    queue.turns.push_back(spec.owner.clone());
+                }
             }
             queue.last_job_id.insert(spec.owner.clone(), id.clone());
             queue.entries.insert(id, Entry { spec, info, preview: None });
@@ -60,12 +67,24 @@ impl Queue {
     pub(super) fn push(&mut self, entry: Entry) {
         let id = entry.info.id.clone();
         self.last_job_id.insert(entry.spec.owner.clone(), id.clone());
+        if !self.turns.contains(&entry.spec.owner) {
+            self.turns.push_back(entry.spec.owner.clone());
+        }
         self.waiting.push_back(id.clone());
         self.entries.insert(id, entry);
     }
 
-    /// The next waiting job, now running.
+    /// The next waiting job, now running: the oldest of the owner whose turn it is.
     pub(super) fn start_next(&mut self) -> Option<String> {
+        while let Some(owner) = self.turns.pop_front() {
+            let Some(pos) = self.waiting.iter().position(|id| self.entries[id].spec.owner == owner) else {
+                continue; // nothing waiting: out of the rotation until its next job
+            };
+            let id = self.waiting.remove(pos).expect("found");
+            self.turns.push_back(owner);
+            self.running = Some(id.clone());
+            return Some(id);
+        }
         let id = self.waiting.pop_front()?;
         self.running = Some(id.clone());
         Some(id)
@@ -221,6 +240,24 @@ mod tests {
         assert_eq!(ids(q.history(&b, None, 0, 10).1), ["b1"]);
         assert!(q.remove_finished(&a, "a1").is_some());
         assert_eq!(q.start_next().as_deref(), Some("a2"), "b1 left the line when stopped");
+    }
+
+    /// Owners take turns: with a's ten jobs queued first, b's one job runs second.
+    #[test]
+    fn owners_take_turns() {
+        let mut q = Queue::default();
+        for i in 0..10 {
+            q.push(entry(&format!("a{i}"), "a"));
+        }
+        q.push(entry("b0", "b"));
+        q.push(entry("c0", "c"));
+        let mut order = Vec::new();
+        while let Some(id) = q.start_next() {
+            q.finish(&id);
+            order.push(id);
+        }
+        assert_eq!(order[..5], ["a0", "b0", "c0", "a1", "a2"]);
+        assert_eq!(order.len(), 12);
     }
 
     #[test]

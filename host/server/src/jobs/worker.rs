@@ -349,7 +349,7 @@ impl<'a> Saver<'a> {
         let embedded = parameters.as_ref().map(|(parameters, scheme)| Embedded { parameters, scheme });
         let bytes = outputs::encode(image, self.format, embedded.as_ref()).map_err(|e| format!("encoding the image: {e:#}"))?;
         let name = format!("{}-{index}.{}", self.stem, self.spec.output.extension.to_ascii_lowercase());
-        let rel = self.jobs.options.outputs.save(&name, &bytes).map_err(|e| format!("{e:#}"))?;
+        let rel = self.jobs.options.outputs.save(&self.spec.owner, &name, &bytes).map_err(|e| format!("{e:#}"))?;
         Ok(format!("/files/{rel}"))
     }
 }
