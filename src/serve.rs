@@ -52,8 +52,16 @@ pub struct ServeArgs {
     #[arg(long)]
     persistent: bool,
     /// Require this key in the `X-API-KEY` header (403 otherwise; /files and /docs stay open).
+    /// Tenants (`focal tenants add`) have keys of their own; this one runs as the host.
     #[arg(long)]
     apikey: Option<String>,
+    /// Turn on the admin API (`/admin/tenants…`) with this key in `X-Admin-Key`; it also guards
+    /// `/metrics`.
+    #[arg(long, conflicts_with = "admin_key_file")]
+    admin_key: Option<String>,
+    /// Read the admin key from this file (its first line).
+    #[arg(long)]
+    admin_key_file: Option<PathBuf>,
     /// Let URL inputs point at loopback/private addresses (refused by default).
     #[arg(long)]
     allow_private_fetch: bool,
@@ -168,6 +176,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
     };
     let limits = args.limits.limits();
+    let ready_model = checkpoint.clone();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -203,8 +212,35 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             tenants: Some(tenants.clone()),
             dirs: &args.dirs,
         })?;
-        let options =
-            focal_server::ServerOptions { api_key: args.apikey.clone(), max_body_bytes: limits.max_body_bytes, tenants: Some(tenants) };
+        let admin_key = match &args.admin_key_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("--admin-key-file {}", file.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            )
+            .filter(|k| !k.is_empty()),
+            None => args.admin_key.clone(),
+        };
+        // Ready when the default checkpoint is there or its preset URL can fetch it.
+        let (default_model, can_fetch) = (ready_model.clone(), preset.checkpoint_downloads.contains_key(&base_model));
+        let ready: focal_server::admin::ReadyCheck = std::sync::Arc::new(move || {
+            if default_model.is_file() || can_fetch {
+                Ok(())
+            } else {
+                Err(format!("the default checkpoint {} is missing", default_model.display()))
+            }
+        });
+        let options = focal_server::ServerOptions {
+            api_key: args.apikey.clone(),
+            max_body_bytes: limits.max_body_bytes,
+            tenants: Some(tenants),
+            admin_key,
+            ready: Some(ready),
+        };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, app.host, app.registry, options).await
     })

@@ -151,7 +151,11 @@ fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
 
 impl FetchService for Fetcher {
     fn get(&self, url: String) -> BoxFuture<'_, Result<Vec<u8>, String>> {
-        Box::pin(async move { self.fetch(&url).await })
+        Box::pin(async move {
+            let result = self.fetch(&url).await;
+            crate::metrics::inc("focal_fetches_total", &[("outcome", if result.is_ok() { "ok" } else { "error" })]);
+            result
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! fresh sandboxed instance. Plugins come from the plugins directory (`<name>.wasm` plus an
 //! optional `<name>.toml` manifest) and are reloaded when their files change, so operators add
 //! endpoints to a running server without rebuilding or restarting it.
+pub mod admin;
 pub mod catalog;
 pub mod decode;
 pub mod expansion;
@@ -10,6 +11,7 @@ pub mod heads;
 pub mod images;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod metadata;
 pub mod outputs;
 pub mod registry;
@@ -37,6 +39,7 @@ struct AppState {
     registry: Arc<Registry>,
     api_key: Option<Arc<str>>,
     tenants: Option<Arc<tenants::TenantStore>>,
+    routes: admin::HostRoutes,
     max_body_bytes: usize,
 }
 
@@ -50,18 +53,32 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Tenants: a request with a tenant's key runs as that tenant.
     pub tenants: Option<Arc<tenants::TenantStore>>,
+    /// The admin API's key (`X-Admin-Key`); without one the admin API is off and `/metrics` open.
+    pub admin_key: Option<String>,
+    /// `/ready`'s check.
+    pub ready: Option<admin::ReadyCheck>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { api_key: None, max_body_bytes: limits::RequestLimits::default().max_body_bytes, tenants: None }
+        Self { api_key: None, max_body_bytes: limits::RequestLimits::default().max_body_bytes, tenants: None, admin_key: None, ready: None }
     }
 }
 
 pub fn router(host: Arc<PluginHost>, registry: Arc<Registry>, options: &ServerOptions) -> Router {
     let api_key = options.api_key.as_deref().map(Arc::from);
-    let state = AppState { host, registry, api_key, tenants: options.tenants.clone(), max_body_bytes: options.max_body_bytes };
+    let routes = admin::HostRoutes {
+        admin_key: options.admin_key.as_deref().map(Arc::from),
+        tenants: options.tenants.clone(),
+        ready: options.ready.clone(),
+    };
+    let state = AppState { host, registry, api_key, tenants: options.tenants.clone(), routes, max_body_bytes: options.max_body_bytes };
     Router::new().fallback(dispatch).with_state(state)
+}
+
+/// Whether the host answers `path` itself.
+fn host_route(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics" | "/admin") || path.starts_with("/admin/")
 }
 
 /// A 429 naming the quota, with `Retry-After` when it resets.
@@ -105,14 +122,38 @@ fn error(status: StatusCode, detail: &str) -> HttpResponse {
 }
 
 async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpResponse {
+    let started = std::time::Instant::now();
+    if host_route(req.uri().path()) {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = to_bytes(body, 1 << 20).await else {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over 1 MiB");
+        };
+        let resp = app.routes.handle(&parts.method, parts.uri.path(), &parts.headers, &body).expect("a host route");
+        metrics::inc("focal_http_requests_total", &[("plugin", "host"), ("status", resp.status().as_str())]);
+        return resp;
+    }
     let owner = match owner_of(&app, &req) {
         Ok(owner) => owner,
-        Err(refused) => return refused,
+        Err(refused) => {
+            let reason = if refused.status() == StatusCode::TOO_MANY_REQUESTS { "quota" } else { "key" };
+            metrics::inc("focal_requests_refused_total", &[("reason", reason)]);
+            return refused;
+        }
     };
     let path = req.uri().path().to_string();
     let Some(plugin) = app.registry.route(&path) else {
+        metrics::inc("focal_http_requests_total", &[("plugin", "none"), ("status", "404")]);
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
+    let name = plugin.manifest.name.clone();
+    let span = tracing::info_span!("request", id = %uuid::Uuid::new_v4().simple(), tenant = %owner.0, plugin = %name, path = %path);
+    let resp = tracing::Instrument::instrument(run_plugin(app, plugin, req, owner, path), span).await;
+    metrics::inc("focal_http_requests_total", &[("plugin", &name), ("status", resp.status().as_str())]);
+    metrics::observe("focal_plugin_request_duration_seconds", &[("plugin", &name)], started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn run_plugin(app: AppState, plugin: Arc<focal_runtime::Plugin>, req: HttpRequest<Body>, owner: Owner, path: String) -> HttpResponse {
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect();
@@ -125,8 +166,19 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     };
     match app.host.handle(&plugin, Request { method, path, query, headers, body }, owner).await {
         Ok(r) => plugin_response(&plugin.manifest.name, r),
-        Err(focal_runtime::PluginFailure::OverQuota(q)) => over_quota(&q),
+        Err(focal_runtime::PluginFailure::OverQuota(q)) => {
+            metrics::inc("focal_requests_refused_total", &[("reason", "quota")]);
+            over_quota(&q)
+        }
         Err(failure) => {
+            let kind = match &failure {
+                focal_runtime::PluginFailure::Timeout { .. } => "timeout",
+                focal_runtime::PluginFailure::OutOfMemory { .. } => "memory",
+                focal_runtime::PluginFailure::Trap { .. } => "trap",
+                focal_runtime::PluginFailure::BadResponse { .. } => "bad_response",
+                _ => "busy",
+            };
+            metrics::inc("focal_plugin_errors_total", &[("plugin", &plugin.manifest.name), ("kind", kind)]);
             let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error(status, &failure.to_string());
             if status == StatusCode::SERVICE_UNAVAILABLE {

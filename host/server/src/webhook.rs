@@ -52,6 +52,7 @@ async fn deliver(client: reqwest::Client, policy: WebhookPolicy, url: String, bo
         let problem = match outcome {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(%url, attempt, "webhook delivered");
+                crate::metrics::inc("focal_webhooks_total", &[("outcome", "delivered")]);
                 return;
             }
             Ok(r) => format!("HTTP {}", r.status()),
@@ -59,8 +60,10 @@ async fn deliver(client: reqwest::Client, policy: WebhookPolicy, url: String, bo
         };
         if attempt == policy.attempts {
             tracing::error!(%url, attempt, "webhook failed, giving up: {problem}");
+            crate::metrics::inc("focal_webhooks_total", &[("outcome", "failed")]);
             return;
         }
+        crate::metrics::inc("focal_webhooks_total", &[("outcome", "retried")]);
         tracing::warn!(%url, attempt, retry_in_ms = backoff.as_millis() as u64, "webhook failed: {problem}");
         tokio::time::sleep(backoff).await;
         backoff *= 2;

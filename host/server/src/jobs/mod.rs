@@ -200,6 +200,17 @@ impl JobManager {
             entry.spec = entry.spec.released();
             let url = entry.spec.webhook_url.clone().filter(|u| !u.is_empty()).or_else(|| self.options.webhook_url.clone());
             notice = url.map(|url| (url, self.webhook_body(&entry.info)));
+            let (owner, info) = (entry.spec.owner.clone(), &entry.info);
+            let outcome = match (info.stage, info.stopped) {
+                (JobStage::Error, _) => "error",
+                (_, true) => "stopped",
+                _ => "success",
+            };
+            let tenant = tenant_label(&owner);
+            crate::metrics::inc("focal_jobs_finished_total", &[("tenant", tenant), ("outcome", outcome)]);
+            let seconds = info.finish_ms.saturating_sub(info.start_ms) as f64 / 1000.0;
+            crate::metrics::observe("focal_job_duration_seconds", &[("tenant", tenant)], seconds);
+            set_queued_gauge(&queue, &owner);
             self.persist(queue, id);
         } else {
             drop(queue);
@@ -244,6 +255,19 @@ impl JobManager {
     }
 }
 
+/// An owner as a metrics label: the tenant's name, `host` for the host's own jobs.
+fn tenant_label(owner: &Owner) -> &str {
+    if owner.0.is_empty() {
+        "host"
+    } else {
+        &owner.0
+    }
+}
+
+fn set_queued_gauge(queue: &Queue, owner: &Owner) {
+    crate::metrics::set("focal_jobs_queued", &[("tenant", tenant_label(owner))], queue.queue_info(owner).running_size as f64);
+}
+
 impl EngineService for JobManager {
     fn submit(&self, mut spec: JobSpec) -> Result<String, SubmitError> {
         // Validate before queueing so the plugin can answer 422 naming the field.
@@ -275,7 +299,10 @@ impl EngineService for JobManager {
             let images = p.image_number.max(1);
             tenants.admit_job(&spec.owner, images, p.width as u64 * p.height as u64, p.steps, queued).map_err(SubmitError::OverQuota)?;
         }
+        let owner = spec.owner.clone();
         queue.push(Entry { spec, info, preview: None });
+        crate::metrics::inc("focal_jobs_submitted_total", &[("tenant", tenant_label(&owner))]);
+        set_queued_gauge(&queue, &owner);
         self.persist(queue, &id);
         self.work.notify_one();
         self.changed.send_modify(|v| *v += 1);
@@ -326,6 +353,8 @@ impl EngineService for JobManager {
         if queue.cancel_waiting(owner, id, now_ms()).is_none() {
             return false;
         }
+        crate::metrics::inc("focal_jobs_finished_total", &[("tenant", tenant_label(owner)), ("outcome", "stopped")]);
+        set_queued_gauge(&queue, owner);
         self.persist(queue, id);
         self.changed.send_modify(|v| *v += 1);
         true

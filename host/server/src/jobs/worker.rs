@@ -199,6 +199,7 @@ impl JobManager {
             None => saver,
         };
         let all_steps = (p.steps * count).max(1);
+        let mut last_step = std::time::Instant::now();
         for i in 0..count {
             let _span = tracing::info_span!("image", index = i, seed = seeds[i as usize]).entered();
             let (cond, uncond) = &conds[i as usize];
@@ -210,6 +211,8 @@ impl JobManager {
                 encoded.apply(&mut params);
             }
             let mut on_step = |pr: focal_engine::Progress| {
+                crate::metrics::observe("focal_engine_step_seconds", &[], last_step.elapsed().as_secs_f64());
+                last_step = std::time::Instant::now();
                 let done = i * p.steps + pr.step as u32;
                 let preview = pr.preview.and_then(|img| image_from_rgb(&img).ok());
                 self.update(id, false, |e| {

@@ -1,0 +1,101 @@
+//! The host's own routes, answered before any plugin: `/health` (the process serves), `/ready`
+//! (the default model can be loaded), `/metrics` (Prometheus) and the admin API for tenants
+//! (`/admin/tenants…`, with the operator's admin key in `X-Admin-Key`).
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::tenants::{Quota, TenantStore};
+
+/// Whether the model a plain request would load is there (or can be fetched); the error says why not.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the host routes need.
+#[derive(Clone, Default)]
+pub struct HostRoutes {
+    pub admin_key: Option<Arc<str>>,
+    pub tenants: Option<Arc<TenantStore>>,
+    pub ready: Option<ReadyCheck>,
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    quota: Quota,
+}
+
+impl HostRoutes {
+    fn admin_allowed(&self, headers: &HeaderMap) -> bool {
+        let given = headers.get("x-admin-key").and_then(|v| v.to_str().ok());
+        self.admin_key.as_deref().is_some_and(|key| given == Some(key))
+    }
+
+    /// The answer when `path` is a host route; `None` hands the request to the plugins.
+    pub fn handle(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+        match (method, path) {
+            (&Method::GET, "/health") => Some(reply(StatusCode::OK, json!({"status": "ok"}))),
+            (&Method::GET, "/ready") => Some(match self.ready.as_ref().map_or(Ok(()), |check| check()) {
+                Ok(()) => reply(StatusCode::OK, json!({"status": "ready"})),
+                Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not ready", "detail": why})),
+            }),
+            (&Method::GET, "/metrics") => Some(if self.admin_key.is_some() && !self.admin_allowed(headers) {
+                reply(StatusCode::FORBIDDEN, json!({"detail": "Forbidden"}))
+            } else {
+                ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
+            }),
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => Some(self.admin(method, p, headers, body)),
+            _ => None,
+        }
+    }
+
+    fn admin(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        if self.admin_key.is_none() {
+            return reply(StatusCode::NOT_FOUND, json!({"detail": "the admin API is off (start focal serve with --admin-key or --admin-key-file)"}));
+        }
+        if !self.admin_allowed(headers) {
+            return reply(StatusCode::FORBIDDEN, json!({"detail": "Forbidden"}));
+        }
+        let Some(tenants) = &self.tenants else {
+            return reply(StatusCode::NOT_FOUND, json!({"detail": "this server has no tenant store"}));
+        };
+        let failed = |e: anyhow::Error| reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": format!("{e:#}")}));
+        let rest: Vec<&str> = path.trim_start_matches("/admin/tenants").split('/').filter(|s| !s.is_empty()).collect();
+        if !path.starts_with("/admin/tenants") {
+            return reply(StatusCode::NOT_FOUND, json!({"detail": "Not Found"}));
+        }
+        match (method, rest.as_slice()) {
+            (&Method::GET, []) => match tenants.list() {
+                Ok(list) => reply(StatusCode::OK, json!(list)),
+                Err(e) => failed(e),
+            },
+            (&Method::POST, []) => {
+                let new: NewTenant = match serde_json::from_slice(body) {
+                    Ok(n) => n,
+                    Err(e) => return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": format!("body: {e}")})),
+                };
+                match tenants.add(&new.name, &new.quota) {
+                    Ok(key) => reply(StatusCode::CREATED, json!({"name": new.name, "key": key})),
+                    Err(e) => failed(e),
+                }
+            }
+            (&Method::POST, [name, "rotate"]) => match tenants.rotate(name) {
+                Ok(key) => reply(StatusCode::OK, json!({"name": name, "key": key})),
+                Err(e) => failed(e),
+            },
+            (&Method::DELETE, [name]) => match tenants.revoke(name) {
+                Ok(()) => reply(StatusCode::OK, json!({"name": name, "revoked": true})),
+                Err(e) => failed(e),
+            },
+            _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),
+        }
+    }
+}
