@@ -145,6 +145,8 @@ pub struct State {
     pub(crate) log_budget: usize,
     /// A submit this request made went over its owner's quota: the request answers 429.
     pub(crate) over_quota: Option<focal_core::QuotaExceeded>,
+    /// The operator's allow-list for `fetch` (see [`PluginManifest::fetch_hosts`]).
+    pub(crate) fetch_hosts: Option<Arc<[String]>>,
 }
 
 impl WasiView for State {
@@ -312,6 +314,7 @@ impl PluginHost {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin: Arc::from(m.name.as_str()),
+            fetch_hosts: m.fetch_hosts.clone().map(Arc::from),
             config: Arc::new(m.config.clone()),
             settings: self.settings.clone(),
             services: Services {

@@ -126,14 +126,50 @@ impl State {
     }
 
     /// `fetch.get` within the request's budget.
+    /// (see [`url_host`] for the host an allow-list is matched against)
     pub(crate) fn fetch_url(&self, url: String) -> wasmtime::Result<impl Future<Output = Result<Vec<u8>, String>> + Send + 'static> {
         let fetch: Arc<dyn FetchService> = self.granted(&self.services.fetch, "fetch")?;
         let budget = self.budget(u32::MAX);
+        let refused = self.fetch_hosts.as_ref().and_then(|hosts| {
+            let name = url_host(&url);
+            (!hosts.iter().any(|h| h.eq_ignore_ascii_case(name))).then(|| format!("{url}: the operator's policy does not let this plugin fetch from '{name}'"))
+        });
         Ok(async move {
+            if let Some(why) = refused {
+                return Err(why);
+            }
             match tokio::time::timeout(budget, fetch.get(url)).await {
                 Ok(r) => r,
                 Err(_) => Err("the fetch did not finish within the plugin's time limit".into()),
             }
         })
+    }
+}
+
+/// The host name of a URL (no user info, port or brackets' contents parsed further): what an
+/// operator's fetch allow-list names.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    }
+}
+
+#[cfg(test)]
+mod url_host_tests {
+    #[test]
+    fn hosts_of_urls() {
+        for (url, host) in [
+            ("https://example.com/a.png", "example.com"),
+            ("http://user:pw@Example.com:8080/x?y", "Example.com"),
+            ("http://[::1]:80/x", "::1"),
+            ("http://evil.com#@example.com/", "evil.com"),
+            ("nonsense", ""),
+        ] {
+            assert_eq!(super::url_host(url), host, "{url}");
+        }
     }
 }

@@ -28,6 +28,10 @@ pub struct PluginManifest {
     /// already serves is refused (an operator sets this to replace, say, the built-in `/`).
     #[serde(default)]
     pub replaces: Option<String>,
+    /// Hosts `fetch` may reach, set by the operator's policy (never by the plugin's own
+    /// manifest); `None`: any host the fetch policy allows.
+    #[serde(skip)]
+    pub fetch_hosts: Option<Vec<String>>,
 }
 
 fn default_order() -> i32 {
@@ -67,7 +71,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     /// Submit, query and stop generation jobs; list model files (`focal:plugin/engine`).
@@ -106,6 +110,7 @@ impl PluginManifest {
             config: BTreeMap::new(),
             order: default_order(),
             replaces: None,
+            fetch_hosts: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod metadata;
 pub mod outputs;
+pub mod policy;
 pub mod registry;
 pub mod steps;
 pub mod store;

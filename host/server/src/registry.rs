@@ -126,8 +126,11 @@ impl Registry {
         let mut candidates = Vec::new();
         let found = self.components();
         refused.retain(|file, _| found.iter().any(|(f, _, _)| f == file));
+        // The operator's policy is read on every scan; editing it reloads every plugin.
+        let policy = crate::policy::Policy::load(&self.dir);
+        let policy_file = crate::policy::path(&self.dir);
         for (file, manifest_path, wasm_path) in found {
-            let fp = fingerprint(&[wasm_path.clone(), manifest_path.clone()]);
+            let fp = fingerprint(&[wasm_path.clone(), manifest_path.clone(), policy_file.clone()]);
             let previous = current.get(&file).cloned();
             if let Some((old_fp, old)) = &previous {
                 if *old_fp == fp {
@@ -144,7 +147,7 @@ impl Registry {
             }
             changed = true;
             refused.remove(&file);
-            match load_one(host, &file, &manifest_path, &wasm_path) {
+            match load_one(host, &file, &manifest_path, &wasm_path, &policy) {
                 Ok(p) => candidates.push(Candidate { file, fingerprint: fp, plugin: Arc::new(p), previous, serving: false }),
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -273,13 +276,24 @@ impl Registry {
     }
 }
 
-fn load_one(host: &PluginHost, file_name: &str, manifest_path: &Path, wasm_path: &Path) -> anyhow::Result<Plugin> {
-    let manifest = if manifest_path.exists() {
+fn load_one(
+    host: &PluginHost,
+    file_name: &str,
+    manifest_path: &Path,
+    wasm_path: &Path,
+    policy: &anyhow::Result<Option<crate::policy::Policy>>,
+) -> anyhow::Result<Plugin> {
+    let mut manifest = if manifest_path.exists() {
         let text = std::fs::read_to_string(manifest_path)?;
         PluginManifest::parse(&text, manifest_path)?
     } else {
         PluginManifest::default_for(file_name)
     };
+    match policy {
+        Ok(Some(policy)) => policy.apply(&mut manifest).map_err(|e| anyhow::anyhow!("{}: {e}", wasm_path.display()))?,
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("{}: refused: {e:#}", wasm_path.display()),
+    }
     let wasm = std::fs::read(wasm_path)?;
     host.load(manifest, &wasm).map_err(|e| anyhow::anyhow!("{}: {e:#}", wasm_path.display()))
 }
