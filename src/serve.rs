@@ -240,6 +240,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             tenants: Some(tenants),
             admin_key,
             ready: Some(ready),
+            data_dir: Some(args.dirs.data_dir.clone()),
         };
         println!("focal listening on http://{bound} (plugins from {})", plugins_dir.display());
         focal_server::serve_on(listener, app.host, app.registry, options).await

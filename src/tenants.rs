@@ -61,6 +61,12 @@ pub struct QuotaArgs {
     /// Requests per minute.
     #[arg(long)]
     requests_per_minute: Option<u32>,
+    /// Memory (MiB) one request to the tenant's own plugins may use (default 128).
+    #[arg(long)]
+    plugin_memory_mb: Option<u64>,
+    /// Time (ms) one request to the tenant's own plugins may take (default 60000).
+    #[arg(long)]
+    plugin_timeout_ms: Option<u64>,
 }
 
 pub fn run(cmd: TenantsCommand) -> Result<()> {
@@ -73,6 +79,8 @@ pub fn run(cmd: TenantsCommand) -> Result<()> {
                 max_pixels: quota.max_pixels,
                 max_steps: quota.max_steps,
                 requests_per_minute: quota.requests_per_minute,
+                plugin_memory_mb: quota.plugin_memory_mb,
+                plugin_timeout_ms: quota.plugin_timeout_ms,
             };
             println!("{}", open(&data)?.add(&name, &q)?);
         }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::tenant_plugins::TenantPlugins;
 use crate::tenants::{Quota, TenantStore};
 
 /// Whether the model a plain request would load is there (or can be fetched); the error says why not.
@@ -19,11 +20,20 @@ pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub struct HostRoutes {
     pub admin_key: Option<Arc<str>>,
     pub tenants: Option<Arc<TenantStore>>,
+    pub tenant_plugins: Option<Arc<TenantPlugins>>,
     pub ready: Option<ReadyCheck>,
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewPlugin {
+    /// The plugin's manifest (TOML); its routes are under `/t/<tenant>`.
+    manifest: String,
+    /// The component, base64.
+    component: String,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +105,36 @@ impl HostRoutes {
                 Ok(()) => reply(StatusCode::OK, json!({"name": name, "revoked": true})),
                 Err(e) => failed(e),
             },
+            (_, [name, "plugins", ..]) => {
+                let Some(tenant) = tenants.get(name) else {
+                    return reply(StatusCode::NOT_FOUND, json!({"detail": format!("no tenant '{name}'")}));
+                };
+                let Some(plugins) = &self.tenant_plugins else {
+                    return reply(StatusCode::NOT_FOUND, json!({"detail": "this server runs no tenant plugins"}));
+                };
+                match (method, &rest[2..]) {
+                    (&Method::GET, []) => reply(StatusCode::OK, json!({"served": plugins.served(name)})),
+                    (&Method::PUT, []) => {
+                        use base64::Engine;
+                        let new: NewPlugin = match serde_json::from_slice(body) {
+                            Ok(n) => n,
+                            Err(e) => return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": format!("body: {e}")})),
+                        };
+                        let Ok(component) = base64::engine::general_purpose::STANDARD.decode(new.component.trim()) else {
+                            return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": "component: not base64"}));
+                        };
+                        match plugins.install(name, &tenant.quota, &new.manifest, &component) {
+                            Ok(plugin) => reply(StatusCode::ACCEPTED, json!({"tenant": name, "plugin": plugin, "served_at": format!("/t/{name}")})),
+                            Err(e) => failed(e),
+                        }
+                    }
+                    (&Method::DELETE, [plugin]) => match plugins.remove(name, plugin) {
+                        Ok(()) => reply(StatusCode::OK, json!({"tenant": name, "removed": plugin})),
+                        Err(e) => failed(e),
+                    },
+                    _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),
+                }
+            }
             _ => reply(StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),
         }
     }

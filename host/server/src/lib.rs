@@ -18,6 +18,7 @@ pub mod policy;
 pub mod registry;
 pub mod steps;
 pub mod store;
+pub mod tenant_plugins;
 pub mod tenants;
 pub mod timings;
 pub mod webhook;
@@ -58,19 +59,30 @@ pub struct ServerOptions {
     pub admin_key: Option<String>,
     /// `/ready`'s check.
     pub ready: Option<admin::ReadyCheck>,
+    /// The data folder, where tenants' own plugins live (none: no tenant plugins).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { api_key: None, max_body_bytes: limits::RequestLimits::default().max_body_bytes, tenants: None, admin_key: None, ready: None }
+        Self {
+            api_key: None,
+            max_body_bytes: limits::RequestLimits::default().max_body_bytes,
+            tenants: None,
+            admin_key: None,
+            ready: None,
+            data_dir: None,
+        }
     }
 }
 
 pub fn router(host: Arc<PluginHost>, registry: Arc<Registry>, options: &ServerOptions) -> Router {
     let api_key = options.api_key.as_deref().map(Arc::from);
+    let tenant_plugins = options.data_dir.as_deref().map(|dir| tenant_plugins::TenantPlugins::new(dir, host.clone()));
     let routes = admin::HostRoutes {
         admin_key: options.admin_key.as_deref().map(Arc::from),
         tenants: options.tenants.clone(),
+        tenant_plugins,
         ready: options.ready.clone(),
     };
     let state = AppState { host, registry, api_key, tenants: options.tenants.clone(), routes, max_body_bytes: options.max_body_bytes };
@@ -126,8 +138,8 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     let started = std::time::Instant::now();
     if host_route(req.uri().path()) {
         let (parts, body) = req.into_parts();
-        let Ok(body) = to_bytes(body, 1 << 20).await else {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over 1 MiB");
+        let Ok(body) = to_bytes(body, app.max_body_bytes).await else {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over the --max-body-mb limit");
         };
         let resp = app.routes.handle(&parts.method, parts.uri.path(), &parts.headers, &body).expect("a host route");
         metrics::inc("focal_http_requests_total", &[("plugin", "host"), ("status", resp.status().as_str())]);
@@ -141,8 +153,19 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
             return refused;
         }
     };
-    let path = req.uri().path().to_string();
-    let Some(plugin) = app.registry.route(&path) else {
+    let mut path = req.uri().path().to_string();
+    let plugin = match path.strip_prefix("/t/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
+        // A tenant's own plugins: only to that tenant's key (others see nothing there).
+        Some((tenant, sub)) => {
+            let sub = format!("/{sub}");
+            let registry = (owner.0 == tenant).then(|| app.routes.tenant_plugins.as_ref()?.registry(tenant)).flatten();
+            let plugin = registry.and_then(|r| r.route(&sub));
+            path = sub;
+            plugin
+        }
+        None => app.registry.route(&path),
+    };
+    let Some(plugin) = plugin else {
         metrics::inc("focal_http_requests_total", &[("plugin", "none"), ("status", "404")]);
         return error(StatusCode::NOT_FOUND, "Not Found");
     };

@@ -24,6 +24,9 @@ pub struct Quota {
     pub max_pixels: Option<u64>,
     pub max_steps: Option<u32>,
     pub requests_per_minute: Option<u32>,
+    /// Memory (MiB) and time (ms) a request to one of the tenant's own plugins may use.
+    pub plugin_memory_mb: Option<u64>,
+    pub plugin_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -162,6 +165,11 @@ impl TenantStore {
         Some(Tenant { name: row.0, quota: serde_json::from_str(&row.1).unwrap_or_default(), revoked: false })
     }
 
+    /// The tenant called `name`, revoked or not.
+    pub fn get(&self, name: &str) -> Option<Tenant> {
+        self.list().ok()?.into_iter().find(|t| t.name == name)
+    }
+
     fn quota_of(&self, owner: &Owner) -> Option<Quota> {
         let db = self.db.lock().unwrap();
         let quota: String = db.query_row("SELECT quota FROM tenants WHERE name = ?1", [&owner.0], |r| r.get(0)).optional().ok()??;
@@ -242,7 +250,14 @@ mod tests {
     fn job_quotas_name_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let store = TenantStore::open(&dir.path().join("focal.db")).unwrap();
-        let quota = Quota { max_queued: Some(2), images_per_day: Some(3), max_pixels: Some(64 * 64), max_steps: Some(4), requests_per_minute: Some(2) };
+        let quota = Quota {
+            max_queued: Some(2),
+            images_per_day: Some(3),
+            max_pixels: Some(64 * 64),
+            max_steps: Some(4),
+            requests_per_minute: Some(2),
+            ..Quota::default()
+        };
         let key = store.add("t", &quota).unwrap();
         let t = store.authenticate(&key).unwrap();
         let o = t.owner();
