@@ -49,6 +49,9 @@ fn admin_api_health_and_metrics_under_a_mixed_load() {
     assert_eq!(request(&addr, "GET", "/ready", "", "").0, 200, "the tiny checkpoint is there");
     assert_eq!(request(&addr, "GET", "/metrics", "", "").0, 403, "guarded by the admin key");
     assert_eq!(request(&addr, "GET", "/admin/tenants", "X-Admin-Key: nope\r\n", "").0, 403);
+    let doc = json(&request(&addr, "GET", "/admin/openapi.json", "", "").1);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/admin/tenants"]["post"].is_object() && doc["paths"]["/metrics"]["get"].is_object(), "{doc}");
 
     let names = ["t1", "t2", "t3"];
     let keys: BTreeMap<&str, String> = names.iter().map(|n| (*n, new_tenant(&addr, n, serde_json::json!({"max_steps": 2})))).collect();

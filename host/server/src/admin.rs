@@ -28,6 +28,49 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
+/// The host routes as OpenAPI 3.1 (`GET /admin/openapi.json`; the plugins' routes are in their
+/// own documents, e.g. the Fooocus-API's `/openapi.json`).
+fn openapi() -> serde_json::Value {
+    let admin = json!([{"ApiKeyAuth": []}]);
+    let quota = json!({"type": "object", "properties": {
+        "max_queued": {"type": "integer"}, "images_per_day": {"type": "integer"}, "max_pixels": {"type": "integer"},
+        "max_steps": {"type": "integer"}, "requests_per_minute": {"type": "integer"},
+        "plugin_memory_mb": {"type": "integer"}, "plugin_timeout_ms": {"type": "integer"}}});
+    let op = |summary: &str, body: Option<serde_json::Value>, ok: &str| {
+        let mut o = json!({"summary": summary, "security": admin, "responses": {ok: {"description": "done"}, "403": {"description": "wrong or missing X-Admin-Key"}, "422": {"description": "refused; `detail` says why"}}});
+        if let Some(schema) = body {
+            o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        o
+    };
+    let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "focal host routes", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}}},
+        "paths": {
+            "/health": {"get": {"summary": "The process serves", "responses": {"200": {"description": "ok"}}}},
+            "/ready": {"get": {"summary": "The default model can be loaded", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready; `detail` says why"}}}},
+            "/metrics": {"get": {"summary": "Prometheus text format (needs X-Admin-Key when one is set)", "responses": {"200": {"description": "metrics"}}}},
+            "/admin/tenants": {
+                "get": op("List tenants and quotas (never keys)", None, "200"),
+                "post": op("Add a tenant; answers its key once", Some(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "quota": quota}})), "201"),
+            },
+            "/admin/tenants/{name}": {"parameters": name, "delete": op("Revoke the tenant's key", None, "200")},
+            "/admin/tenants/{name}/rotate": {"parameters": name, "post": op("A new key (the old one stops working)", None, "200")},
+            "/admin/tenants/{name}/plugins": {
+                "parameters": name,
+                "get": op("The tenant's plugins being served", None, "200"),
+                "put": op("Install or replace a plugin, served under /t/{name}/", Some(json!({"type": "object", "required": ["manifest", "component"], "properties": {"manifest": {"type": "string", "description": "plugin.toml"}, "component": {"type": "string", "description": "the .wasm, base64"}}})), "202"),
+            },
+            "/admin/tenants/{name}/plugins/{plugin}": {
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "plugin", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": op("Remove the tenant's plugin", None, "200"),
+            },
+        }
+    })
+}
+
 #[derive(Deserialize)]
 struct NewPlugin {
     /// The plugin's manifest (TOML); its routes are under `/t/<tenant>`.
@@ -62,6 +105,7 @@ impl HostRoutes {
             } else {
                 ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
             }),
+            (&Method::GET, "/admin/openapi.json") => Some(reply(StatusCode::OK, openapi())),
             (_, p) if p == "/admin" || p.starts_with("/admin/") => Some(self.admin(method, p, headers, body)),
             _ => None,
         }
