@@ -91,7 +91,9 @@ fn main() -> ExitCode {
                 // Colours only on a terminal: log files and pipes get plain text.
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         }))
-        .with(json.then(|| tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr)))
+        .with(
+            json.then(|| tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr)),
+        )
         // Each job's time per span and per engine layer, at debug level.
         .with(focal_server::timings::JobTimings)
         .with(filter)

@@ -110,7 +110,10 @@ fn controlnets_match_fooocus_api() {
     install_image_prompt_models(dir.path());
     common::install_models(
         dir.path(),
-        &[("controlnet", "controlnet/control-lora-canny-rank128.safetensors"), ("controlnet", "controlnet/fooocus_xl_cpds_128.safetensors")],
+        &[
+            ("controlnet", "controlnet/control-lora-canny-rank128.safetensors"),
+            ("controlnet", "controlnet/fooocus_xl_cpds_128.safetensors"),
+        ],
     );
     let server = common::serve_tiny(dir.path(), &[]);
     common::oracle::replay(&server.addr, &common::all_fixtures().join("controlnet"), &files(), 3);

@@ -63,7 +63,9 @@ fn admin_api_health_and_metrics_under_a_mixed_load() {
 
     // The load: each tenant 4 jobs from its own thread, plus requests that fail in known ways.
     let body = |seed: u32| {
-        format!(r#"{{"prompt": "p", "aspect_ratios_selection": "64*64", "image_seed": {seed}, "async_process": true, "advanced_params": {{"overwrite_step": 1}}}}"#)
+        format!(
+            r#"{{"prompt": "p", "aspect_ratios_selection": "64*64", "image_seed": {seed}, "async_process": true, "advanced_params": {{"overwrite_step": 1}}}}"#
+        )
     };
     let submitted: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = names
@@ -104,7 +106,8 @@ fn admin_api_health_and_metrics_under_a_mixed_load() {
         }
         // Each tenant's history holds exactly its own jobs.
         let history = json(&request(&addr, "GET", "/v1/generation/job-history", &key_header(key), "").1);
-        let seen: BTreeSet<String> = history["history"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect();
+        let seen: BTreeSet<String> =
+            history["history"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect();
         assert_eq!(seen, ids.iter().cloned().collect::<BTreeSet<_>>(), "{history}");
     }
 

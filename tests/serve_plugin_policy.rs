@@ -36,7 +36,10 @@ fn the_policy_refuses_what_it_does_not_grant() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("data/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    put(&plugins.join("policy.toml"), b"[default]\ncapabilities = []\nmax_memory_mb = 64\n[plugins.studio]\ncapabilities = [\"engine\", \"files\"]\nmax_memory_mb = 64\n");
+    put(
+        &plugins.join("policy.toml"),
+        b"[default]\ncapabilities = []\nmax_memory_mb = 64\n[plugins.studio]\ncapabilities = [\"engine\", \"files\"]\nmax_memory_mb = 64\n",
+    );
     put(&plugins.join("hello.wasm"), &built("hello"));
     put(&plugins.join("hello.toml"), b"name = \"hello\"\nroutes = [\"/hello\"]\ncapabilities = [\"fetch\"]\n");
     put(&plugins.join("studio.wasm"), &built("studio"));
@@ -46,7 +49,14 @@ fn the_policy_refuses_what_it_does_not_grant() {
     let log = dir.path().join("serve.log");
     let (models, data) = (dir.path().join("models"), dir.path().join("data"));
     let server = common::serve_logged(
-        &["--models-dir".as_ref(), models.as_os_str(), "--data-dir".as_ref(), data.as_os_str(), "--base-model".as_ref(), "tiny.safetensors".as_ref()],
+        &[
+            "--models-dir".as_ref(),
+            models.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--base-model".as_ref(),
+            "tiny.safetensors".as_ref(),
+        ],
         &log,
     );
     let text = log_with(&log, "requests what the operator's policy.toml does not grant: capability fetch");

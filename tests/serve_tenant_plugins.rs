@@ -68,7 +68,9 @@ fn tenant_plugins_are_theirs_alone() {
     assert_eq!(query(&b).0, 404);
 
     // Plan limits: a version asking more memory than acme's plan is refused; the old one serves on.
-    let hello = |greeting: &str, memory: u32| format!("name = \"hello\"\nroutes = [\"/hello\"]\n[limits]\nmemory_mb = {memory}\n[config]\ngreeting = \"{greeting}\"\n");
+    let hello = |greeting: &str, memory: u32| {
+        format!("name = \"hello\"\nroutes = [\"/hello\"]\n[limits]\nmemory_mb = {memory}\n[config]\ngreeting = \"{greeting}\"\n")
+    };
     assert_eq!(install(addr, "acme", &hello("One", 32), &built("hello")), 202);
     eventually(addr, "/t/acme/hello/Ada", &key(&a), &|s, body| s == 200 && body.contains("One"));
     assert_eq!(install(addr, "acme", &hello("Two", 512), &built("hello")), 202);

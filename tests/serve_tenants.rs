@@ -60,7 +60,11 @@ fn tenants_see_only_their_own_jobs_and_files() {
     // calls are scoped to the request's tenant too.
     let plugins = dir.path().join("data/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::write(plugins.join("studio.wasm"), std::fs::read(std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("studio.wasm")).unwrap()).unwrap();
+    std::fs::write(
+        plugins.join("studio.wasm"),
+        std::fs::read(std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("studio.wasm")).unwrap(),
+    )
+    .unwrap();
     std::fs::write(plugins.join("studio.toml"), std::fs::read("plugins/studio/plugin.toml").unwrap()).unwrap();
     let server = common::serve_tiny(dir.path(), &[]);
     let addr = &server.addr;

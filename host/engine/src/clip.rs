@@ -108,7 +108,8 @@ impl ClipTextModel {
         let width = tokens.dim(1)?;
         let position_embedding = tm.get_unchecked("embeddings.position_embedding.weight")?;
         let n_layers = (0..).take_while(|i| tm.contains_tensor(&format!("encoder.layers.{i}.layer_norm1.weight"))).count();
-        let layers = (0..n_layers).map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act, None)).collect::<Result<Vec<_>>>()?;
+        let layers =
+            (0..n_layers).map(|i| EncoderLayer::new(tm.pp(format!("encoder.layers.{i}")), act, None)).collect::<Result<Vec<_>>>()?;
         let projection = if vb.contains_tensor("text_projection.weight") {
             Some(Linear::new(vb.get_unchecked("text_projection.weight")?, None))
         } else {

@@ -19,8 +19,10 @@ pub const URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/clip_
 /// The side of the square input (OpenAI/OpenCLIP ViT-*/14 at 224).
 pub const IMAGE_SIZE: usize = 224;
 
-/// CLIP's pixel normalisation (`clip_preprocess`).
+/// CLIP's pixel normalisation (`clip_preprocess`), written as published.
+#[allow(clippy::excessive_precision)]
 const MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 const STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Heads of the published CLIP vision towers: ViT-B 768/12, ViT-L 1024/16, ViT-H 1280/16, ViT-bigG

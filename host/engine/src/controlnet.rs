@@ -68,7 +68,11 @@ impl ControlNet {
             let to_f32 = |t: &Tensor| -> candle_core::Result<Tensor> { t.to_dtype(DType::F32)?.to_device(device)?.flatten_from(1) };
             let delta = to_f32(up)?.matmul(&to_f32(down)?)?;
             if delta.elem_count() != w.elem_count() {
-                return Err(fail(format!("{key}.up·down has {} values, the base weight {}: not for this model", delta.elem_count(), w.elem_count())));
+                return Err(fail(format!(
+                    "{key}.up·down has {} values, the base weight {}: not for this model",
+                    delta.elem_count(),
+                    w.elem_count()
+                )));
             }
             let merged = (w + delta.reshape(w.shape())?)?;
             tensors.insert(weight, merged);
@@ -81,10 +85,15 @@ impl ControlNet {
         let heads = if has_adm { Heads::Width(64) } else { Heads::Count(8) };
         let n_in = (0..).take_while(|i| has_block(&vb.pp("input_blocks").pp(i))).count();
         Ok(Self {
-            hint: HINT_CONVS.iter().map(|&(i, stride)| conv2d(&vb.pp("input_hint_block").pp(i), stride, 1)).collect::<candle_core::Result<_>>()?,
+            hint: HINT_CONVS
+                .iter()
+                .map(|&(i, stride)| conv2d(&vb.pp("input_hint_block").pp(i), stride, 1))
+                .collect::<candle_core::Result<_>>()?,
             time_embed: Mlp2::new(&vb.pp("time_embed.0"), &vb.pp("time_embed.2"))?,
             label_emb: if has_adm { Some(Mlp2::new(&vb.pp("label_emb.0.0"), &vb.pp("label_emb.0.2"))?) } else { None },
-            input_blocks: (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads, BlockPart::Input, i)).collect::<candle_core::Result<_>>()?,
+            input_blocks: (0..n_in)
+                .map(|i| Block::new(vb.pp("input_blocks").pp(i), heads, BlockPart::Input, i))
+                .collect::<candle_core::Result<_>>()?,
             zero_convs: (0..n_in).map(|i| conv2d(&vb.pp("zero_convs").pp(i).pp(0), 1, 0)).collect::<candle_core::Result<_>>()?,
             middle_block: Block::new(vb.pp("middle_block"), heads, BlockPart::Middle, 0)?,
             middle_out: conv2d(&vb.pp("middle_block_out.0"), 1, 0)?,

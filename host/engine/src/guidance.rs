@@ -4,8 +4,8 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::Architecture;
-use crate::error::Result;
 use crate::controlnet::{self, Control};
+use crate::error::Result;
 use crate::freeu::FreeU;
 use crate::ip_adapter::{current_step, Half, ImagePrompt, ImagePromptCall};
 use crate::patches::{self, FooocusPatches};

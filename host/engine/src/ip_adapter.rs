@@ -68,8 +68,7 @@ impl IpAdapter {
         }
         let resampler = Resampler::new(VarBuilder::from_tensors(proj, DType::F32, device))?;
         // Fooocus's `load_state_dict_ordered`: `{i}.to_k_ip`, `{i}.to_v_ip` by ascending i.
-        let mut numbers: Vec<usize> =
-            kv.keys().filter_map(|k| k.strip_suffix(".to_k_ip.weight")).filter_map(|n| n.parse().ok()).collect();
+        let mut numbers: Vec<usize> = kv.keys().filter_map(|k| k.strip_suffix(".to_k_ip.weight")).filter_map(|n| n.parse().ok()).collect();
         numbers.sort_unstable();
         let mut projections = Vec::with_capacity(2 * numbers.len());
         for n in numbers {
@@ -100,7 +99,11 @@ impl IpAdapter {
         if vision.width != self.vision_width()? {
             return Err(EngineError::invalid(
                 "image_prompt",
-                format!("the CLIP vision model is {} wide, the IP-Adapter takes {}: they do not belong together", vision.width, self.vision_width()?),
+                format!(
+                    "the CLIP vision model is {} wide, the IP-Adapter takes {}: they do not belong together",
+                    vision.width,
+                    self.vision_width()?
+                ),
             ));
         }
         let hidden = vision.penultimate(&vision.pixels(rgb)?)?;

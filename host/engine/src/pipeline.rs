@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::controlnet::Control;
 use crate::error::{EngineError, Result};
 use crate::freeu::FreeU;
 pub use crate::guidance::CfgDenoiser;
 use crate::image::{latent_preview, RgbImage};
-use crate::controlnet::Control;
 use crate::inpaint::{Blended, Inpainting};
 use crate::ip_adapter::ImagePrompt;
 use crate::patches::FooocusPatches;

@@ -309,8 +309,10 @@ impl UNet {
         let has_adm = vb.contains_tensor("label_emb.0.0.weight");
         // No ADM input: the SD1.x family, eight heads per attention layer.
         let heads = if has_adm { Heads::Width(64) } else { Heads::Count(8) };
-        let input_blocks = (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads, BlockPart::Input, i)).collect::<Result<Vec<_>>>()?;
-        let output_blocks = (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i), heads, BlockPart::Output, i)).collect::<Result<Vec<_>>>()?;
+        let input_blocks =
+            (0..n_in).map(|i| Block::new(vb.pp("input_blocks").pp(i), heads, BlockPart::Input, i)).collect::<Result<Vec<_>>>()?;
+        let output_blocks =
+            (0..n_out).map(|i| Block::new(vb.pp("output_blocks").pp(i), heads, BlockPart::Output, i)).collect::<Result<Vec<_>>>()?;
         let model_channels = out_dim(&vb.pp("input_blocks.0.0"))?;
         let adm_in_channels = if has_adm { vb.get_unchecked("label_emb.0.0.weight")?.dim(1)? } else { 0 };
         let context_dim = (0..n_in).find_map(|i| {

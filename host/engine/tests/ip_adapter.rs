@@ -41,7 +41,13 @@ fn vision_tower_resampler_and_projections_match_fooocus() {
     let embeds = adapter.embeds(&tokens, &negative).unwrap();
     assert_eq!(embeds.cond.len(), 140);
     let last = embeds.cond.len() - 2;
-    for (got, want) in [(&embeds.cond[0], "k0"), (&embeds.cond[1], "v0"), (&embeds.cond[last], "k_last"), (&embeds.cond[last + 1], "v_last"), (&embeds.uncond[0], "uk0")] {
+    for (got, want) in [
+        (&embeds.cond[0], "k0"),
+        (&embeds.cond[1], "v0"),
+        (&embeds.cond[last], "k_last"),
+        (&embeds.cond[last + 1], "v_last"),
+        (&embeds.uncond[0], "uk0"),
+    ] {
         assert!(max_diff(got, r(want)) < 1e-3, "{want} {}", max_diff(got, r(want)));
     }
 }

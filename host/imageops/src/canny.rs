@@ -91,7 +91,10 @@ fn canny_color(image: &Pixels, low: i32, high: i32) -> FloatImage {
 fn percentile(sorted: &[f32], q: f64) -> f64 {
     let n = sorted.len() as f64;
     let q = q / 100.0;
-    let virtual_index = n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0;
+    // numpy's `_compute_virtual_index` with the linear method's α = β = 1, in its operation order.
+    const ALPHA: f64 = 1.0;
+    const BETA: f64 = 1.0;
+    let virtual_index = n * q + (ALPHA + q * (1.0 - ALPHA - BETA)) - 1.0;
     let prev = virtual_index.floor().clamp(0.0, n - 1.0);
     let next = (prev + 1.0).min(n - 1.0);
     let t = virtual_index - virtual_index.floor();

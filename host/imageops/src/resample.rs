@@ -137,6 +137,23 @@ pub fn resize_lanczos(src: &Pixels, width: u32, height: u32) -> Pixels {
     Pixels { width, height, channels: src.channels, data }
 }
 
+/// Fooocus's `resize_image(im, width, height)` (`resize_mode=1`): LANCZOS to cover `width`×`height`
+/// with the aspect ratio kept (Python's integer division for the other side), then the centre cut
+/// out (PIL's paste at a negative offset).
+pub fn resize_fill(src: &Pixels, width: u32, height: u32) -> Pixels {
+    let (w, h) = (src.width as u64, src.height as u64);
+    if w == 0 || h == 0 || width == 0 || height == 0 {
+        return resize_lanczos(src, width, height);
+    }
+    let wider = width as f64 / height as f64 > w as f64 / h as f64;
+    let src_w = if wider { width as u64 } else { w * height as u64 / h };
+    let src_h = if !wider { height as u64 } else { h * width as u64 / w };
+    let resized = resize_lanczos(src, src_w as u32, src_h as u32);
+    let left = src_w / 2 - width as u64 / 2;
+    let top = src_h / 2 - height as u64 / 2;
+    crate::crop(&resized, crate::CropBox { top: top as u32, bottom: top as u32 + height, left: left as u32, right: left as u32 + width })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,21 +174,4 @@ mod tests {
         assert!(out.data.iter().all(|&v| v == 77));
         assert_eq!((out.width, out.height, out.data.len()), (19, 3, 19 * 3 * 3));
     }
-}
-
-/// Fooocus's `resize_image(im, width, height)` (`resize_mode=1`): LANCZOS to cover `width`×`height`
-/// with the aspect ratio kept (Python's integer division for the other side), then the centre cut
-/// out (PIL's paste at a negative offset).
-pub fn resize_fill(src: &Pixels, width: u32, height: u32) -> Pixels {
-    let (w, h) = (src.width as u64, src.height as u64);
-    if w == 0 || h == 0 || width == 0 || height == 0 {
-        return resize_lanczos(src, width, height);
-    }
-    let wider = width as f64 / height as f64 > w as f64 / h as f64;
-    let src_w = if wider { width as u64 } else { w * height as u64 / h };
-    let src_h = if !wider { height as u64 } else { h * width as u64 / w };
-    let resized = resize_lanczos(src, src_w as u32, src_h as u32);
-    let left = src_w / 2 - width as u64 / 2;
-    let top = src_h / 2 - height as u64 / 2;
-    crate::crop(&resized, crate::CropBox { top: top as u32, bottom: top as u32 + height, left: left as u32, right: left as u32 + width })
 }

@@ -48,4 +48,3 @@ fn canny_pyramid_matches_fooocus() {
         assert!(worst <= 1 && n * 10_000 <= got.len(), "{}: {n} differ, by up to {worst}", case["name"]);
     }
 }
-

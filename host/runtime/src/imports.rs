@@ -132,7 +132,8 @@ impl State {
         let budget = self.budget(u32::MAX);
         let refused = self.fetch_hosts.as_ref().and_then(|hosts| {
             let name = url_host(&url);
-            (!hosts.iter().any(|h| h.eq_ignore_ascii_case(name))).then(|| format!("{url}: the operator's policy does not let this plugin fetch from '{name}'"))
+            (!hosts.iter().any(|h| h.eq_ignore_ascii_case(name)))
+                .then(|| format!("{url}: the operator's policy does not let this plugin fetch from '{name}'"))
         });
         Ok(async move {
             if let Some(why) = refused {

@@ -113,7 +113,10 @@ impl HostRoutes {
 
     fn admin(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         if self.admin_key.is_none() {
-            return reply(StatusCode::NOT_FOUND, json!({"detail": "the admin API is off (start focal serve with --admin-key or --admin-key-file)"}));
+            return reply(
+                StatusCode::NOT_FOUND,
+                json!({"detail": "the admin API is off (start focal serve with --admin-key or --admin-key-file)"}),
+            );
         }
         if !self.admin_allowed(headers) {
             return reply(StatusCode::FORBIDDEN, json!({"detail": "Forbidden"}));
@@ -168,7 +171,9 @@ impl HostRoutes {
                             return reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"detail": "component: not base64"}));
                         };
                         match plugins.install(name, &tenant.quota, &new.manifest, &component) {
-                            Ok(plugin) => reply(StatusCode::ACCEPTED, json!({"tenant": name, "plugin": plugin, "served_at": format!("/t/{name}")})),
+                            Ok(plugin) => {
+                                reply(StatusCode::ACCEPTED, json!({"tenant": name, "plugin": plugin, "served_at": format!("/t/{name}")}))
+                            }
                             Err(e) => failed(e),
                         }
                     }

@@ -11,8 +11,8 @@ pub mod heads;
 pub mod images;
 pub mod jobs;
 pub mod limits;
-pub mod metrics;
 pub mod metadata;
+pub mod metrics;
 pub mod outputs;
 pub mod policy;
 pub mod registry;
@@ -106,7 +106,13 @@ fn over_quota(q: &focal_core::QuotaExceeded) -> HttpResponse {
 
 /// Who a request is: the host's own owner (no keys configured, the `--apikey` key, or no key on
 /// an open path), a tenant (its key; its request rate counted), or refused.
-fn owner_of(app: &AppState, req: &HttpRequest<Body>) -> Result<Owner, HttpResponse> {
+/// Why a request was refused before any plugin ran.
+enum Refusal {
+    Key,
+    Quota(focal_core::QuotaExceeded),
+}
+
+fn owner_of(app: &AppState, req: &HttpRequest<Body>) -> Result<Owner, Refusal> {
     // As the seed: result files and the API docs are readable without the key.
     let path = req.uri().path();
     let open_path = path.starts_with("/files/") || matches!(path, "/docs" | "/redoc" | "/openapi.json");
@@ -118,7 +124,7 @@ fn owner_of(app: &AppState, req: &HttpRequest<Body>) -> Result<Owner, HttpRespon
     }
     if let (Some(tenants), Some(given)) = (&app.tenants, given) {
         if let Some(tenant) = tenants.authenticate(given) {
-            tenants.admit_request(&tenant).map_err(|q| over_quota(&q))?;
+            tenants.admit_request(&tenant).map_err(Refusal::Quota)?;
             return Ok(tenant.owner());
         }
     }
@@ -126,7 +132,7 @@ fn owner_of(app: &AppState, req: &HttpRequest<Body>) -> Result<Owner, HttpRespon
     if !keys_required || (open_path && given.is_none()) {
         return Ok(Owner::default());
     }
-    Err(error(StatusCode::FORBIDDEN, "Forbidden"))
+    Err(Refusal::Key)
 }
 
 /// FastAPI-style error body (`{"detail": …}`), as Fooocus-API clients expect.
@@ -147,10 +153,13 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     }
     let owner = match owner_of(&app, &req) {
         Ok(owner) => owner,
-        Err(refused) => {
-            let reason = if refused.status() == StatusCode::TOO_MANY_REQUESTS { "quota" } else { "key" };
-            metrics::inc("focal_requests_refused_total", &[("reason", reason)]);
-            return refused;
+        Err(Refusal::Key) => {
+            metrics::inc("focal_requests_refused_total", &[("reason", "key")]);
+            return error(StatusCode::FORBIDDEN, "Forbidden");
+        }
+        Err(Refusal::Quota(q)) => {
+            metrics::inc("focal_requests_refused_total", &[("reason", "quota")]);
+            return over_quota(&q);
         }
     };
     let mut path = req.uri().path().to_string();

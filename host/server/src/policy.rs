@@ -83,7 +83,11 @@ impl Policy {
             refused.push(format!("timeout_ms {} (granted {max})", manifest.limits.timeout_ms));
         }
         if !refused.is_empty() {
-            return Err(format!("plugin '{}' requests what the operator's {FILE_NAME} does not grant: {}", manifest.name, refused.join(", ")));
+            return Err(format!(
+                "plugin '{}' requests what the operator's {FILE_NAME} does not grant: {}",
+                manifest.name,
+                refused.join(", ")
+            ));
         }
         manifest.fetch_hosts = grant.fetch_hosts;
         Ok(())
@@ -111,6 +115,9 @@ mod tests {
         let e = policy.apply(&mut greedy).unwrap_err();
         assert!(e.contains("capability files") && e.contains("memory_mb 512 (granted 128)"), "{e}");
         let nothing: Policy = toml::from_str("").unwrap();
-        assert!(nothing.apply(&mut manifest("name = \"p\"\ncapabilities = [\"engine\"]\n")).is_err(), "a policy file grants nothing by default");
+        assert!(
+            nothing.apply(&mut manifest("name = \"p\"\ncapabilities = [\"engine\"]\n")).is_err(),
+            "a policy file grants nothing by default"
+        );
     }
 }

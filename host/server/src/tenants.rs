@@ -122,7 +122,11 @@ impl TenantStore {
     /// A new key for `name` (the old one stops working; a revoked tenant is active again).
     pub fn rotate(&self, name: &str) -> Result<String> {
         let key = new_key();
-        let n = self.db.lock().unwrap().execute("UPDATE tenants SET key_hash = ?2, revoked = 0 WHERE name = ?1", params![name, key_hash(&key)])?;
+        let n = self
+            .db
+            .lock()
+            .unwrap()
+            .execute("UPDATE tenants SET key_hash = ?2, revoked = 0 WHERE name = ?1", params![name, key_hash(&key)])?;
         if n == 0 {
             bail!("no tenant '{name}'");
         }
@@ -210,10 +214,18 @@ impl TenantStore {
         }
         let (day, left) = utc_day();
         let db = self.db.lock().unwrap();
-        let used: i64 =
-            db.query_row("SELECT images FROM tenant_usage WHERE name = ?1 AND day = ?2", params![name, day], |r| r.get(0)).optional().ok().flatten().unwrap_or(0);
+        let used: i64 = db
+            .query_row("SELECT images FROM tenant_usage WHERE name = ?1 AND day = ?2", params![name, day], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         if let Some(max) = q.images_per_day.filter(|m| used as u64 + images as u64 > *m as u64) {
-            return Err(over("images_per_day", format!("tenant '{name}' may generate {max} images a day (UTC); {used} used, this asks {images}"), left));
+            return Err(over(
+                "images_per_day",
+                format!("tenant '{name}' may generate {max} images a day (UTC); {used} used, this asks {images}"),
+                left,
+            ));
         }
         let _ = db.execute(
             "INSERT INTO tenant_usage (name, day, images) VALUES (?1, ?2, ?3)

@@ -53,7 +53,8 @@ pub fn controls(images: &[(String, Image)], request: &str) -> Result<Vec<Control
     let preprocess = !advanced["skipping_cn_preprocessor"].as_bool().unwrap_or(false);
     // Fooocus-API's Canny thresholds (1–255; 64 and 128 by default).
     let threshold = |key: &str, default: i64| advanced[key].as_i64().unwrap_or(default).clamp(1, 255).to_string();
-    let canny = vec![("low".to_string(), threshold("canny_low_threshold", 64)), ("high".to_string(), threshold("canny_high_threshold", 128))];
+    let canny =
+        vec![("low".to_string(), threshold("canny_low_threshold", 64)), ("high".to_string(), threshold("canny_high_threshold", 128))];
     let mut controls = Vec::new();
     for (role, image) in images.iter().filter(|(role, _)| is_image_prompt(role)) {
         let (fields, suffix) = prompt_fields(role, &request).ok_or_else(|| format!("{role}: no image prompt of the request names it"))?;

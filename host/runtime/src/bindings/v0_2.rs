@@ -126,7 +126,14 @@ impl State {
         };
         let mut controls = Vec::with_capacity(spec.controls.len());
         for c in spec.controls {
-            controls.push(core::Control { kind: c.kind, image: self.image(&c.image)?, weight: c.weight, stop_at: c.stop_at, preprocess: true, options: vec![] });
+            controls.push(core::Control {
+                kind: c.kind,
+                image: self.image(&c.image)?,
+                weight: c.weight,
+                stop_at: c.stop_at,
+                preprocess: true,
+                options: vec![],
+            });
         }
         let fooocus = spec.fooocus.map(|f| core::FooocusOptions {
             patches: f.patches.map(|s| core::task::SamplingPatches {

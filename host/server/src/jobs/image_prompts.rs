@@ -46,7 +46,12 @@ impl JobManager {
     }
 
     /// The job's image prompts, encoded; empty when it has none.
-    pub(super) fn encode_image_prompts(&self, id: &str, spec: &JobSpec, models: &mut ImagePromptModels) -> Result<Vec<ImagePrompt>, String> {
+    pub(super) fn encode_image_prompts(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        models: &mut ImagePromptModels,
+    ) -> Result<Vec<ImagePrompt>, String> {
         let ordered: Vec<&Control> =
             IMAGE_PROMPT_KINDS.iter().flat_map(|(kind, _)| spec.controls.iter().filter(move |c| c.kind == *kind)).collect();
         if ordered.is_empty() {
