@@ -137,3 +137,47 @@ fn admin_api_health_and_metrics_under_a_mixed_load() {
     assert_eq!(request(&addr, "DELETE", "/admin/tenants/t1", ADMIN, "").0, 200);
     assert_eq!(request(&addr, "GET", "/v1/generation/job-queue", &key_header(&new), "").0, 403);
 }
+
+/// `--log-format json`: one JSON object a line; a request's lines carry its id and tenant, a job's
+/// lines its id and tenant.
+#[test]
+fn json_logs_carry_request_tenant_and_job() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
+    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
+    let (models, data, outputs) = (dir.path().join("models"), dir.path().join("data"), dir.path().join("outputs"));
+    let log = dir.path().join("serve.log");
+    let server = common::serve_logged(
+        &[
+            "--models-dir".as_ref(),
+            models.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--outputs-dir".as_ref(),
+            outputs.as_os_str(),
+            "--base-model".as_ref(),
+            "tiny.safetensors".as_ref(),
+            "--admin-key".as_ref(),
+            "adm-secret".as_ref(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ],
+        &log,
+    );
+    let addr = &server.addr;
+    let key = new_tenant(addr, "logged", serde_json::json!({}));
+    let body = r#"{"prompt": "p", "aspect_ratios_selection": "64*64", "advanced_params": {"overwrite_step": 1}}"#;
+    let (status, raw) = request(addr, "POST", "/v1/generation/text-to-image", &key_header(&key), body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let in_span =
+        |name: &'static str| lines.iter().filter(move |l| l["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == name)));
+    let request_line = in_span("request").find(|l| l["span"]["tenant"] == "logged").expect("a request line with its tenant");
+    assert!(request_line["span"]["id"].as_str().is_some_and(|id| id.len() == 32), "{request_line}");
+    let job_line = in_span("job").find(|l| l["spans"][0]["tenant"] == "logged").expect("a job line with its tenant");
+    assert!(job_line["spans"][0]["id"].as_str().is_some_and(|id| id.len() == 36), "{job_line}");
+}

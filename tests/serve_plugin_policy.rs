@@ -19,18 +19,6 @@ fn put(path: &Path, bytes: &[u8]) {
     std::fs::rename(tmp, path).unwrap();
 }
 
-fn log_with(log: &Path, needle: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "no {needle:?} in the log:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn the_policy_refuses_what_it_does_not_grant() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,10 +47,10 @@ fn the_policy_refuses_what_it_does_not_grant() {
         ],
         &log,
     );
-    let text = log_with(&log, "requests what the operator's policy.toml does not grant: capability fetch");
+    let text = common::wait_for_log(&log, "requests what the operator's policy.toml does not grant: capability fetch");
     assert_eq!(get(&server.addr, "/hello/Ada").0, 404, "hello was refused:\n{text}");
     // The studio example's manifest asks 256 MiB; the policy grants it 64.
-    log_with(&log, "memory_mb 256 (granted 64)");
+    common::wait_for_log(&log, "memory_mb 256 (granted 64)");
     assert_eq!(get(&server.addr, "/studio/catalog").0, 404);
     // The operator grants more: the refused plugin loads on the next scan.
     put(&plugins.join("policy.toml"), b"[default]\ncapabilities = [\"fetch\", \"engine\", \"files\"]\nmax_memory_mb = 1024\n");

@@ -29,18 +29,6 @@ fn wait_for(addr: &str, path: &str, status: u16) {
     }
 }
 
-fn wait_for_log(log: &Path, needle: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "no {needle:?} in the log:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// One response read off a keep-alive connection by its own framing: (status, headers, body).
 fn read_response(r: &mut BufReader<TcpStream>) -> (u16, String, Vec<u8>) {
     let mut head = String::new();
@@ -153,7 +141,7 @@ fn plugin_log_lines_are_escaped_prefixed_and_capped() {
     );
     wait_for(&server.addr, "/hostile/ok", 200);
     assert_eq!(get(&server.addr, "/hostile/log").0, 200);
-    let text = wait_for_log(&log, "innocent");
+    let text = common::wait_for_log(&log, "innocent");
     let line = text.lines().find(|l| l.contains("innocent")).unwrap();
     assert!(line.contains("[hostile] innocent\\n2026-01-01T00:00:00.000000Z ERROR"), "{line}");
     assert!(line.contains("\\u{1b}[31mred"), "the escape is written out: {line}");
@@ -163,7 +151,7 @@ fn plugin_log_lines_are_escaped_prefixed_and_capped() {
     // A flood of log lines is cut at the per-request budget.
     let before = std::fs::metadata(&log).unwrap().len();
     assert_eq!(get(&server.addr, "/hostile/log-flood").0, 200);
-    let text = wait_for_log(&log, "log limit reached");
+    let text = common::wait_for_log(&log, "log limit reached");
     let grown = std::fs::metadata(&log).unwrap().len() - before;
     assert!(grown < 512 << 10, "{grown} bytes of log for one request");
     assert!(text.matches("flood line").count() < 1000);
@@ -179,7 +167,7 @@ fn route_and_name_takeovers_are_refused_and_the_builtin_keeps_its_routes() {
 
     // A plugin claiming "/" (the built-in Fooocus-API's route) is refused, with a warning naming both.
     install(&plugins, "aa_root", "hello", "name = \"aa_root\"\nroutes = [\"/\"]\n");
-    let text = wait_for_log(&log, "aa_root.wasm refused");
+    let text = common::wait_for_log(&log, "aa_root.wasm refused");
     let warn = text.lines().find(|l| l.contains("aa_root.wasm refused")).unwrap();
     assert!(warn.contains("WARN") && warn.contains("'/'") && warn.contains("fooocus_api"), "{warn}");
     for path in ["/ping", "/v1/engines/styles", "/docs", "/openapi.json"] {
@@ -190,7 +178,7 @@ fn route_and_name_takeovers_are_refused_and_the_builtin_keeps_its_routes() {
     install(&plugins, "hx", "hostile", "name = \"hx\"\nroutes = [\"/hostile\"]\n");
     wait_for(&addr, "/hostile/ok", 200);
     install(&plugins, "zz_dupname", "hello", "name = \"hx\"\nroutes = [\"/hostile\"]\n");
-    let text = wait_for_log(&log, "zz_dupname.wasm refused");
+    let text = common::wait_for_log(&log, "zz_dupname.wasm refused");
     let warn = text.lines().find(|l| l.contains("zz_dupname.wasm refused")).unwrap();
     assert!(warn.contains("WARN") && warn.contains("'hx'") && warn.contains("hx.wasm"), "{warn}");
     assert_eq!(get(&addr, "/hostile/ok"), (200, "ok".to_string()));
@@ -203,7 +191,7 @@ fn route_and_name_takeovers_are_refused_and_the_builtin_keeps_its_routes() {
 
     // The operator can mark a replacement explicitly.
     install(&plugins, "aa_root", "hello", "name = \"aa_root\"\nroutes = [\"/\"]\nreplaces = \"fooocus_api\"\n");
-    wait_for_log(&log, "takes over route '/' from plugin 'fooocus_api'");
+    common::wait_for_log(&log, "takes over route '/' from plugin 'fooocus_api'");
     let t = Instant::now();
     while !get(&addr, "/anything").1.contains("greeting") {
         assert!(t.elapsed() < Duration::from_secs(30), "the replacement never served /");

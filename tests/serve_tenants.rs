@@ -66,6 +66,14 @@ fn tenants_see_only_their_own_jobs_and_files() {
     )
     .unwrap();
     std::fs::write(plugins.join("studio.toml"), std::fs::read("plugins/studio/plugin.toml").unwrap()).unwrap();
+    // And a hostile one that reaches for other owners' jobs and files with every call it has.
+    std::fs::write(
+        plugins.join("hostile.wasm"),
+        std::fs::read(std::path::Path::new(focal_runtime::BUILT_PLUGINS_DIR).join("hostile.wasm")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(plugins.join("hostile.toml"), "name = \"hostile\"\nroutes = [\"/hostile\"]\ncapabilities = [\"engine\", \"files\"]\n")
+        .unwrap();
     let server = common::serve_tiny(dir.path(), &[]);
     let addr = &server.addr;
 
@@ -97,6 +105,11 @@ fn tenants_see_only_their_own_jobs_and_files() {
     same(&|id| format!("/studio/jobs/{id}"), "GET");
     same(&|id| format!("/studio/jobs/{id}/images/0"), "GET");
     assert_eq!(request(addr, "GET", &format!("/studio/jobs/{id}/images/0"), &header(&a), "").0, 200, "alice's own through studio");
+    let rel = file.trim_start_matches("/files/");
+    let peek =
+        |key: &str| String::from_utf8(request(addr, "GET", &format!("/hostile/peek?job={id}&file={rel}"), &header(key), "").1).unwrap();
+    assert_eq!(peek(&a), "get=true history=1 listed=true image_file=true preview=false file=true", "alice's own");
+    assert_eq!(peek(&b), "get=false history=0 listed=false image_file=false preview=false file=false", "bob reaches nothing of alice's");
     let unknown_file = file.rsplit_once('/').map(|(d, _)| format!("{d}/{unknown}-0.png")).unwrap();
     let theirs = request(addr, "GET", &file, &header(&b), "");
     let none = request(addr, "GET", &unknown_file, &header(&b), "");

@@ -199,6 +199,19 @@ pub fn serve_logged(args: &[&std::ffi::OsStr], log: &std::path::Path) -> Server 
     spawn(args, std::fs::File::create(log).unwrap().into())
 }
 
+/// The log at `log` once it contains `needle` (30 s at most).
+pub fn wait_for_log(log: &std::path::Path, needle: &str) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "no {needle:?} in the log:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Whether the server process is still running.
 pub fn alive(server: &mut Server) -> bool {
     matches!(server.child.try_wait(), Ok(None))

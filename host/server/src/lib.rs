@@ -180,7 +180,13 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     };
     let name = plugin.manifest.name.clone();
     let span = tracing::info_span!("request", id = %uuid::Uuid::new_v4().simple(), tenant = %owner.0, plugin = %name, path = %path);
-    let resp = tracing::Instrument::instrument(run_plugin(app, plugin, req, owner, path), span).await;
+    let answered = async move {
+        let resp = run_plugin(app, plugin, req, owner, path).await;
+        // The access log line, inside the request's span (its id and tenant).
+        tracing::info!(status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        resp
+    };
+    let resp = tracing::Instrument::instrument(answered, span).await;
     metrics::inc("focal_http_requests_total", &[("plugin", &name), ("status", resp.status().as_str())]);
     metrics::observe("focal_plugin_request_duration_seconds", &[("plugin", &name)], started.elapsed().as_secs_f64());
     resp

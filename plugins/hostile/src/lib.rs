@@ -3,7 +3,7 @@
 wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
-use focal::plugin::{engine, log};
+use focal::plugin::{engine, files, log};
 
 struct Hostile;
 
@@ -100,6 +100,29 @@ impl Guest for Hostile {
                     log::log(log::Level::Info, &format!("flood line {i} {}", "x".repeat(100)));
                 }
                 text(200, "flooded".into())
+            }
+            // Reach for another owner's job and file: `?job=ID&file=DATE/NAME` (the host must answer
+            // as if they did not exist).
+            "/peek" => {
+                let param = |key: &str| {
+                    req.query.split('&').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('='))).unwrap_or("").to_string()
+                };
+                let (job, file) = (param("job"), param("file"));
+                let (queue, history) = engine::history(Some(&job), 0, 100);
+                let (all_queue, all_history) = engine::history(None, 0, 1000);
+                let listed = all_queue.iter().chain(&all_history).any(|j| j.id == job);
+                text(
+                    200,
+                    format!(
+                        "get={} history={} listed={} image_file={} preview={} file={}",
+                        engine::get(&job).is_some(),
+                        queue.len() + history.len(),
+                        listed,
+                        engine::image_file(&job, 0).is_some(),
+                        engine::preview(&job).is_some(),
+                        files::read(&file, None).is_some()
+                    ),
+                )
             }
             other => text(404, format!("no hostile route {other}")),
         }

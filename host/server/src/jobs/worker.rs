@@ -58,7 +58,7 @@ impl JobManager {
             let spec = self.queue.lock().unwrap().entry_of(&id).map(|e| e.spec.clone());
             let Some(spec) = spec else { continue };
             let recording = crate::timings::JobRecording::start();
-            let span = tracing::info_span!(crate::timings::JOB_SPAN, id = %id, label = %spec.label);
+            let span = tracing::info_span!(crate::timings::JOB_SPAN, id = %id, label = %spec.label, tenant = %spec.owner.0);
             let outcome = span.in_scope(|| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut state)))
                     .unwrap_or_else(|_| Err("the engine panicked while running this job".into()))
