@@ -182,6 +182,8 @@ fn tenants_take_turns_on_the_worker() {
         a_ids.push(submit(addr, &a, &t2i("")).1["job_id"].as_str().unwrap().to_string());
     }
     let b_id = submit(addr, &b, &t2i("")).1["job_id"].as_str().unwrap().to_string();
+    // Bob's stop reaches only bob's running job: alice's slow one runs to its end.
+    assert_eq!(request(addr, "POST", "/v1/generation/stop", &header(&b), "").0, 200);
     let started = |key: &str, id: &str| -> u64 {
         wait(addr, key, id);
         let (_, raw) = request(addr, "GET", &format!("/v1/generation/job-history?job_id={id}"), &header(key), "");
@@ -192,6 +194,7 @@ fn tenants_take_turns_on_the_worker() {
     let a_third = started(&a, &a_ids[2]);
     assert!(b_start < a_third, "b's job started at {b_start}, a's third at {a_third}");
     for id in &a_ids {
-        assert_eq!(wait(addr, &a, id)["job_stage"], "SUCCESS");
+        let done = wait(addr, &a, id);
+        assert_eq!((done["job_stage"].as_str(), done["job_status"].as_str()), (Some("SUCCESS"), Some("Finished")), "{done}");
     }
 }
