@@ -57,6 +57,9 @@ fn new_key() -> String {
     format!("focal_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// How metrics name the host's own owner; no tenant may be called so.
+pub const HOST_LABEL: &str = "host";
+
 /// Tenant names become owners and folder names: 1–32 of `a-z 0-9 _ -`, starting with a letter.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = (1..=32).contains(&name.len())
@@ -64,6 +67,9 @@ pub fn check_name(name: &str) -> Result<()> {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
         bail!("tenant name '{name}' must be 1–32 characters of a-z, 0-9, _ and -, starting with a letter");
+    }
+    if name == HOST_LABEL {
+        bail!("tenant name '{HOST_LABEL}' is reserved (the metrics' name for the host's own jobs)");
     }
     Ok(())
 }
@@ -248,6 +254,7 @@ mod tests {
         let key = store.add("acme", &Quota::default()).unwrap();
         assert!(store.add("acme", &Quota::default()).is_err(), "names are unique");
         assert!(store.add("Bad Name", &Quota::default()).is_err());
+        assert!(store.add("host", &Quota::default()).is_err(), "reserved");
         assert_eq!(store.authenticate(&key).unwrap().name, "acme");
         let raw = std::fs::read(dir.path().join("focal.db")).unwrap_or_default();
         assert!(!String::from_utf8_lossy(&raw).contains(&key), "the key itself is never stored");

@@ -258,7 +258,7 @@ impl JobManager {
 /// An owner as a metrics label: the tenant's name, `host` for the host's own jobs.
 fn tenant_label(owner: &Owner) -> &str {
     if owner.0.is_empty() {
-        "host"
+        crate::tenants::HOST_LABEL
     } else {
         &owner.0
     }
