@@ -143,27 +143,8 @@ fn admin_api_health_and_metrics_under_a_mixed_load() {
 #[test]
 fn json_logs_carry_request_tenant_and_job() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
-    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
-    let (models, data, outputs) = (dir.path().join("models"), dir.path().join("data"), dir.path().join("outputs"));
     let log = dir.path().join("serve.log");
-    let server = common::serve_logged(
-        &[
-            "--models-dir".as_ref(),
-            models.as_os_str(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--outputs-dir".as_ref(),
-            outputs.as_os_str(),
-            "--base-model".as_ref(),
-            "tiny.safetensors".as_ref(),
-            "--admin-key".as_ref(),
-            "adm-secret".as_ref(),
-            "--log-format".as_ref(),
-            "json".as_ref(),
-        ],
-        &log,
-    );
+    let server = common::serve_tiny_logged(dir.path(), &["--admin-key", "adm-secret", "--log-format", "json"], &log);
     let addr = &server.addr;
     let key = new_tenant(addr, "logged", serde_json::json!({}));
     let body = r#"{"prompt": "p", "aspect_ratios_selection": "64*64", "advanced_params": {"overwrite_step": 1}}"#;

@@ -32,21 +32,8 @@ fn the_policy_refuses_what_it_does_not_grant() {
     put(&plugins.join("hello.toml"), b"name = \"hello\"\nroutes = [\"/hello\"]\ncapabilities = [\"fetch\"]\n");
     put(&plugins.join("studio.wasm"), &built("studio"));
     put(&plugins.join("studio.toml"), &std::fs::read("plugins/studio/plugin.toml").unwrap());
-    std::fs::create_dir_all(dir.path().join("models/checkpoints")).unwrap();
-    std::fs::copy(common::fixtures().join("tiny-sdxl-a.safetensors"), dir.path().join("models/checkpoints/tiny.safetensors")).unwrap();
     let log = dir.path().join("serve.log");
-    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
-    let server = common::serve_logged(
-        &[
-            "--models-dir".as_ref(),
-            models.as_os_str(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--base-model".as_ref(),
-            "tiny.safetensors".as_ref(),
-        ],
-        &log,
-    );
+    let server = common::serve_tiny_logged(dir.path(), &[], &log);
     let text = common::wait_for_log(&log, "requests what the operator's policy.toml does not grant: capability fetch");
     assert_eq!(get(&server.addr, "/hello/Ada").0, 404, "hello was refused:\n{text}");
     // The studio example's manifest asks 256 MiB; the policy grants it 64.

@@ -58,6 +58,11 @@ pub fn fixtures() -> std::path::PathBuf {
 
 /// `focal serve` with its models, data and outputs under `dir`, plus `extra` arguments.
 pub fn serve_in(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Server {
+    serve_in_logging(dir, extra, None)
+}
+
+/// [`serve_in`] with the server's log written to `log` when given.
+fn serve_in_logging(dir: &std::path::Path, extra: &[&std::ffi::OsStr], log: Option<&std::path::Path>) -> Server {
     let (models, data, outputs) = (dir.join("models"), dir.join("data"), dir.join("outputs"));
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "--models-dir".as_ref(),
@@ -68,11 +73,23 @@ pub fn serve_in(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Server {
         outputs.as_os_str(),
     ];
     args.extend_from_slice(extra);
-    serve(&args)
+    match log {
+        Some(log) => serve_logged(&args, log),
+        None => serve(&args),
+    }
 }
 
 /// `focal serve` on the tiny checkpoint with everything under `dir` (models, data, outputs).
 pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
+    serve_tiny_logging(dir, extra, None)
+}
+
+/// [`serve_tiny`] with the server's log written to `log`.
+pub fn serve_tiny_logged(dir: &std::path::Path, extra: &[&str], log: &std::path::Path) -> Server {
+    serve_tiny_logging(dir, extra, Some(log))
+}
+
+fn serve_tiny_logging(dir: &std::path::Path, extra: &[&str], log: Option<&std::path::Path>) -> Server {
     std::fs::create_dir_all(dir.join("models/checkpoints")).unwrap();
     let ckpt = dir.join("models/checkpoints/tiny.safetensors");
     if !ckpt.exists() {
@@ -80,7 +97,7 @@ pub fn serve_tiny(dir: &std::path::Path, extra: &[&str]) -> Server {
     }
     let mut args: Vec<&std::ffi::OsStr> = vec!["--base-model".as_ref(), "tiny.safetensors".as_ref()];
     args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-    serve_in(dir, &args)
+    serve_in_logging(dir, &args, log)
 }
 
 /// POST a text-to-image body with `require_base64` and return the first image's file bytes.

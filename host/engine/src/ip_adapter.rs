@@ -134,13 +134,35 @@ pub struct ImagePromptEmbeds {
     pub uncond: Vec<Tensor>,
 }
 
-/// An encoded image prompt as a job uses it.
+/// An encoded image prompt as a job uses it: each cross-attention's keys and values already
+/// weighted (they do not change between steps), for either half of CFG.
 #[derive(Clone)]
 pub struct ImagePrompt {
-    pub embeds: Arc<ImagePromptEmbeds>,
+    /// `[2n]` keys, `[2n+1]` values of cross-attention `n`, `[1, T, C]` each.
+    cond: Arc<Vec<Tensor>>,
+    uncond: Arc<Vec<Tensor>>,
     /// Active while `1 − t/999 < stop`.
     pub stop: f64,
     pub weight: f64,
+}
+
+impl ImagePrompt {
+    /// Fooocus's weighting of each layer's tokens: keys × `w`, values `v − mean(v) + mean(v)·w`,
+    /// `w = weight · C/1280`.
+    pub fn new(embeds: &ImagePromptEmbeds, stop: f64, weight: f64) -> Result<Self> {
+        let weighted = |kv: &[Tensor]| -> candle_core::Result<Vec<Tensor>> {
+            let mut out = Vec::with_capacity(kv.len());
+            for pair in kv.chunks(2) {
+                let [k, v] = pair else { candle_core::bail!("an IP-Adapter key without its value") };
+                let w = weight * k.dim(2)? as f64 / CHANNEL_UNIT;
+                let mean = v.mean_keepdim(1)?;
+                out.push((k * w)?);
+                out.push((v.broadcast_sub(&mean)? + (mean * w)?.broadcast_as(v.shape())?)?);
+            }
+            Ok(out)
+        };
+        Ok(Self { cond: Arc::new(weighted(&embeds.cond)?), uncond: Arc::new(weighted(&embeds.uncond)?), stop, weight })
+    }
 }
 
 impl std::fmt::Debug for ImagePrompt {
@@ -200,16 +222,14 @@ impl ExtraContext for ImagePromptCall<'_> {
         for p in self.prompts.iter().filter(|p| self.progress < p.stop) {
             let pick = |i: usize| -> candle_core::Result<Option<Tensor>> {
                 let rows: Option<Vec<&Tensor>> =
-                    self.rows.iter().map(|h| if *h == Half::Cond { p.embeds.cond.get(i) } else { p.embeds.uncond.get(i) }).collect();
+                    self.rows.iter().map(|h| if *h == Half::Cond { p.cond.get(i) } else { p.uncond.get(i) }).collect();
                 rows.map(|r| Tensor::cat(&r, 0)).transpose()
             };
             let (Some(k), Some(v)) = (pick(2 * n)?, pick(2 * n + 1)?) else {
                 candle_core::bail!("the IP-Adapter has no projection for cross-attention {n}: it is not for this UNet");
             };
-            let weight = p.weight * k.dim(2)? as f64 / CHANNEL_UNIT;
-            let mean = v.mean_keepdim(1)?;
-            keys.push((k * weight)?);
-            values.push((v.broadcast_sub(&mean)? + (mean * weight)?.broadcast_as(v.shape())?)?);
+            keys.push(k);
+            values.push(v);
         }
         if keys.is_empty() {
             return Ok(None);

@@ -177,7 +177,14 @@ impl TenantStore {
 
     /// The tenant called `name`, revoked or not.
     pub fn get(&self, name: &str) -> Option<Tenant> {
-        self.list().ok()?.into_iter().find(|t| t.name == name)
+        let db = self.db.lock().unwrap();
+        let row = db
+            .query_row("SELECT quota, revoked FROM tenants WHERE name = ?1", [name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+            })
+            .optional()
+            .ok()??;
+        Some(Tenant { name: name.to_string(), quota: serde_json::from_str(&row.0).unwrap_or_default(), revoked: row.1 })
     }
 
     fn quota_of(&self, owner: &Owner) -> Option<Quota> {

@@ -91,7 +91,7 @@ impl JobManager {
             let embeds = adapter.embeds(&tokens, &negative).map_err(|e| e.to_string())?;
             // The request's decimals, not the f32's binary expansions (Fooocus computes in f64).
             let decimal = |v: f32| v.to_string().parse::<f64>().unwrap_or(v as f64);
-            prompts.push(ImagePrompt { embeds: Arc::new(embeds), stop: decimal(control.stop_at), weight: decimal(control.weight) });
+            prompts.push(ImagePrompt::new(&embeds, decimal(control.stop_at), decimal(control.weight)).map_err(|e| e.to_string())?);
         }
         Ok(prompts)
     }

@@ -199,9 +199,10 @@ impl JobManager {
             None => saver,
         };
         let all_steps = (p.steps * count).max(1);
-        let mut last_step = std::time::Instant::now();
         for i in 0..count {
             let _span = tracing::info_span!("image", index = i, seed = seeds[i as usize]).entered();
+            // Each step's time, from this image's start (not the previous image's decode and save).
+            let mut last_step = std::time::Instant::now();
             let (cond, uncond) = &conds[i as usize];
             let mut params = engine_params(spec, seeds[i as usize]).map_err(|e| e.to_string())?;
             params.torch_global = Some(state.torch_global.clone());
