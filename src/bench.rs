@@ -215,11 +215,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
 
     let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
-    let secs = best_of(args.repeat, || {
+    let (secs, breakdown) = profiled("text_encode_pair", args.repeat, || {
         model.encode_prompt(prompt, 2)?;
-        Ok(model.encode_prompt("blurry, low quality", 2)?)
+        model.encode_prompt("blurry, low quality", 2)?;
+        Ok(())
     })?;
     record("text_encode_pair".into(), secs);
+    breakdowns.push(breakdown);
     let cond = model.encode_prompt(prompt, 2)?;
 
     for &size in &args.sizes {

@@ -342,7 +342,11 @@ impl Checkpoint {
         let source =
             self.entries.get(name).ok_or_else(|| candle_core::Error::Msg(format!("{}: tensor {name} is missing", self.path.display())))?;
         let (file, key) = source.file_and_key();
-        let t = self.files[file].load(key, device)?;
+        let view = self.files[file].get(key)?;
+        let t = candle_core::safetensors::Load::load(&view, device)?;
+        // The bytes are copied out: their file pages leave this process's resident set, so a
+        // load never holds the whole f16 file beside the f32 weights (a re-read faults them in).
+        release_pages(view.data());
         let t = match source {
             Source::Plain { .. } => t,
             Source::Third { index, .. } => {
@@ -393,6 +397,25 @@ impl candle_nn::var_builder::SimpleBackend for Backend {
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.contains(name)
     }
+}
+
+/// Drops the mapped pages wholly inside `bytes` from the resident set (`MADV_DONTNEED` on a
+/// read-only file mapping: the contents stay in the file and the page cache).
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+        let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies inside a live read-only mapping that no one writes;
+            // discarding its pages only makes the next read fault them in from the file again.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 /// Names that identify checkpoints focal cannot use as an SDXL base, with what to say.
@@ -455,4 +478,25 @@ fn open_clip_to_hf(file: usize, key: &str, rest: &str) -> Vec<(String, Source)> 
     .iter()
     .find_map(|(from, to)| inner.strip_prefix(from).map(|p| format!("{to}{p}")));
     renamed.map(|r| plain(format!("{base}.{r}"))).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tensor's pages leave the resident set once read; reading it again faults them back in
+    /// from the file, unchanged.
+    #[test]
+    fn a_tensor_reads_the_same_after_its_pages_are_released() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-sdxl/tiny-sdxl-a.safetensors");
+        let checkpoint = Checkpoint::open(&path).unwrap();
+        // The largest tensor: it spans whole pages, which are the ones released.
+        let size = |n: &&str| checkpoint.shape(n).unwrap().iter().product::<usize>();
+        let name = checkpoint.names().into_iter().max_by_key(size).unwrap().to_string();
+        assert!(size(&name.as_str()) * 2 >= 2 * 4096, "{name}: its f16 bytes should span two pages");
+        let read = || checkpoint.tensor(&name, DType::F32, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let first = read();
+        assert!(!first.is_empty());
+        assert_eq!(first, read());
+    }
 }

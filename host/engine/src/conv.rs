@@ -8,11 +8,12 @@
 //! such layers are kept tap-major (`[k, k, out, in]`, one GEMM-ready matrix per tap).
 //!
 //! Layers with few input channels (`in·k² ≤ 2304`: the VAE's full-resolution layers, the
-//! upscaler, small models) would make k² products of a short inner dimension; they run as
-//! "panels" instead: per block of output columns, the k² shifted rows of every channel are
-//! copied into one panel (`k²·in` rows: im2col for that block only) and one product with the
-//! weight kept as `[out, k, k, in]` does the block. Everything else (other devices and dtypes,
-//! strides) goes to candle's convolution.
+//! upscaler, small models) would make k² products of a short inner dimension; on CPUs with
+//! AVX-512 they run in the direct form (`conv_direct.rs`: register tiles of 4 output channels ×
+//! 96 columns over the same padded input, no GEMM), elsewhere as "panels": per block of output
+//! columns, the k² shifted rows of every channel are copied into one panel (`k²·in` rows: im2col
+//! for that block only) and one product with the weight kept as `[out, k, k, in]` does the
+//! block. Everything else (other devices and dtypes, strides) goes to candle's convolution.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use rayon::prelude::*;
 
 use crate::blas::{sgemm, Product};
+use crate::conv_direct;
 use crate::cpu::{f32_values, SharedMut};
 use crate::profile::{self, Op};
 
@@ -35,6 +37,8 @@ pub struct Conv2d {
     padding: usize,
     /// The bias as host floats for the shifted GEMMs (each output row starts from it).
     bias_host: Option<Arc<[f32]>>,
+    out_channels: usize,
+    kernel: usize,
 }
 
 /// How a layer runs (see the module's notes).
@@ -43,6 +47,8 @@ enum Form {
     Candle,
     Taps,
     Panels,
+    /// `conv_direct.rs`, weight packed `[⌈o/4⌉, c, k², 4]`.
+    Direct,
 }
 
 /// Largest inner dimension (`in·k²`) run as panels: 256 channels of a 3×3.
@@ -55,19 +61,34 @@ impl Conv2d {
         let ours = host_f32(&weight) && bias.as_ref().is_none_or(host_f32) && stride == 1 && kh == kw && (kh > 1 || padding == 0);
         let form = match ours {
             false => Form::Candle,
+            // Few input channels: the direct form where the CPU has it (measured at or above
+            // the panels' speed at every such shape; wide layers keep the GEMM's taps).
+            true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER && conv_direct::available() => Form::Direct,
             true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER => Form::Panels,
             true => Form::Taps,
         };
-        let bias_host = match &bias {
-            Some(b) if form != Form::Candle => Some(Arc::from(b.to_vec1::<f32>()?)),
-            _ => None,
+        Self::with_form(weight, bias, stride, padding, form)
+    }
+
+    fn with_form(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize, form: Form) -> Result<Self> {
+        let (out_channels, _, kernel, _) = weight.dims4()?;
+        let bias_host = match (&bias, form) {
+            (Some(_), Form::Candle) | (None, _) => None,
+            // The direct form's tiles start from whole quads of biases.
+            (Some(b), Form::Direct) => {
+                let mut values = b.to_vec1::<f32>()?;
+                values.resize(out_channels.div_ceil(conv_direct::QUAD) * conv_direct::QUAD, 0.0);
+                Some(Arc::from(values))
+            }
+            (Some(b), _) => Some(Arc::from(b.to_vec1::<f32>()?)),
         };
         let weight = match form {
             Form::Candle => weight,
             Form::Taps => weight.permute((2, 3, 0, 1))?.contiguous()?,
             Form::Panels => weight.permute((0, 2, 3, 1))?.contiguous()?,
+            Form::Direct => conv_direct::pack(&weight)?,
         };
-        Ok(Self { weight, form, bias, stride, padding, bias_host })
+        Ok(Self { weight, form, bias, stride, padding, bias_host, out_channels, kernel })
     }
 }
 
@@ -80,13 +101,19 @@ impl Module for Conv2d {
 impl Conv2d {
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
         if self.form != Form::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
-            let op = ShiftedGemm { padding: self.padding, bias: self.bias_host.clone(), panels: self.form == Form::Panels };
+            let op = ShiftedGemm {
+                padding: self.padding,
+                bias: self.bias_host.clone(),
+                panels: self.form == Form::Panels,
+                direct: (self.form == Form::Direct).then_some((self.out_channels, self.kernel)),
+            };
             return x.contiguous()?.apply_op2_no_bwd(&self.weight, &op);
         }
         let weight = match self.form {
             Form::Candle => self.weight.clone(),
             Form::Taps => self.weight.permute((2, 3, 0, 1))?,
             Form::Panels => self.weight.permute((0, 3, 1, 2))?,
+            Form::Direct => conv_direct::unpack(&self.weight, self.out_channels, self.kernel)?,
         };
         let y = x.conv2d(&weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
@@ -103,6 +130,8 @@ struct ShiftedGemm {
     bias: Option<Arc<[f32]>>,
     /// The weight is `[o, k, k, c]` and the layer runs as panels (else tap-major, as taps).
     panels: bool,
+    /// The layer runs in the direct form (`conv_direct.rs`): its output channels and kernel side.
+    direct: Option<(usize, usize)>,
 }
 
 impl ShiftedGemm {
@@ -223,9 +252,13 @@ impl CustomOp2 for ShiftedGemm {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (input, weight) = (f32_values(s1, l1, self.name())?, f32_values(s2, l2, self.name())?);
         let (n, c, h, w) = l1.shape().dims4()?;
-        let (k, k2, o, wc) = match self.panels {
-            false => l2.shape().dims4()?,
-            true => {
+        let (k, k2, o, wc) = match (self.direct, self.panels) {
+            (Some((o, k)), _) => {
+                let (quads, wc, taps, _) = l2.shape().dims4()?;
+                (k, if taps == k * k && quads * conv_direct::QUAD >= o { k } else { 0 }, o, wc)
+            }
+            (None, false) => l2.shape().dims4()?,
+            (None, true) => {
                 let (o, k, k2, wc) = l2.shape().dims4()?;
                 (k, k2, o, wc)
             }
@@ -265,10 +298,15 @@ impl CustomOp2 for ShiftedGemm {
             return Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))));
         }
         let plane = hp * wp;
-        // The last taps of the spare columns read up to k − 1 values past the last plane.
-        let mut padded = vec![0f32; c * plane + k];
-        let mut wide = vec![0f32; o * ho * wp];
         let cols = ho * wp;
+        // The last taps of the spare columns read up to k − 1 values past the last plane (the
+        // direct form's last tile up to a tile further); its rows are whole tiles of whole quads.
+        let (slack, rows, stride) = match self.direct {
+            Some(_) => (conv_direct::SLACK, o.div_ceil(conv_direct::QUAD) * conv_direct::QUAD, cols.next_multiple_of(conv_direct::TILE)),
+            None => (0, o, cols),
+        };
+        let mut padded = vec![0f32; c * plane + k + slack];
+        let mut wide = vec![0f32; rows * stride];
         let d = Dims { o, c, k, wp, cols, plane };
         let block = (BLOCK_OUTPUTS / o).max(64).next_multiple_of(16);
         for b in 0..n {
@@ -279,7 +317,10 @@ impl CustomOp2 for ShiftedGemm {
                     dst[at..at + w].copy_from_slice(row);
                 }
             });
-            if self.panels {
+            if self.direct.is_some() {
+                let g = conv_direct::Geometry { c, k, wp, plane, cols, stride };
+                conv_direct::run(weight, &padded, &mut wide, self.bias.as_deref(), g);
+            } else if self.panels {
                 self.by_panels(weight, &padded, &mut wide, d);
             } else if cols >= block * 2 * rayon::current_num_threads() {
                 // Column blocks in parallel, each through all k² taps while its block of the
@@ -296,7 +337,7 @@ impl CustomOp2 for ShiftedGemm {
                 unsafe { self.taps_block(weight, &padded, wide.as_mut_ptr(), d, 0, cols, true) };
             }
             let dst = &mut out[b * o * ho * wo..(b + 1) * o * ho * wo];
-            dst.par_chunks_mut(ho * wo).zip(wide.par_chunks(cols)).for_each(|(dst, rows)| {
+            dst.par_chunks_mut(ho * wo).zip(wide.par_chunks(stride)).for_each(|(dst, rows)| {
                 for (y, out_row) in dst.chunks_exact_mut(wo).enumerate() {
                     out_row.copy_from_slice(&rows[y * wp..y * wp + wo]);
                 }
@@ -340,16 +381,28 @@ mod tests {
             let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let b = bias.then(|| Tensor::randn(0f32, 1., o, &dev).unwrap());
-            let conv = Conv2d::new(wt.clone(), b.clone(), 1, p).unwrap();
-            let form = if k > 1 && c * k * k <= PANEL_MAX_INNER { Form::Panels } else { Form::Taps };
-            assert_eq!(conv.form, form);
-            let got = conv.forward(&x).unwrap();
+            let chosen = Conv2d::new(wt.clone(), b.clone(), 1, p).unwrap().form;
+            let expected = match k {
+                1 => Form::Taps,
+                _ if c * k * k > PANEL_MAX_INNER => Form::Taps,
+                _ if conv_direct::available() => Form::Direct,
+                _ => Form::Panels,
+            };
+            assert_eq!(chosen, expected);
             let want = reference(&x, &wt, b.as_ref(), p);
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            // f32 rounding grows with the sum's length (c·k² products of N(0, 1) values).
-            let tolerance = 1e-5 + 1e-6 * (c * k * k) as f32;
-            assert!(diff < tolerance, "{n} {c} {o} {h} {w} k{k} p{p}: max diff {diff}");
+            let forms = match k {
+                1 => vec![Form::Taps],
+                _ if conv_direct::available() => vec![Form::Taps, Form::Panels, Form::Direct],
+                _ => vec![Form::Taps, Form::Panels],
+            };
+            for form in forms {
+                let got = Conv2d::with_form(wt.clone(), b.clone(), 1, p, form).unwrap().forward(&x).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                // f32 rounding grows with the sum's length (c·k² products of N(0, 1) values).
+                let tolerance = 1e-5 + 1e-6 * (c * k * k) as f32;
+                assert!(diff < tolerance, "{form:?} {n} {c} {o} {h} {w} k{k} p{p}: max diff {diff}");
+            }
         }
     }
 
@@ -384,12 +437,17 @@ mod tests {
             ("VAE 512² 128²", 1, 512, 512, 128),
             ("VAE 512² 512²", 1, 128, 128, 512),
             ("UNet 512² 1×1 skip (CFG)", 2, 960, 640, 32),
+            ("tiny VAE 256²", 1, 32, 32, 256),
+            ("tiny VAE 128²", 1, 64, 32, 128),
+            ("tiny UNet 32² (CFG)", 2, 64, 64, 32),
         ] {
             let k = if what.contains("1×1") { 1 } else { 3 };
             let x = Tensor::randn(0f32, 1., (n, c, h, h), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
             let conv = Conv2d::new(wt.clone(), Some(b.clone()), 1, k / 2).unwrap();
+            let gemm_form = if k > 1 && c * k * k <= PANEL_MAX_INNER { Form::Panels } else { Form::Taps };
+            let gemm = Conv2d::with_form(wt.clone(), Some(b.clone()), 1, k / 2, gemm_form).unwrap();
             let time = |f: &dyn Fn() -> Tensor| {
                 f();
                 let t = std::time::Instant::now();
@@ -399,10 +457,16 @@ mod tests {
                 t.elapsed().as_secs_f64() / 3.0
             };
             let ours = time(&|| conv.forward(&x).unwrap());
+            let shifted = time(&|| gemm.forward(&x).unwrap());
             let candle = time(&|| reference(&x, &wt, Some(&b), k / 2));
+            let gflops = |s: f64| 2.0 * (n * c * o * h * h * k * k) as f64 / s / 1e9;
             println!(
-                "{what:28} {n}×{c}→{o} {h}²: shifted GEMM {:8.1} ms, candle {:8.1} ms, ratio {:.2}",
+                "{what:28} {n}×{c}→{o} {h}²: {:?} {:7.1} ms ({:5.1} GFLOP/s), {gemm_form:?} {:7.1} ms ({:5.1}), candle {:7.1} ms; ours/candle {:.2}",
+                conv.form,
                 ours * 1e3,
+                gflops(ours),
+                shifted * 1e3,
+                gflops(shifted),
                 candle * 1e3,
                 ours / candle
             );

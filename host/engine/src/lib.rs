@@ -8,6 +8,7 @@ pub mod clip;
 pub mod clip_vision;
 pub mod controlnet;
 pub mod conv;
+mod conv_direct;
 pub mod cpu;
 pub mod embeddings;
 pub mod error;
