@@ -3,7 +3,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use crate::nn::{attention, layer_norm, linear, LayerNorm, Linear};
+use crate::nn::{attention, layer_norm, linear_few_rows, LayerNorm, Linear};
 
 /// Token ids from here on name textual-inversion vectors rather than vocabulary entries.
 pub const VECTOR_ID_BASE: u32 = 1 << 24;
@@ -52,16 +52,16 @@ impl EncoderLayer {
     /// `heads`: from the layer's width when `None` (64-wide heads, as both text encoders).
     pub(crate) fn new(vb: VarBuilder, act: Activation, heads: Option<usize>) -> Result<Self> {
         let attn = vb.pp("self_attn");
-        let q = linear(&attn.pp("q_proj"))?;
+        let q = linear_few_rows(&attn.pp("q_proj"))?;
         let width = q.weight().dim(0)?;
         Ok(Self {
             ln1: layer_norm(&vb.pp("layer_norm1"), 1e-5)?,
             ln2: layer_norm(&vb.pp("layer_norm2"), 1e-5)?,
-            k: linear(&attn.pp("k_proj"))?,
-            v: linear(&attn.pp("v_proj"))?,
-            out: linear(&attn.pp("out_proj"))?,
-            fc1: linear(&vb.pp("mlp.fc1"))?,
-            fc2: linear(&vb.pp("mlp.fc2"))?,
+            k: linear_few_rows(&attn.pp("k_proj"))?,
+            v: linear_few_rows(&attn.pp("v_proj"))?,
+            out: linear_few_rows(&attn.pp("out_proj"))?,
+            fc1: linear_few_rows(&vb.pp("mlp.fc1"))?,
+            fc2: linear_few_rows(&vb.pp("mlp.fc2"))?,
             heads: heads.unwrap_or((width / HEAD_DIM).max(1)),
             q,
             act,

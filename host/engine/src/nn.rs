@@ -18,10 +18,21 @@ pub fn conv2d(vb: &VarBuilder, stride: usize, padding: usize) -> Result<Conv2d> 
 
 /// A linear layer; 1x1-conv weights (`[out, in, 1, 1]`) are accepted as `[out, in]`.
 pub fn linear(vb: &VarBuilder) -> Result<Linear> {
+    let (w, b) = linear_parts(vb)?;
+    Ok(Linear::new(w, b))
+}
+
+/// A linear layer of a model that runs few rows at a time (see [`Linear::for_few_rows`]).
+pub fn linear_few_rows(vb: &VarBuilder) -> Result<Linear> {
+    let (w, b) = linear_parts(vb)?;
+    Ok(Linear::for_few_rows(w, b))
+}
+
+fn linear_parts(vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
     let w = vb.get_unchecked("weight")?;
     let w = if w.rank() == 4 { w.flatten_from(1)? } else { w };
     let b = if vb.contains_tensor("bias") { Some(vb.get_unchecked("bias")?) } else { None };
-    Ok(Linear::new(w, b))
+    Ok((w, b))
 }
 
 pub fn group_norm(vb: &VarBuilder, groups: usize, eps: f64) -> Result<GroupNorm> {
