@@ -4,9 +4,10 @@
 Builds the full-size SDXL base UNet, VAE and both CLIP text encoders from their published configs
 with random weights (no download; compute does not depend on the values), then times the prompt
 pair's encoding (prompt + negative, both encoders each), one CFG UNet step (batch 2: cond +
-uncond, as ComfyUI/Fooocus batch them) and one VAE decode per size, and with --whole-steps N a
+uncond, as ComfyUI/Fooocus batch them), one VAE decode and one encode per size, and with --whole-steps N a
 whole image per size (encode pair + N CFG Euler steps + VAE decode + PNG), in float32 on the CPU.
-Prints one JSON object on the last line: {"unet_step_512": seconds, "vae_decode_512": seconds, ...}.
+Prints one JSON object on the last line: {"unet_step_512": seconds, "vae_decode_512": seconds,
+"vae_encode_512": seconds, ...}.
 
 Run: python bench/pytorch_sdxl.py --sizes 512,1024 [--repeat 2] [--skip-vae] [--whole-steps 4]
 Needs: pip install torch diffusers transformers   (tested: torch 2.15.0, diffusers 0.42.1, transformers 5.25)
@@ -109,6 +110,11 @@ def main():
                 z = torch.randn(1, 4, s // 8, s // 8)
                 results[f"vae_decode_{s}"] = timed(lambda: vae.decode(z / 0.13025), args.repeat)
                 print(f"pytorch vae decode {s}: {results[f'vae_decode_{s}']:.2f} s", flush=True)
+            # The image routes' own work: the input image's encode (posterior mean).
+            for s in sizes:
+                image = torch.rand(1, 3, s, s) * 2 - 1
+                results[f"vae_encode_{s}"] = timed(lambda: vae.encode(image).latent_dist.mean, args.repeat)
+                print(f"pytorch vae encode {s}: {results[f'vae_encode_{s}']:.2f} s", flush=True)
         for s in sizes if args.whole_steps else []:
             results[f"whole_{s}"] = timed(lambda: whole_image(clip_l, clip_g, unet, vae, s, args.whole_steps), 1)
             print(f"pytorch whole image {s}: {results[f'whole_{s}']:.2f} s", flush=True)

@@ -249,6 +249,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             record(name, secs);
             breakdowns.push(breakdown);
         }
+        // The image routes' own work (vary, upscale, inpaint encode their input image).
+        for &size in &args.sizes {
+            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &Device::Cpu)?.to_dtype(dtype)?;
+            let name = format!("vae_encode_{size}");
+            let (secs, breakdown) = profiled(&name, args.repeat, || {
+                model.vae.encode(&image)?;
+                Ok(())
+            })?;
+            record(name, secs);
+            breakdowns.push(breakdown);
+        }
     }
 
     for &size in if args.whole_steps > 0 { args.sizes.as_slice() } else { &[] } {

@@ -272,8 +272,8 @@ impl CustomOp2 for ShiftedGemm {
             candle_core::bail!("conv2d-shifted-gemm: input {h}×{w} (padding {p}) is smaller than the kernel {k}×{k}");
         }
         let (ho, wo) = (hp - k + 1, wp - k + 1);
-        let mut out = vec![0f32; n * o * ho * wo];
         if k == 1 && p == 0 {
+            let mut out = vec![0f32; n * o * ho * wo];
             // A 1×1 convolution: per batch item `out = bias + W · X`, X the input's c × pixels.
             let pixels = h * w;
             for b in 0..n {
@@ -307,6 +307,8 @@ impl CustomOp2 for ShiftedGemm {
         };
         let mut padded = vec![0f32; c * plane + k + slack];
         let mut wide = vec![0f32; rows * stride];
+        // One batch item needs no second output buffer (see below).
+        let mut out = if n == 1 { Vec::new() } else { vec![0f32; n * o * ho * wo] };
         let d = Dims { o, c, k, wp, cols, plane };
         let block = (BLOCK_OUTPUTS / o).max(64).next_multiple_of(16);
         for b in 0..n {
@@ -335,6 +337,19 @@ impl CustomOp2 for ShiftedGemm {
             } else {
                 // SAFETY: wide is o × cols, borrowed exclusively; padded as taps_block needs.
                 unsafe { self.taps_block(weight, &padded, wide.as_mut_ptr(), d, 0, cols, true) };
+            }
+            if n == 1 {
+                // Compacted in place, every row moves towards the start (its destination
+                // `oc·ho·wo + y·wo` never passes its source `oc·stride + y·wp`), and the wide
+                // buffer becomes the output: a large layer holds one output-sized buffer, not two.
+                for oc in 0..o {
+                    for y in 0..ho {
+                        let from = oc * stride + y * wp;
+                        wide.copy_within(from..from + wo, (oc * ho + y) * wo);
+                    }
+                }
+                wide.truncate(o * ho * wo);
+                return Ok((CpuStorage::F32(wide), Shape::from((1, o, ho, wo))));
             }
             let dst = &mut out[b * o * ho * wo..(b + 1) * o * ho * wo];
             dst.par_chunks_mut(ho * wo).zip(wide.par_chunks(stride)).for_each(|(dst, rows)| {
