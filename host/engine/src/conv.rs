@@ -70,6 +70,18 @@ impl Conv2d {
         Self::with_form(weight, bias, stride, padding, form)
     }
 
+    /// The layer on the GEMM forms only (never the direct one), for a model whose outputs must
+    /// round exactly as they did (see `esrgan.rs`).
+    pub fn on_gemm(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        let layer = Self::new(weight.clone(), bias.clone(), stride, padding)?;
+        if layer.form != Form::Direct {
+            return Ok(layer);
+        }
+        let (_, c, k, _) = weight.dims4()?;
+        let form = if c * k * k <= PANEL_MAX_INNER { Form::Panels } else { Form::Taps };
+        Self::with_form(weight, bias, stride, padding, form)
+    }
+
     fn with_form(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize, form: Form) -> Result<Self> {
         let (out_channels, _, kernel, _) = weight.dims4()?;
         let bias_host = match (&bias, form) {
@@ -428,6 +440,8 @@ mod tests {
         let wt = Tensor::randn(0f32, 1., (2, 4, 3, 3), &dev).unwrap();
         let strided = Conv2d::new(wt.clone(), None, 2, 1).unwrap();
         assert_eq!(strided.form, Form::Candle);
+        // A layer kept on the GEMM forms takes the panels where the direct form would run.
+        assert_eq!(Conv2d::on_gemm(wt.clone(), None, 1, 1).unwrap().form, Form::Panels);
         assert_eq!(strided.forward(&x).unwrap().dims(), &[1, 2, 4, 4]);
         // A transposed (non-contiguous) input is made contiguous first.
         let xt = x.transpose(2, 3).unwrap();

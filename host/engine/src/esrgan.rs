@@ -24,8 +24,11 @@ pub const FOOOCUS_UPSCALER: &str = "fooocus_upscaler_s409985e5.bin";
 const TILE: usize = 512;
 const TILE_OVERLAP: usize = 32;
 
+/// On the GEMM forms: their sums round the upscaler's 8-bit output exactly as Fooocus's
+/// PyTorch does on the parity fixtures (a fast upscale is byte-identical); the direct form's
+/// order moves a few pixels by one level, which Fooocus's upscale diffusion then amplifies.
 fn conv(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Conv2d> {
-    Conv2d::new(weight, bias, 1, 1)
+    Conv2d::on_gemm(weight, bias, 1, 1)
 }
 
 fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
