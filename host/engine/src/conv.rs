@@ -10,7 +10,8 @@
 //! Layers with few input channels (`in·k² ≤ 2304`: the VAE's full-resolution layers, the
 //! upscaler, small models) would make k² products of a short inner dimension; on CPUs with
 //! AVX-512 they run in the direct form (`conv_direct.rs`: register tiles of 4 output channels ×
-//! 96 columns over the same padded input, no GEMM), elsewhere as "panels": per block of output
+//! 96 columns over the same padded input, no GEMM; the upscaler opts out, see `esrgan.rs`),
+//! elsewhere as "panels": per block of output
 //! columns, the k² shifted rows of every channel are copied into one panel (`k²·in` rows: im2col
 //! for that block only) and one product with the weight kept as `[out, k, k, in]` does the
 //! block. Everything else (other devices and dtypes, strides) goes to candle's convolution.
