@@ -11,10 +11,9 @@
 //! upscaler, small models) would make k² products of a short inner dimension; on CPUs with
 //! AVX-512 they run in the direct form (`conv_direct.rs`: register tiles of 4 output channels ×
 //! 96 columns over the same padded input, no GEMM; the upscaler opts out, see `esrgan.rs`),
-//! elsewhere as "panels": per block of output
-//! columns, the k² shifted rows of every channel are copied into one panel (`k²·in` rows: im2col
-//! for that block only) and one product with the weight kept as `[out, k, k, in]` does the
-//! block. Everything else (other devices and dtypes, strides) goes to candle's convolution.
+//! elsewhere as "panels": per block of output columns, the k² shifted rows of every channel are
+//! copied into one panel (`k²·in` rows: im2col for that block only) and one product with the
+//! weight kept as `[out, k, k, in]` does the block. Everything else (other devices and dtypes, strides) goes to candle's convolution.
 
 use std::sync::Arc;
 
@@ -57,6 +56,16 @@ const PANEL_MAX_INNER: usize = 2304;
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        Self::choosing(weight, bias, stride, padding, conv_direct::available())
+    }
+
+    /// The layer on the GEMM forms only (never the direct one), for a model whose outputs must
+    /// round exactly as they did (see `esrgan.rs`).
+    pub fn on_gemm(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        Self::choosing(weight, bias, stride, padding, false)
+    }
+
+    fn choosing(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize, direct: bool) -> Result<Self> {
         let (_, c, kh, kw) = weight.dims4()?;
         let host_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
         let ours = host_f32(&weight) && bias.as_ref().is_none_or(host_f32) && stride == 1 && kh == kw && (kh > 1 || padding == 0);
@@ -64,22 +73,10 @@ impl Conv2d {
             false => Form::Candle,
             // Few input channels: the direct form where the CPU has it (measured at or above
             // the panels' speed at every such shape; wide layers keep the GEMM's taps).
-            true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER && conv_direct::available() => Form::Direct,
+            true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER && direct => Form::Direct,
             true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER => Form::Panels,
             true => Form::Taps,
         };
-        Self::with_form(weight, bias, stride, padding, form)
-    }
-
-    /// The layer on the GEMM forms only (never the direct one), for a model whose outputs must
-    /// round exactly as they did (see `esrgan.rs`).
-    pub fn on_gemm(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
-        let layer = Self::new(weight.clone(), bias.clone(), stride, padding)?;
-        if layer.form != Form::Direct {
-            return Ok(layer);
-        }
-        let (_, c, k, _) = weight.dims4()?;
-        let form = if c * k * k <= PANEL_MAX_INNER { Form::Panels } else { Form::Taps };
         Self::with_form(weight, bias, stride, padding, form)
     }
 
