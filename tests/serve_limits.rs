@@ -106,6 +106,17 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
         request_bytes(&addr, "POST", "/v1/generation/text-to-image", "Content-Type: application/json\r\n", &vec![b' '; 17 << 20]);
     assert_eq!(status, 413);
     assert!(json(&body)["detail"].as_str().unwrap().contains("limit"), "{}", String::from_utf8_lossy(&body));
+    // A client that declares such a body and waits for `100 Continue` is refused before it sends.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let head = "POST /v1/generation/text-to-image HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                    Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\n";
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
 
     // Nothing was queued, and the same process still serves.
     assert!(common::alive(&mut server), "the server died");

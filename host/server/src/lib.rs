@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outputs;
 pub mod policy;
 pub mod registry;
+pub mod request_body;
 pub mod steps;
 pub mod store;
 pub mod tenant_plugins;
@@ -25,7 +26,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Request as HttpRequest, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -144,7 +145,7 @@ async fn dispatch(State(app): State<AppState>, req: HttpRequest<Body>) -> HttpRe
     let started = std::time::Instant::now();
     if host_route(req.uri().path()) {
         let (parts, body) = req.into_parts();
-        let Ok(body) = to_bytes(body, app.max_body_bytes).await else {
+        let Ok(body) = request_body::read_bounded(&parts.headers, body, app.max_body_bytes).await else {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over the --max-body-mb limit");
         };
         let resp = app.routes.handle(&parts.method, parts.uri.path(), &parts.headers, &body).expect("a host route");
@@ -196,7 +197,8 @@ async fn run_plugin(app: AppState, plugin: Arc<focal_runtime::Plugin>, req: Http
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect();
-    let body = match to_bytes(req.into_body(), app.max_body_bytes).await {
+    let (parts, body) = req.into_parts();
+    let body = match request_body::read_bounded(&parts.headers, body, app.max_body_bytes).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
             let limit = format!("request body over the limit of {} bytes (--max-body-mb)", app.max_body_bytes);
