@@ -13,6 +13,7 @@ use focal_models::ModelsDir;
 use focal_runtime::services::Services;
 use focal_runtime::PluginHost;
 use focal_server::catalog::HostCatalog;
+use focal_server::describe::HostDescribe;
 use focal_server::expansion::HostExpansion;
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::images::Images;
@@ -103,6 +104,7 @@ impl App {
             fetch: Some(Arc::new(fetch)),
             expansion: Some(Arc::new(HostExpansion::new(models.folder("prompt_expansion/fooocus_expansion")))),
             prompts: Some(steps.clone()),
+            describe: Some(Arc::new(HostDescribe::new(models.folder("clip_vision"), config.allow_downloads, config.limits.image))),
             upscaler: None,
         };
         let mut settings = config.settings;

@@ -48,6 +48,18 @@ pub trait CatalogService: Send + Sync {
     fn list(&self, catalog: Catalog) -> Vec<String>;
 }
 
+/// What `describe` makes of an image: Fooocus's "Photo" (a caption) or "Anime" (tags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescribeStyle {
+    Photo,
+    Anime,
+}
+
+/// Fooocus's describe-image (`focal:plugin/describe`), run in the request, off the async runtime.
+pub trait DescribeService: Send + Sync {
+    fn describe(&self, image: Image, style: DescribeStyle) -> BoxFuture<'_, Result<String, String>>;
+}
+
 /// Images under the host's limits (`focal:plugin/images`).
 pub trait ImageService: Send + Sync {
     /// A PNG, JPEG or WebP checked against the image limits.
@@ -98,6 +110,8 @@ pub struct Services {
     pub expansion: Option<Arc<dyn ExpansionService>>,
     /// Always granted (read-only).
     pub prompts: Option<Arc<dyn PromptService>>,
+    /// Granted with `engine`.
+    pub describe: Option<Arc<dyn DescribeService>>,
     /// Bound per call to image-task components, for the job they work on.
     pub upscaler: Option<Arc<dyn crate::image_task::UpscaleService>>,
 }

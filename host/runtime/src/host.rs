@@ -325,6 +325,7 @@ impl PluginHost {
                 fetch: self.services.fetch.clone().filter(|_| m.grants(Capability::Fetch)),
                 expansion: self.services.expansion.clone().filter(|_| m.grants(Capability::Expansion)),
                 prompts: self.services.prompts.clone(),
+                describe: self.services.describe.clone().filter(|_| m.grants(Capability::Engine)),
                 upscaler: None,
             },
             started: now,

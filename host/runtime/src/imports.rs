@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focal_core::services::{CatalogService, EngineService, ExpansionService, FetchService, FileService, ImageService};
+use focal_core::services::{CatalogService, DescribeService, EngineService, ExpansionService, FetchService, FileService, ImageService};
 
 use crate::host::State;
 
@@ -74,6 +74,10 @@ impl State {
 
     pub(crate) fn engine(&self) -> wasmtime::Result<Arc<dyn EngineService>> {
         self.granted(&self.services.engine, "engine")
+    }
+
+    pub(crate) fn describer(&self) -> wasmtime::Result<Arc<dyn DescribeService>> {
+        self.granted(&self.services.describe, "engine")
     }
 
     pub(crate) fn catalog(&self) -> wasmtime::Result<Arc<dyn CatalogService>> {

@@ -49,5 +49,9 @@ pub mod builtin {
             include_str!("../../../plugins/fooocus-controls/plugin.toml"),
             include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_controls.wasm")),
         ),
+        (
+            include_str!("../../../plugins/fooocus-describe/plugin.toml"),
+            include_bytes!(concat!(env!("FOCAL_PLUGINS_OUT"), "/fooocus_describe.wasm")),
+        ),
     ];
 }

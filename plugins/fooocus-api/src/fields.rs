@@ -46,13 +46,7 @@ pub const fn required(name: &'static str, kind: Kind) -> Field {
 }
 
 /// One pydantic error item.
-pub fn error_item(kind: &str, loc: &[Value], msg: &str, input: &Value, ctx: Option<Value>) -> Value {
-    let mut item = json!({"type": kind, "loc": loc, "msg": msg, "input": input});
-    if let Some(ctx) = ctx {
-        item["ctx"] = ctx;
-    }
-    item
-}
+pub use http_kit::fastapi::error_item;
 
 fn expected_list(allowed: &[&str]) -> String {
     let quoted: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();

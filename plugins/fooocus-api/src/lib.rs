@@ -23,46 +23,16 @@ pub(crate) fn json_response(status: u16, value: &Value) -> Response {
     Response { status, headers: vec![("content-type".into(), "application/json".into())], body: value.to_string().into_bytes() }
 }
 
-/// Bodies larger than this (as JSON text) are not echoed back in a 422.
-const MAX_ECHOED_BODY: usize = 64 << 10;
-
-/// FastAPI's validation error: 422 `{"detail": [...], "body": ...}`; a body over
-/// [`MAX_ECHOED_BODY`] is echoed as `null` (sending megabytes back helps nobody).
+/// FastAPI's validation error (422).
 pub(crate) fn unprocessable(detail: Vec<Value>, body: Value) -> Response {
-    let body = if body.to_string().len() > MAX_ECHOED_BODY { Value::Null } else { body };
-    json_response(422, &json!({"detail": detail, "body": body}))
+    json_response(422, &http_kit::fastapi::unprocessable_body(detail, body))
 }
 
 pub(crate) fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    http_kit::header(&req.headers, name)
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| percent_decode(k) == key)
-        .map(|(_, v)| percent_decode(v))
-}
+pub(crate) use http_kit::query_param;
 
 pub(crate) fn host_config(key: &str) -> Option<String> {
     focal::plugin::config::get(key)
@@ -110,7 +80,6 @@ fn route(req: &Request) -> Response {
         "/v1/engines/styles" => ("GET", |_| misc::styles()),
         "/v1/engines/clean_vram" => ("GET", |_| misc::clean_vram()),
         "/v1/tools/generate_mask" => ("POST", misc::generate_mask),
-        "/v1/tools/describe-image" => ("POST", misc::describe_image),
         _ => return json_response(404, &json!({"detail": "Not Found"})),
     };
     if method == expected || (method == "HEAD" && expected == "GET") {

@@ -84,28 +84,6 @@ pub fn generate_mask(req: &Request) -> Response {
     not_available(&format!("generate_mask with mask_model '{}'", body["mask_model"].as_str().unwrap_or("")))
 }
 
-pub fn describe_image(req: &Request) -> Response {
-    let image_type = crate::query_param(&req.query, "image_type").unwrap_or_else(|| "Photo".into());
-    if !matches!(image_type.as_str(), "Photo" | "Anime") {
-        let e = fields::error_item(
-            "enum",
-            &[json!("query"), json!("image_type")],
-            "Input should be 'Photo' or 'Anime'",
-            &json!(image_type),
-            None,
-        );
-        return unprocessable(vec![e], Value::Null);
-    }
-    let parts = crate::multipart::parse(header(req, "content-type").unwrap_or(""), &req.body).unwrap_or_default();
-    if !parts.iter().any(|p| p.name == "image" && !p.data.is_empty()) {
-        return unprocessable(
-            vec![fields::error_item("missing", &[json!("body"), json!("image")], "Field required", &Value::Null, None)],
-            Value::Null,
-        );
-    }
-    not_available(if image_type == "Photo" { "describe-image (Photo, BLIP)" } else { "describe-image (Anime, WD14 tagger)" })
-}
-
 pub fn root() -> Response {
     Response {
         status: 200,

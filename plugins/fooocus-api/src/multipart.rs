@@ -4,66 +4,16 @@
 
 use serde_json::{json, Map, Value};
 
+pub use http_kit::{parse, Part};
+
 use crate::fields::{Field, Kind};
 use crate::focal::plugin::log;
 
-pub struct Part {
-    pub name: String,
-    pub data: Vec<u8>,
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
-}
-
-fn disposition_param(header: &str, key: &str) -> Option<String> {
-    header.split(';').map(str::trim).find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
-pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
-    let boundary = content_type
-        .split(';')
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("boundary="))
-        .map(|b| b.trim_matches('"').to_string())
-        .filter(|_| content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
-        .ok_or("expected a multipart/form-data body with a boundary")?;
-    let delim = format!("--{boundary}").into_bytes();
-    let mut parts = Vec::new();
-    let mut pos = find(body, &delim, 0).ok_or("multipart body without its boundary")? + delim.len();
-    loop {
-        if body[pos..].starts_with(b"--") {
-            break;
-        }
-        let head_start = pos + if body[pos..].starts_with(b"\r\n") { 2 } else { 0 };
-        let head_end = find(body, b"\r\n\r\n", head_start).ok_or("multipart part without headers")?;
-        let next = find(body, &[b"\r\n".as_slice(), &delim].concat(), head_end + 4).ok_or("multipart body is not terminated")?;
-        let headers = String::from_utf8_lossy(&body[head_start..head_end]);
-        let disposition = headers
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
-            .ok_or("multipart part without Content-Disposition")?;
-        let name = disposition_param(disposition, "name").ok_or("multipart part without a name")?;
-        parts.push(Part { name, data: body[head_end + 4..next].to_vec() });
-        pos = next + 2 + delim.len();
-        if pos > body.len() {
-            return Err("multipart body is truncated".into());
-        }
-    }
-    Ok(parts)
-}
-
-/// Parts → (fields as JSON, files by field name). Files are recognised by the field table, so
-/// python-requests style uploads without a filename or content type work.
 /// Uploaded files by field name, in form order.
 pub type Uploads = Vec<(String, Vec<u8>)>;
 
+/// Parts → (fields as JSON, files by field name). Files are recognised by the field table, so
+/// python-requests style uploads without a filename or content type work.
 pub fn to_fields(parts: Vec<Part>, fields: &[Field]) -> (Map<String, Value>, Uploads) {
     let mut map = Map::new();
     let mut files = Vec::new();

@@ -62,7 +62,7 @@ mod generated {
 }
 
 pub use generated::exports::focal::plugin::handler::{Request, Response};
-use generated::focal::plugin::{catalog, config, engine, fetch, files, images, log, prompts, types};
+use generated::focal::plugin::{catalog, config, describe, engine, fetch, files, images, log, prompts, types};
 pub use generated::image_step::ImageStepPre;
 use generated::step::exports::focal::plugin::prompt_processor::PromptTask;
 use generated::step::focal::plugin::{expansion, random};
@@ -273,6 +273,22 @@ impl engine::Host for State {
 
     async fn stop(&mut self, id: String) -> wasmtime::Result<bool> {
         Ok(self.engine()?.stop(&self.owner, Some(&id)))
+    }
+}
+
+impl describe::Host for State {
+    async fn describe(&mut self, image: Resource<Image>, style: describe::Style) -> wasmtime::Result<Result<String, String>> {
+        let service = self.describer()?;
+        let image = self.image(&image)?;
+        let style = match style {
+            describe::Style::Photo => core::services::DescribeStyle::Photo,
+            describe::Style::Anime => core::services::DescribeStyle::Anime,
+        };
+        let started = std::time::Instant::now();
+        let result = service.describe(image, style).await;
+        // The model's time is the host's, not the plugin's: the budget moves with it.
+        self.deadline += started.elapsed();
+        Ok(result)
     }
 }
 
