@@ -68,7 +68,7 @@ impl Wd14Tagger {
                 data[at..at + 3].copy_from_slice(&[px[2] as f32, px[1] as f32, px[0] as f32]);
             }
         }
-        Ok(Tensor::from_shape(&[1, side, side, 3], &data)?)
+        Tensor::from_shape(&[1, side, side, 3], &data)
     }
 }
 
