@@ -27,17 +27,20 @@ struct Inner {
     limits: ImageLimits,
     /// Loaded once; a failed load is retried on the next request (files installed meanwhile).
     tagger: Mutex<Option<Arc<Wd14Tagger>>>,
+    /// One image described at a time: a burst of requests waits here instead of each holding
+    /// its decoded image and the model's activations at once.
+    running: Mutex<()>,
 }
 
 impl HostDescribe {
     pub fn new(folder: PathBuf, allow_downloads: bool, limits: ImageLimits) -> Self {
-        HostDescribe { inner: Arc::new(Inner { folder, allow_downloads, limits, tagger: Mutex::new(None) }) }
+        HostDescribe { inner: Arc::new(Inner { folder, allow_downloads, limits, tagger: Mutex::new(None), running: Mutex::new(()) }) }
     }
 }
 
 impl Inner {
     fn tagger(&self) -> Result<Arc<Wd14Tagger>, String> {
-        let mut slot = self.tagger.lock().unwrap();
+        let mut slot = self.tagger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(t) = slot.as_ref() {
             return Ok(t.clone());
         }
@@ -64,6 +67,7 @@ impl Inner {
     }
 
     fn anime(&self, image: &Image) -> Result<String, String> {
+        let _turn = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let rgb = decode::decode(&image.encoded, &self.limits).map_err(|e| format!("the image: {e:#}"))?;
         let pixels = Pixels::rgb(rgb.width, rgb.height, rgb.data).ok_or("the image has no pixels")?;
         self.tagger()?.describe(&pixels).map_err(|e| format!("the WD14 tagger failed: {e:#}"))
