@@ -203,25 +203,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             path
         }
     };
-    let mut rows: Vec<Row> = Vec::new();
-    let mut breakdowns = Vec::new();
-    let mut record = |name: String, secs: f64| {
-        eprintln!("focal {name}: {secs:.2} s");
-        rows.push((name, secs, peak_rss_gib()));
-    };
+    let mut sheet = Sheet::default();
 
     let t0 = Instant::now();
     let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, ..Default::default() })?;
-    record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
+    sheet.record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
 
     let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
-    let (secs, breakdown) = profiled("text_encode_pair", args.repeat, || {
+    sheet.measure("text_encode_pair".into(), args.repeat, || {
         model.encode_prompt(prompt, 2)?;
         model.encode_prompt("blurry, low quality", 2)?;
         Ok(())
     })?;
-    record("text_encode_pair".into(), secs);
-    breakdowns.push(breakdown);
     let cond = model.encode_prompt(prompt, 2)?;
 
     for &size in &args.sizes {
@@ -230,35 +223,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let ctx = Tensor::cat(&[&cond.context, &cond.context], 0)?.to_dtype(dtype)?;
         let y1 = model.adm(&cond.pooled, focal_engine::sdxl::SizeIds::plain(size as u32, size as u32))?;
         let y = Tensor::cat(&[&y1, &y1], 0)?.to_dtype(dtype)?;
-        let name = format!("unet_step_{size}");
-        let (secs, breakdown) = profiled(&name, args.repeat, || {
+        sheet.measure(format!("unet_step_{size}"), args.repeat, || {
             model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?;
             Ok(())
         })?;
-        record(name, secs);
-        breakdowns.push(breakdown);
     }
     if !args.skip_vae {
         for &size in &args.sizes {
             let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &Device::Cpu)?.to_dtype(dtype)?;
-            let name = format!("vae_decode_{size}");
-            let (secs, breakdown) = profiled(&name, args.repeat, || {
+            sheet.measure(format!("vae_decode_{size}"), args.repeat, || {
                 model.vae.decode(&z)?;
                 Ok(())
             })?;
-            record(name, secs);
-            breakdowns.push(breakdown);
         }
         // The image routes' own work (vary, upscale, inpaint encode their input image).
         for &size in &args.sizes {
             let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &Device::Cpu)?.to_dtype(dtype)?;
-            let name = format!("vae_encode_{size}");
-            let (secs, breakdown) = profiled(&name, args.repeat, || {
+            sheet.measure(format!("vae_encode_{size}"), args.repeat, || {
                 model.vae.encode(&image)?;
                 Ok(())
             })?;
-            record(name, secs);
-            breakdowns.push(breakdown);
         }
     }
 
@@ -266,13 +250,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut params = focal_engine::GenerationParams::txt2img(prompt, size as u32, size as u32, args.whole_steps, 0);
         params.negative_prompt = "blurry, low quality".into();
         params.cfg = 5.0;
-        let name = format!("whole_{size}");
-        let (secs, breakdown) = profiled(&name, 1, || {
+        sheet.measure(format!("whole_{size}"), 1, || {
             model.generate(&params, false, &mut |_| true)?.image.encode_png()?;
             Ok(())
         })?;
-        record(name, secs);
-        breakdowns.push(breakdown);
     }
 
     println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), gemm_backend());
@@ -280,9 +261,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.whole_steps > 0 {
         println!("whole = encode prompt + negative, {} CFG Euler steps, VAE decode, PNG; one run", args.whole_steps);
     }
-    print_rows(&rows, reference.as_ref());
-    print_breakdowns(&breakdowns);
+    print_rows(&sheet.rows, reference.as_ref());
+    print_breakdowns(&sheet.breakdowns);
     Ok(())
+}
+
+/// The measurements of one run: a row each, and where their time went.
+#[derive(Default)]
+struct Sheet {
+    rows: Vec<Row>,
+    breakdowns: Vec<Breakdown>,
+}
+
+impl Sheet {
+    fn record(&mut self, name: String, secs: f64) {
+        eprintln!("focal {name}: {secs:.2} s");
+        self.rows.push((name, secs, peak_rss_gib()));
+    }
+
+    /// `f` timed ([`profiled`]: best of `repeat`, with the layer breakdown) and recorded.
+    fn measure(&mut self, name: String, repeat: usize, f: impl FnMut() -> Result<()>) -> Result<()> {
+        let (secs, breakdown) = profiled(&name, repeat, f)?;
+        self.record(name, secs);
+        self.breakdowns.push(breakdown);
+        Ok(())
+    }
 }
 
 /// Where one measurement's time went: seconds per kind of layer, mean over its runs.
