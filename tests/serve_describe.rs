@@ -31,10 +31,13 @@ fn anime_tags_match_fooocus_and_bad_requests_name_the_field() {
     assert_eq!(status, 501, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("BLIP"), "{v}");
     // Bad requests: 422 naming the field, as FastAPI does.
+    let huge = common::png_claiming(20000, 20000);
     for (query, parts, loc) in [
         ("?image_type=Sketch", vec![("image", png.as_slice())], serde_json::json!(["query", "image_type"])),
         ("?image_type=Anime", vec![("prompt", b"x".as_slice())], serde_json::json!(["body", "image"])),
         ("?image_type=Anime", vec![("image", b"not an image".as_slice())], serde_json::json!(["body", "image"])),
+        // A header claiming 20000×20000: refused before any pixel buffer is made.
+        ("?image_type=Anime", vec![("image", huge.as_slice())], serde_json::json!(["body", "image"])),
     ] {
         let (status, v) = describe(addr, query, &parts);
         assert_eq!((status, &v["detail"][0]["loc"]), (422, &loc), "{query}: {v}");

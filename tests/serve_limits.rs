@@ -6,25 +6,6 @@ mod common;
 
 use common::{json, multipart, request, request_bytes};
 
-/// A valid PNG (one RGB pixel of data) whose header claims `w`×`h`.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, 1, 1);
-    enc.set_color(png::ColorType::Rgb);
-    enc.write_header().unwrap().write_image_data(&[1, 2, 3]).unwrap();
-    out[16..20].copy_from_slice(&w.to_be_bytes());
-    out[20..24].copy_from_slice(&h.to_be_bytes());
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in &out[12..29] {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    out[29..33].copy_from_slice(&(!c).to_be_bytes());
-    out
-}
-
 /// The 422's first error location, as a dotted path under `body`.
 fn location(body: &[u8]) -> String {
     let v = json(body);
@@ -42,7 +23,7 @@ fn oversized_inputs_are_refused_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::serve_tiny(dir.path(), &["--max-body-mb", "16"]);
     let addr = server.addr.clone();
-    let bomb = png_claiming(100_000, 100_000);
+    let bomb = common::png_claiming(100_000, 100_000);
 
     // v1 multipart upload: the header is checked before any pixel buffer exists.
     let (headers, form) = multipart(&[("input_image", &bomb), ("uov_method", b"Vary (Subtle)")]);

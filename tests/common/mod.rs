@@ -272,3 +272,22 @@ pub fn install_models(dir: &std::path::Path, models: &[(&str, &str)]) {
         std::fs::copy(fixtures.join(source), target.join(name)).unwrap();
     }
 }
+
+/// A valid PNG (one RGB pixel of data) whose header claims `w`×`h`.
+pub fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, 1, 1);
+    enc.set_color(png::ColorType::Rgb);
+    enc.write_header().unwrap().write_image_data(&[1, 2, 3]).unwrap();
+    out[16..20].copy_from_slice(&w.to_be_bytes());
+    out[20..24].copy_from_slice(&h.to_be_bytes());
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in &out[12..29] {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    out[29..33].copy_from_slice(&(!c).to_be_bytes());
+    out
+}
