@@ -20,8 +20,11 @@ fn main() {
             println!("cargo:rerun-if-changed={}", entry.path().display());
         }
     }
-    // Shared with the image-task component.
-    println!("cargo:rerun-if-changed={}", root.join("host/imageops").display());
+    // Host crates the components share: the image-task component's pixel operations, the
+    // Fooocus-API plugin's task rules.
+    for shared in ["host/imageops", "host/fooocus-tasks"] {
+        println!("cargo:rerun-if-changed={}", root.join(shared).display());
+    }
     println!("cargo:rerun-if-env-changed=FOCAL_PLUGINS_PREBUILT");
     let out = match std::env::var("FOCAL_PLUGINS_PREBUILT") {
         Ok(dir) => PathBuf::from(dir),

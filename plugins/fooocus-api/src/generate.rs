@@ -6,10 +6,10 @@ use serde_json::{json, Map, Value};
 use crate::endpoints::{self, Endpoint};
 use crate::exports::focal::plugin::handler::{Request, Response};
 use crate::fields;
-use crate::focal::plugin::engine::{self, InputImage, JobInfo, JobStage, SubmitError};
+use crate::focal::plugin::engine::{self, JobInfo, JobSpec, JobStage, SubmitError};
 use crate::focal::plugin::{fetch, files, log};
-use crate::request;
 use crate::{header, json_response, multipart, unprocessable};
+use crate::{request, task};
 
 /// Longest a sync request waits in one host call before checking again.
 const WAIT_SLICE_MS: u32 = 60_000;
@@ -85,17 +85,19 @@ fn image_from_string(field: &str, s: &str) -> Result<Option<Vec<u8>>, String> {
     crate::base64::decode(data).map(Some).map_err(|e| format!("{field}: not an image URL or base64 data ({e})"))
 }
 
+/// An input image: the role that names it (its field) and its encoded bytes.
+type Input = (String, Vec<u8>);
+
 /// Collect the endpoint's input images, in a fixed role order.
-fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> Result<Vec<InputImage>, (Vec<Value>, String)> {
-    let mut inputs: Vec<InputImage> =
-        uploads.into_iter().filter(|(_, d)| !d.is_empty()).map(|(role, data)| InputImage { role, data }).collect();
+fn input_images(body: &Map<String, Value>, uploads: Vec<Input>) -> Result<Vec<Input>, (Vec<Value>, String)> {
+    let mut inputs: Vec<Input> = uploads.into_iter().filter(|(_, d)| !d.is_empty()).collect();
     for key in ["input_image", "input_mask", "enhance_input_image"] {
         if let Some(Value::String(s)) = body.get(key) {
-            if inputs.iter().any(|i| i.role == key) {
+            if inputs.iter().any(|(role, _)| role == key) {
                 continue;
             }
             match image_from_string(key, s) {
-                Ok(Some(data)) => inputs.push(InputImage { role: key.into(), data }),
+                Ok(Some(data)) => inputs.push((key.into(), data)),
                 Ok(None) => {}
                 Err(msg) => return Err((vec![json!("body"), json!(key)], msg)),
             }
@@ -105,7 +107,7 @@ fn input_images(body: &Map<String, Value>, uploads: Vec<(String, Vec<u8>)>) -> R
         for (i, p) in prompts.iter().enumerate() {
             if let Some(s) = p.get("cn_img").and_then(Value::as_str) {
                 match image_from_string("cn_img", s) {
-                    Ok(Some(data)) => inputs.push(InputImage { role: format!("image_prompts.{i}.cn_img"), data }),
+                    Ok(Some(data)) => inputs.push((format!("image_prompts.{i}.cn_img"), data)),
                     Ok(None) => {}
                     Err(msg) => return Err((vec![json!("body"), json!("image_prompts"), json!(i), json!("cn_img")], msg)),
                 }
@@ -148,6 +150,14 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
     if !errors.is_empty() {
         return unprocessable(errors, Value::Object(raw));
     }
+    // Checked after the fields, so a malformed request still gets its 422.
+    if e.job_type == focal_fooocus_tasks::ENHANCE {
+        // Enhance needs the mask models (SAM, GroundingDINO) this engine does not run yet.
+        return json_response(
+            501,
+            &json!({"detail": "image-enhance is not run by this focal engine yet (it needs Fooocus's mask models)"}),
+        );
+    }
     let inputs = match input_images(&body, uploads) {
         Ok(i) => i,
         Err((loc, msg)) => {
@@ -155,14 +165,41 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
         }
     };
     let png_stream = wants_png(req);
-    let generation = match request::generation(e, &body, inputs, random_seed(), png_stream) {
+    let request = Value::Object(body);
+    let generation = match request::generation(&request, random_seed(), png_stream) {
         Ok(g) => g,
         Err((loc, msg, input)) => {
             let loc: Vec<Value> = std::iter::once(json!("body")).chain(loc.into_iter().map(|l| json!(l))).collect();
             return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &input, None)], Value::Object(raw));
         }
     };
-    let id = match engine::submit(&generation.spec) {
+    let role_error = |(role, msg): task::RoleError| {
+        let loc: Vec<Value> = std::iter::once(json!("body"))
+            .chain(role.split('.').map(|p| p.parse::<u64>().map(|n| json!(n)).unwrap_or_else(|_| json!(p))))
+            .collect();
+        unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw.clone()))
+    };
+    let images = match task::decode(inputs) {
+        Ok(images) => images,
+        Err(problem) => return role_error(problem),
+    };
+    let mut params = generation.params;
+    let (task, controls) = match task::task_and_controls(e.job_type, &images, &request, &mut params) {
+        Ok(t) => t,
+        Err(problem) => return role_error(problem),
+    };
+    let spec = JobSpec {
+        label: e.job_type.into(),
+        task,
+        controls,
+        params,
+        fooocus: Some(generation.fooocus),
+        output: generation.output,
+        post_steps: vec![],
+        webhook_url: generation.webhook_url,
+        request: generation.record,
+    };
+    let id = match engine::submit(&spec) {
         Ok(id) => id,
         Err(SubmitError::QueueFull) => {
             let full = json!({"base64": null, "url": null, "seed": "", "finish_reason": "QUEUE_IS_FULL"});
@@ -179,14 +216,6 @@ pub fn handle(e: &Endpoint, req: &Request) -> Response {
         }
         Err(SubmitError::Invalid(msg)) => {
             // The engine names the parameter; point at the request field that set it.
-            // Input images are named by role ("input_image: …", "image_prompts.0.cn_img: …").
-            let role = msg.split(':').next().unwrap_or("");
-            if generation.spec.inputs.iter().any(|i| i.role == role) {
-                let loc: Vec<Value> = std::iter::once(json!("body"))
-                    .chain(role.split('.').map(|p| p.parse::<u64>().map(|n| json!(n)).unwrap_or_else(|_| json!(p))))
-                    .collect();
-                return unprocessable(vec![fields::error_item("value_error", &loc, &msg, &Value::Null, None)], Value::Object(raw));
-            }
             let field = msg.split(':').next().unwrap_or("");
             let outpaint_side = field.strip_prefix("extend.").map(|side| format!("outpaint_distance_{side}"));
             let outpaint_side = outpaint_side.as_deref();

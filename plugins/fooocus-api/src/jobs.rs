@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::exports::focal::plugin::handler::{Request, Response};
-use crate::focal::plugin::engine::{self, JobInfo, JobStage};
+use crate::focal::plugin::engine::{self, JobInfo, JobStage, Phase};
 use crate::{json_response, query_param, unprocessable};
 
 fn stage_name(stage: JobStage) -> &'static str {
@@ -25,6 +25,31 @@ fn result_options(info: &JobInfo) -> (bool, String) {
     (base64, ext)
 }
 
+/// Fooocus's `job_status` text for the job's progress.
+fn status_text(info: &JobInfo) -> Option<String> {
+    use focal_fooocus_tasks::status::{text, JobProgress, Phase as Fooocus};
+    let p = &info.progress;
+    let phase = match p.phase {
+        Phase::Waiting => Fooocus::Waiting,
+        Phase::LoadingModels => Fooocus::LoadingModels,
+        Phase::Downloading => Fooocus::Downloading,
+        Phase::ProcessingPrompts => Fooocus::ProcessingPrompts,
+        Phase::EncodingPrompts => Fooocus::EncodingPrompts,
+        Phase::Sampling => Fooocus::Sampling,
+        Phase::Saving => Fooocus::Saving,
+        Phase::Finished => Fooocus::Finished,
+    };
+    text(&JobProgress {
+        phase,
+        image: p.image,
+        images: p.images,
+        step: p.step,
+        steps: p.steps,
+        download: p.download.as_ref().map(|d| (d.file.as_str(), d.percent)),
+        stopped: info.stopped,
+    })
+}
+
 /// The seed's `AsyncJobResponse`.
 pub fn async_job_response(info: &JobInfo, with_preview: bool) -> Value {
     let finished = matches!(info.stage, JobStage::Success | JobStage::Error);
@@ -32,16 +57,16 @@ pub fn async_job_response(info: &JobInfo, with_preview: bool) -> Value {
         let (base64, ext) = result_options(info);
         Value::Array(crate::generate::results(info, base64, &ext))
     });
-    let status = match (&info.error, &info.status) {
-        (Some(e), _) => Some(e.clone()),
-        (None, s) => s.clone(),
+    let status = match &info.error {
+        Some(e) => Some(e.clone()),
+        None => status_text(info),
     };
-    let preview = (with_preview && !finished).then(|| engine::preview(&info.id).map(|png| crate::base64::encode(&png))).flatten();
+    let preview = (with_preview && !finished).then(|| engine::preview(&info.id).map(|image| crate::base64::encode(&image.png()))).flatten();
     json!({
         "job_id": info.id,
-        "job_type": info.job_type,
+        "job_type": info.label,
         "job_stage": stage_name(info.stage),
-        "job_progress": info.progress,
+        "job_progress": info.progress.percent,
         "job_status": status,
         "job_step_preview": preview,
         "job_result": result,
@@ -132,7 +157,7 @@ fn persistent_record(info: &JobInfo) -> Value {
         "params": params,
         "task_info": {
             "task_id": info.id,
-            "task_type": info.job_type,
+            "task_type": info.label,
             "task_in_queue_mills": info.in_queue_ms,
             "task_start_mills": info.start_ms,
             "task_finish_mills": info.finish_ms,
@@ -198,8 +223,12 @@ pub fn job_history(req: &Request) -> Response {
     )
 }
 
+/// The seed's stop: the running job, if it is the caller's (a waiting one keeps its turn).
 pub fn stop() -> Response {
-    engine::stop();
+    let (unfinished, _) = engine::history(None, 0, 0);
+    if let Some(running) = unfinished.iter().find(|j| j.stage == JobStage::Running) {
+        engine::stop(&running.id);
+    }
     json_response(200, &json!({"msg": "success"}))
 }
 

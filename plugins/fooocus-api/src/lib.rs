@@ -2,7 +2,7 @@
 //! parsing, defaults, validation and response shapes. The host runs the jobs, stores them and
 //! their files, and fetches URL inputs under its policy.
 
-wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.1.0" });
+wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.2.0" });
 
 mod base64;
 mod endpoints;
@@ -13,6 +13,7 @@ mod misc;
 mod multipart;
 mod openapi;
 mod request;
+mod task;
 
 use exports::focal::plugin::handler::{Guest, Request, Response};
 use serde_json::{json, Value};

@@ -4,12 +4,11 @@ use serde_json::{json, Value};
 
 use crate::exports::focal::plugin::handler::{Request, Response};
 use crate::fields::{self, field, required, Field, Kind};
-use crate::focal::plugin::{engine, files};
+use crate::focal::plugin::{catalog, engine, files};
 use crate::{header, json_response, unprocessable};
 
 pub fn all_models() -> Response {
-    let m = engine::models();
-    json_response(200, &json!({"model_filenames": m.checkpoints, "lora_filenames": m.loras}))
+    json_response(200, &json!({"model_filenames": catalog::checkpoints(), "lora_filenames": catalog::loras()}))
 }
 
 /// The styles the loaded prompt steps offer (the built-in `fooocus_styles` step gives

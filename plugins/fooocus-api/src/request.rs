@@ -1,12 +1,10 @@
-//! The translation of a validated Fooocus-API request (see `endpoints`) into a focal job:
-//! performance modes, styles, LoRAs, refiner, sampling patches and output options.
+//! The translation of a validated Fooocus-API request (see `endpoints`) into a focal job's
+//! parameters: performance modes, styles, LoRAs, refiner, sampling patches, metadata and output
+//! options. What the job makes from its input images (its task and controls) is `task`'s.
 
 use serde_json::{json, Map, Value};
 
-use crate::endpoints::Endpoint;
-use crate::focal::plugin::engine::{
-    Freeu, GenerationParams, ImageMetadata, InputImage, JobSpec, Lora, OutputOptions, Refiner, SamplingPatches,
-};
+use crate::focal::plugin::engine::{FooocusOptions, Freeu, GenerationParams, ImageMetadata, Lora, OutputOptions, Refiner, SamplingPatches};
 
 /// Steps per performance, as Fooocus's `Performance.steps()`.
 fn performance_steps(p: &str) -> u32 {
@@ -31,9 +29,14 @@ pub fn fooocus_sampling_scheduler(scheduler: &str) -> &str {
     }
 }
 
-/// A validated request, ready to become a job.
+/// A validated request's job parameters (everything but its task and controls).
 pub struct Generation {
-    pub spec: JobSpec,
+    pub params: GenerationParams,
+    pub fooocus: FooocusOptions,
+    pub output: OutputOptions,
+    pub webhook_url: Option<String>,
+    /// The request as kept with the job (image data replaced by a marker).
+    pub record: String,
     pub require_base64: bool,
     pub async_process: bool,
     pub extension: String,
@@ -50,7 +53,6 @@ fn num(m: &Map<String, Value>, k: &str) -> f64 {
     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-/// Build the job for a validated body. `random_seed` is used when `image_seed` asks for one.
 /// The requested styles the loaded prompt steps know, in order; others are dropped (logged), as
 /// the seed does — existing clients send names such as "Fooocus V2" that a host may lack.
 fn known_styles(body: &Map<String, Value>) -> Vec<String> {
@@ -67,13 +69,11 @@ fn known_styles(body: &Map<String, Value>) -> Vec<String> {
     kept
 }
 
-pub fn generation(
-    e: &Endpoint,
-    body: &Map<String, Value>,
-    inputs: Vec<InputImage>,
-    random_seed: u64,
-    png_stream: bool,
-) -> Result<Generation, Problem> {
+/// The job parameters of a validated body. `random_seed` is used when `image_seed` asks for one.
+pub fn generation(request: &Value, random_seed: u64, png_stream: bool) -> Result<Generation, Problem> {
+    let Some(body) = request.as_object() else {
+        return Err((vec![], "Input should be a valid dictionary".into(), request.clone()));
+    };
     let adv = body["advanced_params"].as_object().cloned().unwrap_or_default();
     let performance = str_of(body, "performance_selection");
     // Fooocus's fast modes: their LoRA, sampler and scheduler; CFG, sharpness, adaptive CFG and
@@ -237,8 +237,8 @@ pub fn generation(
     let refiner = (!matches!(refiner_name, "" | "None") && refiner_name != str_of(body, "base_model_name")).then(|| Refiner {
         model: refiner_name.to_string(),
         switch: if overwrite_switch > 0.0 { overwrite_switch as f32 } else { num(body, "refiner_switch") as f32 },
-        swap_method: str_of(&adv, "refiner_swap_method").to_string(),
     });
+    let swap_method = if refiner.is_some() { str_of(&adv, "refiner_swap_method").to_string() } else { String::new() };
     let params = GenerationParams {
         prompt,
         negative_prompt: negative,
@@ -254,26 +254,27 @@ pub fn generation(
         clip_skip: adv.get("clip_skip").and_then(Value::as_u64).unwrap_or(2) as u32,
         disable_seed_increment: adv.get("disable_seed_increment").and_then(Value::as_bool).unwrap_or(false),
         preview: !adv.get("disable_preview").and_then(Value::as_bool).unwrap_or(false),
-        patches: Some(patches),
         freeu,
         vae: str_of(&adv, "vae_name").to_string(),
         loras,
         refiner,
+    };
+    let fooocus = FooocusOptions {
+        patches: Some(patches),
         styles: known_styles(body),
         // A top-level field of the seed's `CommonRequest` (focal read it from `advanced_params`,
         // whose table does not have it, so it was always off).
         read_wildcards_in_order: body["read_wildcards_in_order"].as_bool().unwrap_or(false),
-    };
-    let spec = JobSpec {
-        job_type: e.job_type.into(),
-        params,
-        output: OutputOptions { extension: extension.clone(), save_name: save_name.into(), metadata },
-        inputs,
-        webhook_url,
-        request: record.to_string(),
+        refiner_swap_method: swap_method,
+        metadata,
+        controlnet_softness: focal_fooocus_tasks::image_prompts::softness(request),
     };
     Ok(Generation {
-        spec,
+        params,
+        fooocus,
+        output: OutputOptions { extension: extension.clone(), save_name: save_name.into() },
+        webhook_url,
+        record: record.to_string(),
         require_base64: body["require_base64"].as_bool().unwrap_or(false),
         async_process: body["async_process"].as_bool().unwrap_or(false) && !png_stream,
         extension,

@@ -3,9 +3,6 @@
 //! domain types (Zed's `wasm_host/wit/since_v*` layout). The version a component speaks is read
 //! from its imports and exports when it is loaded.
 
-mod fooocus_image_prompts;
-mod fooocus_inpaint;
-mod fooocus_uov;
 pub mod v0_1;
 pub mod v0_2;
 

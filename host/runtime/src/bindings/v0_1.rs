@@ -4,15 +4,15 @@
 //! 0.1.0 speaks Fooocus: its generation parameters carry Fooocus's patches, styles and swap
 //! method (they become the job's `FooocusOptions`), its progress is Fooocus's status text
 //! (rendered here from the structured progress), and its input images carry a free-form role
-//! (plain text-to-image and Fooocus-API upscale/vary and inpaint/outpaint jobs run, see
-//! `fooocus_uov` and `fooocus_inpaint`, image prompts become controls, see `fooocus_image_prompts`;
-//! other jobs become `Task::Untyped` and end with an error).
+//! (plain text-to-image and Fooocus-API upscale/vary, inpaint/outpaint and image-prompt jobs
+//! run, see `fooocus_jobs`; other jobs become `Task::Untyped` and end with an error).
 
 use focal_core::services::Catalog;
 use focal_core::{self as core, Phase, Progress};
 
-use super::fooocus_image_prompts;
 use crate::host::State;
+
+mod fooocus_jobs;
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -56,24 +56,27 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtim
 /// Fooocus's status text for a job's progress (what 0.1.0 promised, e.g.
 /// `Step 7/30 in the 1-th Sampling`); none while waiting.
 pub fn fooocus_status(progress: &Progress, stopped: bool) -> Option<String> {
-    Some(match progress.phase {
-        Phase::Waiting => return None,
-        Phase::LoadingModels => "Loading models ...".into(),
-        Phase::Downloading => match &progress.download {
-            Some(d) => format!("Downloading {} ({}%) ...", d.file, d.percent),
-            None => "Downloading ...".into(),
-        },
-        Phase::ProcessingPrompts => "Processing prompts ...".into(),
-        Phase::EncodingPrompts => "Encoding prompts ...".into(),
-        Phase::Sampling => format!("Step {}/{} in the {}-th Sampling", progress.step, progress.steps, progress.image + 1),
-        Phase::Saving => format!("Saving image {}/{} to system ...", progress.image + 1, progress.images),
-        Phase::Finished if stopped => "User stopped".into(),
-        Phase::Finished => "Finished".into(),
+    use focal_fooocus_tasks::status::{self, JobProgress, Phase as Fooocus};
+    let phase = match progress.phase {
+        Phase::Waiting => Fooocus::Waiting,
+        Phase::LoadingModels => Fooocus::LoadingModels,
+        Phase::Downloading => Fooocus::Downloading,
+        Phase::ProcessingPrompts => Fooocus::ProcessingPrompts,
+        Phase::EncodingPrompts => Fooocus::EncodingPrompts,
+        Phase::Sampling => Fooocus::Sampling,
+        Phase::Saving => Fooocus::Saving,
+        Phase::Finished => Fooocus::Finished,
+    };
+    status::text(&JobProgress {
+        phase,
+        image: progress.image,
+        images: progress.images,
+        step: progress.step,
+        steps: progress.steps,
+        download: progress.download.as_ref().map(|d| (d.file.as_str(), d.percent)),
+        stopped,
     })
 }
-
-/// The one job type 0.1.0 runs.
-const TEXT_TO_IMAGE: &str = "Text to Image";
 
 impl State {
     /// A 0.1.0 job spec as the host's, owned by this request's owner. Input images are checked
@@ -83,7 +86,7 @@ impl State {
         let swap_method = p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default();
         let (patches, styles, read_wildcards_in_order) = (p.patches, p.styles.clone(), p.read_wildcards_in_order);
         let mut params = focal_core::generation_params_from!(p);
-        let (task, controls) = if spec.job_type == TEXT_TO_IMAGE && spec.inputs.is_empty() {
+        let (task, controls) = if spec.job_type == focal_fooocus_tasks::TEXT_TO_IMAGE && spec.inputs.is_empty() {
             (core::Task::TextToImage, vec![])
         } else {
             let images = self.images_service().map_err(|e| core::SubmitError::Invalid(e.to_string()))?;
@@ -92,22 +95,7 @@ impl State {
                 let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
                 decoded.push((input.role, image));
             }
-            let controls = fooocus_image_prompts::controls(&decoded, &spec.request).map_err(core::SubmitError::Invalid)?;
-            decoded.retain(|(role, _)| !fooocus_image_prompts::is_image_prompt(role));
-            let image_prompt_job = spec.job_type == fooocus_image_prompts::IMAGE_PROMPT_JOB_TYPE;
-            let typed = if decoded.is_empty() && (spec.job_type == TEXT_TO_IMAGE || image_prompt_job) {
-                Some(core::Task::TextToImage)
-            } else if image_prompt_job {
-                // Fooocus-API mixes image prompts with an inpaint when the route also has an input image.
-                super::fooocus_inpaint::typed_task(super::fooocus_inpaint::INPAINT_JOB_TYPE, &decoded, &spec.request)
-            } else {
-                super::fooocus_uov::typed_task(&spec.job_type, &decoded, &spec.request, &mut params)
-                    .or_else(|| super::fooocus_inpaint::typed_task(&spec.job_type, &decoded, &spec.request))
-            };
-            match typed {
-                Some(task) => (task, controls),
-                None => (core::Task::Untyped { label: spec.job_type.clone(), images: decoded }, controls),
-            }
+            fooocus_jobs::task_and_controls(&spec.job_type, decoded, &spec.request, &mut params).map_err(core::SubmitError::Invalid)?
         };
         let fooocus = core::FooocusOptions {
             patches: patches.map(|s| core::task::SamplingPatches {
@@ -120,7 +108,7 @@ impl State {
             styles,
             read_wildcards_in_order,
             refiner_swap_method: swap_method,
-            controlnet_softness: fooocus_image_prompts::controlnet_softness(&spec.request),
+            controlnet_softness: fooocus_jobs::controlnet_softness(&spec.request),
             metadata: spec.output.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         };
         Ok(core::JobSpec {

@@ -131,8 +131,8 @@ impl State {
                 image: self.image(&c.image)?,
                 weight: c.weight,
                 stop_at: c.stop_at,
-                preprocess: true,
-                options: vec![],
+                preprocess: c.preprocess,
+                options: c.options,
             });
         }
         let fooocus = spec.fooocus.map(|f| core::FooocusOptions {
@@ -146,7 +146,7 @@ impl State {
             styles: f.styles,
             read_wildcards_in_order: f.read_wildcards_in_order,
             refiner_swap_method: f.refiner_swap_method,
-            controlnet_softness: core::task::default_controlnet_softness(),
+            controlnet_softness: f.controlnet_softness,
             metadata: f.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         });
         Ok(core::JobSpec {
