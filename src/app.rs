@@ -38,6 +38,8 @@ pub struct AppConfig<'a> {
     /// Checkpoints named by the operator outside the models folder, by file name.
     pub extra_checkpoints: BTreeMap<String, PathBuf>,
     pub dtype: DType,
+    /// Where the engine runs (`--device`).
+    pub device: candle_core::Device,
     pub outputs_dir: PathBuf,
     /// The job database.
     pub database: PathBuf,
@@ -77,6 +79,7 @@ impl App {
                 allow_downloads: config.allow_downloads,
                 extra_checkpoints: config.extra_checkpoints,
                 dtype: config.dtype,
+                device: config.device,
                 default_checkpoint: config.checkpoint,
                 max_queue: config.max_queue,
                 max_history: config.max_history,

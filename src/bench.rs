@@ -145,7 +145,7 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f6
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let dtype = crate::generate::parse_dtype(&args.dtype)?;
+    let dtype = crate::device::parse_dtype(&args.dtype)?;
     // PyTorch first, in its own process, so the two never hold a model in memory at once.
     let reference = match &args.pytorch {
         Some(python) => Some(run_pytorch(&args, python)?),

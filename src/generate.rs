@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::DType;
 use focal_core::services::EngineService;
 use focal_core::{JobStage, Owner, Phase};
 use focal_runtime::Request;
@@ -74,9 +73,8 @@ pub struct GenerateArgs {
     /// Output folder for 0.png, 1.png, … (the request's `save_extension` decides the format).
     #[arg(long)]
     out: PathBuf,
-    /// Compute precision: f32 (default on CPU), f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    compute: crate::device::Compute,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -94,15 +92,6 @@ pub fn resolve_checkpoint(models_dir: &Path, name: &str) -> Result<PathBuf> {
         direct.display(),
         in_folder.display()
     )
-}
-
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    Ok(match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => bail!("--dtype: '{other}' is not one of f32, f16, bf16"),
-    })
 }
 
 /// A FastAPI-style error body as one line: `advanced_params.sampler_name: msg; …`.
@@ -132,7 +121,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.request).with_context(|| format!("cannot read {}", args.request.display()))?;
     let mut body: Value = serde_json::from_str(&text).map_err(|e| anyhow!("invalid request: {e}"))?;
     let Some(fields) = body.as_object_mut() else { bail!("invalid request: the body is not a JSON object") };
-    let dtype = parse_dtype(&args.dtype)?;
+    let (device, dtype) = args.compute.resolve()?;
     let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
     let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // The command line's model is the request's; a refiner given as a path is named by its
@@ -163,6 +152,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             allow_downloads: false,
             extra_checkpoints,
             dtype,
+            device,
             outputs_dir: scratch.join("outputs"),
             max_queue: 1,
             max_history: 0,

@@ -1,6 +1,7 @@
 //! The `focal` command line.
 mod app;
 mod bench;
+mod device;
 mod generate;
 mod models;
 mod serve;

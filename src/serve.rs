@@ -72,6 +72,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
+    compute: crate::device::Compute,
+    #[command(flatten)]
     dirs: Dirs,
 }
 
@@ -190,6 +192,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         if args.preset.is_some() {
             settings.insert("request-defaults".to_string(), preset.request_defaults().to_string());
         }
+        let (device, dtype) = args.compute.resolve()?;
+        tracing::info!(device = ?device, dtype = ?dtype, "engine device");
         let tenants = Arc::new(TenantStore::open(&args.dirs.data_dir.join("focal.db"))?);
         let app = App::start(AppConfig {
             models_dir: args.models_dir.clone(),
@@ -197,7 +201,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             downloads: preset.checkpoint_downloads.clone(),
             allow_downloads: true,
             extra_checkpoints: BTreeMap::new(),
-            dtype: candle_core::DType::F32,
+            dtype,
+            device,
             outputs_dir: args.outputs_dir.clone(),
             database: args.dirs.data_dir.join("focal.db"),
             max_queue: args.queue_size,

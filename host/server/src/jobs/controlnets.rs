@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use focal_core::{Control, JobSpec};
 use focal_engine::checkpoint::Checkpoint;
 use focal_engine::controlnet::{self, ControlNet};
@@ -48,7 +48,7 @@ impl JobManager {
             *models = ControlNetModels { base: Some(base.weights.clone()), nets: HashMap::new() };
         }
         let pipeline = self.images.get().ok_or("this host runs no image steps, and ControlNets need the fooocus-controls step")?;
-        let device = Device::Cpu;
+        let device = self.options.device.clone();
         let mut controls = Vec::with_capacity(ordered.len());
         for (control, file) in ordered {
             let url = format!("{}{file}", controlnet::MODELS_URL);

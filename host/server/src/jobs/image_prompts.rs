@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use focal_core::{Control, JobSpec, StepCall};
 use focal_engine::clip_vision::{self, ClipVision};
 use focal_engine::image::RgbImage;
@@ -58,7 +58,7 @@ impl JobManager {
             return Ok(vec![]);
         }
         let _span = tracing::info_span!("image_prompts", count = ordered.len()).entered();
-        let device = Device::Cpu;
+        let device = self.options.device.clone();
         let vision_path = self.image_prompt_file(id, "clip_vision", clip_vision::FILE_NAME, clip_vision::URL)?;
         if models.vision.as_ref().is_none_or(|(p, _)| p != &vision_path) {
             let vision = ClipVision::load(&vision_path, &device).map_err(|e| format!("cannot load the CLIP vision model ({e})"))?;

@@ -1,0 +1,74 @@
+//! `--device` and `--dtype`: where the engine runs and in what precision. CPU builds run on the
+//! CPU only; a build with the `cuda` feature (`scripts/build-cuda.sh`) can run on NVIDIA GPUs.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Compute {
+    /// Where the engine runs: auto (the first GPU in a CUDA build, else the CPU), cpu,
+    /// cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Compute precision: auto (f16 on a GPU, f32 on the CPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+}
+
+impl Compute {
+    pub fn resolve(&self) -> Result<(Device, DType)> {
+        let device = parse_device(&self.device)?;
+        let dtype = match self.dtype.as_str() {
+            "auto" if device.is_cuda() => DType::F16,
+            "auto" => DType::F32,
+            other => parse_dtype(other)?,
+        };
+        Ok((device, dtype))
+    }
+}
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    let cuda = |ordinal: usize| {
+        Device::new_cuda(ordinal).map_err(|e| {
+            anyhow::anyhow!(
+                "--device {s}: no CUDA device {ordinal} ({e}); a CPU build runs on the CPU only (scripts/build-cuda.sh builds with CUDA)"
+            )
+        })
+    };
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        // candle answers with the CPU when it was built without CUDA or finds no GPU.
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => bail!("--device: '{other}' is not one of auto, cpu, cuda, cuda:N"),
+        },
+    }
+}
+
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype: '{other}' is not one of auto, f32, f16, bf16"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_a_cpu_build_refuses_cuda_naming_the_flag() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("gpu").unwrap_err().to_string().contains("--device"));
+        let auto = Compute { device: "cpu".into(), dtype: "auto".into() }.resolve().unwrap();
+        assert_eq!(auto.1, DType::F32);
+        if !candle_core::utils::cuda_is_available() {
+            assert!(parse_device("auto").unwrap().is_cpu());
+            assert!(parse_device("cuda:1").unwrap_err().to_string().contains("--device cuda:1"));
+        }
+    }
+}
