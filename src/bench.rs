@@ -42,9 +42,9 @@ pub struct BenchArgs {
     /// (Karras), the VAE decode and the PNG (0: none).
     #[arg(long, default_value_t = 0)]
     whole_steps: usize,
-    /// Compute precision: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Where and in what precision the full-size SDXL runs (`--device cuda` in a CUDA build).
+    #[command(flatten)]
+    compute: crate::device::Compute,
     /// Time the Fooocus V2 prompt expansion (full-size GPT-2 shapes, random weights) instead
     /// of SDXL; with --pytorch, beside bench/pytorch_expansion.py.
     #[arg(long)]
@@ -145,7 +145,7 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f6
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let dtype = crate::device::parse_dtype(&args.dtype)?;
+    let (device, dtype) = args.compute.resolve()?;
     // PyTorch first, in its own process, so the two never hold a model in memory at once.
     let reference = match &args.pytorch {
         Some(python) => Some(run_pytorch(&args, python)?),
@@ -206,7 +206,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut sheet = Sheet::default();
 
     let t0 = Instant::now();
-    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, ..Default::default() })?;
+    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, device: device.clone(), ..Default::default() })?;
     sheet.record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
 
     let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
@@ -219,28 +219,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     for &size in &args.sizes {
         let l = size / 8;
-        let x = Tensor::randn(0f32, 1f32, (2, 4, l, l), &Device::Cpu)?.to_dtype(dtype)?;
+        let x = Tensor::randn(0f32, 1f32, (2, 4, l, l), &device)?.to_dtype(dtype)?;
         let ctx = Tensor::cat(&[&cond.context, &cond.context], 0)?.to_dtype(dtype)?;
         let y1 = model.adm(&cond.pooled, focal_engine::sdxl::SizeIds::plain(size as u32, size as u32))?;
         let y = Tensor::cat(&[&y1, &y1], 0)?.to_dtype(dtype)?;
         sheet.measure(format!("unet_step_{size}"), args.repeat, || {
             model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?;
+            // A GPU runs the kernels asynchronously: the time is theirs once they finished.
+            device.synchronize()?;
             Ok(())
         })?;
     }
     if !args.skip_vae {
         for &size in &args.sizes {
-            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &Device::Cpu)?.to_dtype(dtype)?;
+            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &device)?.to_dtype(dtype)?;
             sheet.measure(format!("vae_decode_{size}"), args.repeat, || {
                 model.vae.decode(&z)?;
+                device.synchronize()?;
                 Ok(())
             })?;
         }
         // The image routes' own work (vary, upscale, inpaint encode their input image).
         for &size in &args.sizes {
-            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &Device::Cpu)?.to_dtype(dtype)?;
+            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &device)?.to_dtype(dtype)?;
             sheet.measure(format!("vae_encode_{size}"), args.repeat, || {
                 model.vae.encode(&image)?;
+                device.synchronize()?;
                 Ok(())
             })?;
         }
@@ -256,7 +260,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         })?;
     }
 
-    println!("focal bench: full-size SDXL (random weights), {} compute, CPU, {} threads, {}", args.dtype, num_threads(), gemm_backend());
+    let on = if device.is_cuda() { "CUDA".to_string() } else { format!("CPU, {} threads, {}", num_threads(), gemm_backend()) };
+    println!("focal bench: full-size SDXL (random weights), {dtype:?} compute, {on}");
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
     if args.whole_steps > 0 {
         println!("whole = encode prompt + negative, {} CFG Euler steps, VAE decode, PNG; one run", args.whole_steps);

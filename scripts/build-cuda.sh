@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build focal with candle's CUDA backend (`--features cuda`) on a machine without a GPU.
+# nvcc, the CUDA headers and the libraries candle links (cuBLAS, cuBLASLt, cuRAND, NVRTC) come as
+# NVIDIA's Python wheels into target/cuda/env; the driver library (libcuda.so.1) exists only where
+# a driver is installed, so the link uses a stub with the driver API's names (made here from
+# cudarc's bindings) and the real one is loaded at run time.
+#
+#   scripts/build-cuda.sh [PYTHON]     # any Python 3 with venv/pip (default: python3)
+#
+# Environment: CUDA_VERSION (default 13.0: the toolkit must not be newer than what the target's
+# driver runs, or its PTX will not load — driver 580 runs CUDA 13.0), CUDA_COMPUTE_CAP (default 90:
+# H100/H200; 80 for A100, 89 for L4/Ada). Output: target/cuda/focal (stripped). At run time it needs
+# libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13 on LD_LIBRARY_PATH (the same
+# wheels, or PyTorch's) and the driver; `focal serve --device cuda` then runs the engine on GPU 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${1:-python3}
+version=${CUDA_VERSION:-13.0}
+major=${version%%.*}
+prefix="$PWD/target/cuda"
+env="$prefix/env"
+if [ ! -x "$env/bin/python" ]; then
+    "$python" -m venv "$env"
+fi
+# nvvm and crt are nvcc's own parts: pinned too, or pip takes the newest and their PTX is newer.
+"$env/bin/pip" install --quiet "nvidia-cuda-nvcc==$version.*" "nvidia-nvvm==$version.*" "nvidia-cuda-crt==$version.*" \
+    "nvidia-cuda-runtime==$version.*" "nvidia-cuda-cccl==$version.*" "nvidia-cuda-nvrtc==$version.*" \
+    "nvidia-cublas==$version.*" "nvidia-curand"
+root=$(dirname "$(dirname "$(find "$env" -path "*/nvidia/cu$major/bin/nvcc" | head -n 1)")")
+[ -x "$root/bin/nvcc" ] || { echo "no nvcc found under $env" >&2; exit 1; }
+
+# Link-time names: unversioned links to the wheels' libraries, and the driver stub.
+stubs="$root/lib/stubs"
+mkdir -p "$stubs"
+for lib in cublas cublasLt curand nvrtc cudart; do
+    file=$(cd "$root/lib" && ls "lib$lib.so."* | grep -v alt | sort | head -n 1)
+    ln -sf "../$file" "$stubs/lib$lib.so"
+done
+cargo fetch --locked
+cudarc=$(cargo metadata --format-version 1 --locked --features cuda 2>/dev/null |
+    "$env/bin/python" -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc").rsplit("/",1)[0])')
+# Every driver function cudarc declares, as an empty function in a library named like the driver's.
+grep -oE '^\s+fn (cu[A-Za-z0-9_]+)\(' "$cudarc/src/driver/sys/mod.rs" | sed -E 's/^\s+fn ([A-Za-z0-9_]+)\(/void \1(void) {}/' |
+    sort -u > "$prefix/libcuda_stub.c"
+cc -shared -fPIC -o "$stubs/libcuda.so" -Wl,-soname,libcuda.so.1 "$prefix/libcuda_stub.c"
+
+PATH="$root/bin:$PATH" CUDA_ROOT="$root" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" \
+    cargo build --release --locked --features cuda --target-dir "$prefix/build"
+cp "$prefix/build/release/focal" "$prefix/focal"
+strip "$prefix/focal"
+echo "built $prefix/focal with CUDA $version for compute capability ${CUDA_COMPUTE_CAP:-90}"
