@@ -15,7 +15,7 @@ exec > >(tee "$out/gpu-check.log") 2>&1
 nvidia-smi || true
 
 # The CUDA libraries the binary links: PyTorch's wheels carry them under site-packages/nvidia/*.
-if libs=$(python3 -c 'import nvidia, os; print(":".join(sorted({r for p in nvidia.__path__ for r, _, fs in os.walk(p) if any(f.startswith(("libcublas.so", "libcurand.so", "libnvrtc.so")) for f in fs)})))' 2>/dev/null); then
+if libs=$(python3 -c 'import nvidia, os; print(":".join(sorted({r for p in nvidia.__path__ for r, _, fs in os.walk(p) if any(f.startswith(("libcublas.so", "libcurand.so", "libnvrtc.so", "libcudart.so")) for f in fs)})))' 2>/dev/null); then
     export LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}"
 fi
 ldd "$bin" | grep -E "not found|cuda|cublas|curand|nvrtc"
