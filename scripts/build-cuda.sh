@@ -11,8 +11,8 @@
 # driver runs, or its PTX will not load — driver 580 runs CUDA 13.0), CUDA_COMPUTE_CAP (default 90:
 # H100/H200; 80 for A100, 89 for L4/Ada). Output: target/cuda/focal (stripped). At run time it needs
 # the driver (libcuda.so.1) and libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and
-# libnvrtc.so.13 on LD_LIBRARY_PATH (the same
-# wheels, or PyTorch's) and the driver; `focal serve --device cuda` then runs the engine on GPU 0.
+# libnvrtc.so.13 on LD_LIBRARY_PATH (these wheels' target/cuda/env/.../nvidia/cu13/lib, or PyTorch's);
+# `focal serve --device cuda` then runs the engine on GPU 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${1:-python3}
