@@ -86,6 +86,8 @@ impl State {
         let swap_method = p.refiner.as_ref().map(|r| r.swap_method.clone()).unwrap_or_default();
         let (patches, styles, read_wildcards_in_order) = (p.patches, p.styles.clone(), p.read_wildcards_in_order);
         let mut params = focal_core::generation_params_from!(p);
+        // The request record, read once for Fooocus-API's task rules (null when it is not JSON).
+        let request: serde_json::Value = serde_json::from_str(&spec.request).unwrap_or_default();
         let (task, controls) = if spec.job_type == focal_fooocus_tasks::TEXT_TO_IMAGE && spec.inputs.is_empty() {
             (core::Task::TextToImage, vec![])
         } else {
@@ -95,7 +97,7 @@ impl State {
                 let image = images.decode(&input.data).map_err(|e| core::SubmitError::Invalid(format!("{}: {e}", input.role)))?;
                 decoded.push((input.role, image));
             }
-            fooocus_jobs::task_and_controls(&spec.job_type, decoded, &spec.request, &mut params).map_err(core::SubmitError::Invalid)?
+            fooocus_jobs::task_and_controls(&spec.job_type, decoded, &request, &mut params).map_err(core::SubmitError::Invalid)?
         };
         let fooocus = core::FooocusOptions {
             patches: patches.map(|s| core::task::SamplingPatches {
@@ -108,7 +110,7 @@ impl State {
             styles,
             read_wildcards_in_order,
             refiner_swap_method: swap_method,
-            controlnet_softness: fooocus_jobs::controlnet_softness(&spec.request),
+            controlnet_softness: focal_fooocus_tasks::image_prompts::softness(&request),
             metadata: spec.output.metadata.map(|m| core::ImageMetadata { scheme: m.scheme, entries: m.entries }),
         };
         Ok(core::JobSpec {

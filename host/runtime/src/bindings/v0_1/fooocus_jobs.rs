@@ -49,13 +49,12 @@ fn uov_task(images: &[(String, Image)], request: &Value, params: &mut Generation
 pub fn task_and_controls(
     job_type: &str,
     mut images: Vec<(String, Image)>,
-    request: &str,
+    request: &Value,
     params: &mut GenerationParams,
 ) -> Result<(Task, Vec<Control>), String> {
-    let request: Value = serde_json::from_str(request).unwrap_or(Value::Null);
     let mut controls = Vec::new();
     for (role, image) in images.iter().filter(|(role, _)| image_prompts::is_image_prompt(role)) {
-        let c = image_prompts::control(role, &request)?;
+        let c = image_prompts::control(role, request)?;
         controls.push(Control {
             kind: c.kind.into(),
             image: image.clone(),
@@ -69,15 +68,10 @@ pub fn task_and_controls(
     let typed = match job_type {
         TEXT_TO_IMAGE | IMAGE_PROMPT if images.is_empty() => Some(Task::TextToImage),
         // Fooocus-API mixes image prompts with an inpaint when the route also has an input image.
-        IMAGE_PROMPT | INPAINT_OUTPAINT => inpaint_task(&images, &request),
-        UPSCALE_VARY => uov_task(&images, &request, params),
+        IMAGE_PROMPT | INPAINT_OUTPAINT => inpaint_task(&images, request),
+        UPSCALE_VARY => uov_task(&images, request, params),
         _ => None,
     };
     let task = typed.unwrap_or_else(|| Task::Untyped { label: job_type.to_string(), images });
     Ok((task, controls))
-}
-
-/// The request's `controlnet_softness` (Fooocus's default when the record has none).
-pub fn controlnet_softness(request: &str) -> f32 {
-    image_prompts::softness(&serde_json::from_str(request).unwrap_or(Value::Null))
 }
