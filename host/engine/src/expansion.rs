@@ -17,6 +17,7 @@ use candle_core::{DType, Device};
 use crate::error::{EngineError, Result};
 use crate::gpt2::{Gpt2Config, Gpt2Model, KvCache};
 use crate::gpt2_tokenizer::Gpt2Tokenizer;
+use crate::logits::{softmax, top_k_filter};
 use crate::rng::TorchRng;
 
 /// Fooocus's `neg_inf`.
@@ -139,28 +140,6 @@ fn weights_file(dir: &Path) -> Option<PathBuf> {
     ["pytorch_model.bin", "model.safetensors", "fooocus_expansion.bin"].iter().map(|f| dir.join(f)).find(|p| p.is_file())
 }
 
-/// transformers' `TopKLogitsWarper`: values below the k-th largest become −∞ (ties kept).
-fn top_k_filter(logits: &mut [f32], k: usize) {
-    if k >= logits.len() {
-        return;
-    }
-    let mut sorted = logits.to_vec();
-    sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let threshold = sorted[k - 1];
-    for l in logits.iter_mut() {
-        if *l < threshold {
-            *l = f32::NEG_INFINITY;
-        }
-    }
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.into_iter().map(|e| e / sum).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,12 +148,5 @@ mod tests {
     fn safe_str_follows_fooocus() {
         assert_eq!(safe_str("  a    cat ,. "), "a cat");
         assert_eq!(safe_str(".,\r\n"), "");
-    }
-
-    #[test]
-    fn top_k_keeps_ties_at_the_threshold() {
-        let mut l = vec![1.0, 3.0, 2.0, 2.0, 0.0];
-        top_k_filter(&mut l, 2);
-        assert_eq!(l, [f32::NEG_INFINITY, 3.0, 2.0, 2.0, f32::NEG_INFINITY]);
     }
 }

@@ -26,6 +26,7 @@ pub mod interposer;
 pub mod ip_adapter;
 pub mod keymap;
 pub mod linear;
+pub mod logits;
 pub mod lora;
 pub mod nn;
 pub mod norm;
