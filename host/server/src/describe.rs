@@ -6,15 +6,19 @@ use std::sync::{Arc, Mutex};
 
 use focal_core::services::{BoxFuture, DescribeService, DescribeStyle};
 use focal_core::Image;
-use focal_describe::Wd14Tagger;
+use focal_describe::{blip, BlipCaptioner, Wd14Tagger};
 use focal_imageops::Pixels;
 use focal_models::download::Downloader;
 
 use crate::decode::{self, ImageLimits};
 
-/// Fooocus's tagger (`extras/wd14tagger.py`): the model and its tag list, from Fooocus's mirror.
+/// Fooocus's tagger (`extras/wd14tagger.py`): the model and its tag list.
 const TAGGER: &str = "wd-v1-4-moat-tagger-v2";
-const TAGGER_URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/";
+/// Where Fooocus downloads both describe models from.
+const FOOOCUS_MISC_URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/";
+/// The captioner's draws are seeded: one image, one caption (Fooocus draws from torch's global
+/// generator, so its captions vary from call to call).
+const CAPTION_SEED: u64 = 0;
 
 pub struct HostDescribe {
     inner: Arc<Inner>,
@@ -27,6 +31,7 @@ struct Inner {
     limits: ImageLimits,
     /// Loaded once; a failed load is retried on the next request (files installed meanwhile).
     tagger: Mutex<Option<Arc<Wd14Tagger>>>,
+    captioner: Mutex<Option<Arc<BlipCaptioner>>>,
     /// One image described at a time: a burst of requests waits here instead of each holding
     /// its decoded image and the model's activations at once.
     running: Mutex<()>,
@@ -34,22 +39,38 @@ struct Inner {
 
 impl HostDescribe {
     pub fn new(folder: PathBuf, allow_downloads: bool, limits: ImageLimits) -> Self {
-        HostDescribe { inner: Arc::new(Inner { folder, allow_downloads, limits, tagger: Mutex::new(None), running: Mutex::new(()) }) }
+        HostDescribe {
+            inner: Arc::new(Inner {
+                folder,
+                allow_downloads,
+                limits,
+                tagger: Mutex::new(None),
+                captioner: Mutex::new(None),
+                running: Mutex::new(()),
+            }),
+        }
     }
 }
 
 impl Inner {
     fn tagger(&self) -> Result<Arc<Wd14Tagger>, String> {
-        let mut slot = self.tagger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
-        }
-        let onnx = self.fetched(&format!("{TAGGER}.onnx"))?;
-        let csv = self.fetched(&format!("{TAGGER}.csv"))?;
-        let tagger = Arc::new(Wd14Tagger::load(&onnx, &csv).map_err(|e| format!("loading {}: {e:#}", onnx.display()))?);
-        tracing::info!("WD14 tagger loaded from {}", onnx.display());
-        *slot = Some(tagger.clone());
-        Ok(tagger)
+        loaded(&self.tagger, || {
+            let onnx = self.fetched(&format!("{TAGGER}.onnx"))?;
+            let csv = self.fetched(&format!("{TAGGER}.csv"))?;
+            let tagger = Wd14Tagger::load(&onnx, &csv).map_err(|e| format!("loading {}: {e:#}", onnx.display()))?;
+            tracing::info!("WD14 tagger loaded from {}", onnx.display());
+            Ok(tagger)
+        })
+    }
+
+    fn captioner(&self) -> Result<Arc<BlipCaptioner>, String> {
+        loaded(&self.captioner, || {
+            let path = self.fetched(blip::FILE_NAME)?;
+            let captioner =
+                BlipCaptioner::load(&path, &candle_core::Device::Cpu).map_err(|e| format!("loading {}: {e:#}", path.display()))?;
+            tracing::info!("BLIP captioner loaded from {}", path.display());
+            Ok(captioner)
+        })
     }
 
     /// `clip_vision/<name>`, downloaded from Fooocus's URL when missing (and allowed).
@@ -58,7 +79,7 @@ impl Inner {
         if path.is_file() {
             return Ok(path);
         }
-        let url = format!("{TAGGER_URL}{name}");
+        let url = format!("{FOOOCUS_MISC_URL}{name}");
         if !self.allow_downloads {
             return Err(format!("describing needs {}: downloads are off; download it from {url} and put it there", path.display()));
         }
@@ -66,12 +87,33 @@ impl Inner {
         Ok(path)
     }
 
-    fn anime(&self, image: &Image) -> Result<String, String> {
-        let _turn = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// The uploaded image as RGB pixels, under the host's limits.
+    fn pixels(&self, image: &Image) -> Result<Pixels, String> {
         let rgb = decode::decode(&image.encoded, &self.limits).map_err(|e| format!("the image: {e:#}"))?;
-        let pixels = Pixels::rgb(rgb.width, rgb.height, rgb.data).ok_or("the image has no pixels")?;
-        self.tagger()?.describe(&pixels).map_err(|e| format!("the WD14 tagger failed: {e:#}"))
+        Pixels::rgb(rgb.width, rgb.height, rgb.data).ok_or_else(|| "the image has no pixels".to_string())
     }
+
+    fn describe(&self, image: &Image, style: DescribeStyle) -> Result<String, String> {
+        let _turn = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pixels = self.pixels(image)?;
+        match style {
+            DescribeStyle::Anime => self.tagger()?.describe(&pixels).map_err(|e| format!("the WD14 tagger failed: {e:#}")),
+            DescribeStyle::Photo => {
+                self.captioner()?.caption(&pixels, CAPTION_SEED).map_err(|e| format!("the BLIP captioner failed: {e:#}"))
+            }
+        }
+    }
+}
+
+/// The model in `slot`, loaded by `load` the first time (a failed load is tried again next time).
+fn loaded<T>(slot: &Mutex<Option<Arc<T>>>, load: impl FnOnce() -> Result<T, String>) -> Result<Arc<T>, String> {
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(model) = slot.as_ref() {
+        return Ok(model.clone());
+    }
+    let model = Arc::new(load()?);
+    *slot = Some(model.clone());
+    Ok(model)
 }
 
 fn fetch(url: &str, dest: &Path) -> Result<(), String> {
@@ -80,19 +122,14 @@ fn fetch(url: &str, dest: &Path) -> Result<(), String> {
 }
 
 impl DescribeService for HostDescribe {
-    /// On a blocking thread: the model (and its download, which runs a runtime of its own) must
-    /// not hold up the async runtime.
+    /// On a blocking thread: the models (and their downloads, which run a runtime of their own)
+    /// must not hold up the async runtime.
     fn describe(&self, image: Image, style: DescribeStyle) -> BoxFuture<'_, Result<String, String>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            match style {
-                DescribeStyle::Photo => Err("describing a photo needs Fooocus's BLIP caption model, which this focal cannot run \
-                                             yet (image_type Anime, the WD14 tagger, works)"
-                    .into()),
-                DescribeStyle::Anime => tokio::task::spawn_blocking(move || inner.anime(&image))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the WD14 tagger failed: {e}"))),
-            }
+            tokio::task::spawn_blocking(move || inner.describe(&image, style))
+                .await
+                .unwrap_or_else(|e| Err(format!("describing failed: {e}")))
         })
     }
 }

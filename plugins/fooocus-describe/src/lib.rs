@@ -1,7 +1,7 @@
 //! The Fooocus-API's `POST /v1/tools/describe-image` (multipart `image`, query `image_type` =
 //! `Photo` (default) or `Anime`) → `{"describe": "…"}`, answered in the request as the seed does.
-//! The words come from the host's `describe` interface (contract 0.2.0): WD14 tags for Anime;
-//! Photo (Fooocus's BLIP captions) answers 501 until the host runs that model.
+//! The words come from the host's `describe` interface (contract 0.2.0): BLIP's caption for Photo,
+//! WD14 tags for Anime; a model the host cannot load (missing offline, say) is a 500 naming it.
 
 wit_bindgen::generate!({ world: "endpoint", path: "../../wit/focal-plugin@0.2.0" });
 
@@ -38,8 +38,6 @@ fn describe_image(req: &Request) -> Response {
     };
     match describe(&image, style) {
         Ok(text) => json_response(200, &json!({ "describe": text })),
-        // Photo needs a model this host cannot run yet; Anime's errors name the missing file.
-        Err(why) if style == Style::Photo => json_response(501, &json!({ "detail": why })),
         Err(why) => json_response(500, &json!({ "detail": why })),
     }
 }

@@ -28,9 +28,8 @@ use text_decoder::TextDecoder;
 use vision::VisionTransformer;
 pub use wordpiece::WordPiece;
 
-/// The file Fooocus downloads on first use into `models/clip_vision/`, and where from.
+/// The file Fooocus downloads on first use into `models/clip_vision/` (from lllyasviel/misc).
 pub const FILE_NAME: &str = "model_base_caption_capfilt_large.pth";
-pub const URL: &str = "https://huggingface.co/lllyasviel/misc/resolve/main/model_base_caption_capfilt_large.pth";
 
 /// `blip_image_eval_size`.
 const IMAGE_SIZE: usize = 384;
