@@ -61,6 +61,13 @@ pub struct BenchArgs {
     /// bench/pytorch_small.py doing the same with diffusers on the same weights.
     #[arg(long)]
     small: bool,
+    /// Time Fooocus's photo captioner (BLIP-base shapes, random weights) on one 512² image instead
+    /// of SDXL; with --pytorch and --fooocus, beside bench/pytorch_describe.py.
+    #[arg(long)]
+    describe: bool,
+    /// A Fooocus checkout whose BLIP classes bench/pytorch_describe.py runs (--describe).
+    #[arg(long)]
+    fooocus: Option<PathBuf>,
     /// The tiny checkpoint for --small (its diffusers twin for PyTorch: --small-diffusers).
     #[arg(long, default_value = "tests/fixtures/tiny-sdxl/tiny-sdxl-a.safetensors")]
     small_checkpoint: PathBuf,
@@ -92,10 +99,10 @@ fn cpu_has_avx512() -> bool {
 const BENCH_PROMPT: &str = "a photograph of an astronaut riding a horse, highly detailed";
 
 /// One measurement: name, seconds, peak RSS (GiB) when it was taken.
-type Row = (String, f64, f64);
+pub(crate) type Row = (String, f64, f64);
 
 /// Peak resident memory of this process so far (VmHWM), in GiB.
-fn peak_rss_gib() -> f64 {
+pub(crate) fn peak_rss_gib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb: f64 = status
         .lines()
@@ -106,7 +113,7 @@ fn peak_rss_gib() -> f64 {
     kb / (1024.0 * 1024.0)
 }
 
-fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+pub(crate) fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         let t0 = Instant::now();
@@ -122,6 +129,9 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f6
         cmd.arg("bench/pytorch_small.py").arg("--model").arg(&args.small_diffusers).args(["--repeat", &args.repeat.to_string()]);
     } else if let Some(size) = args.upscale {
         cmd.arg("bench/pytorch_upscale.py").args(["--size", &size.to_string(), "--repeat", &args.repeat.to_string()]);
+    } else if args.describe {
+        let fooocus = args.fooocus.as_ref().context("--describe --pytorch needs --fooocus <Fooocus checkout>")?;
+        cmd.arg("bench/pytorch_describe.py").arg("--fooocus").arg(fooocus).args(["--repeat", &args.repeat.to_string()]);
     } else if args.expansion {
         cmd.arg("bench/pytorch_expansion.py").arg("--tokenizer").arg(&args.gpt2_tokenizer);
         cmd.args(["--prompt", BENCH_PROMPT, "--repeat", &args.repeat.to_string()]);
@@ -175,6 +185,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
             gemm_backend()
         );
         println!("esrgan_upscale_{size} = one {size}² image super-resolved ×4 (one tile), clamped; best of {} runs", args.repeat);
+        print_rows(&rows, reference.as_ref());
+        return Ok(());
+    }
+    if args.describe {
+        let rows = crate::bench_describe::rows(args.repeat)?;
+        println!(
+            "focal bench: Fooocus's BLIP captioner (ViT-B/16 at 384, BERT-base decoder, random weights), f32, CPU, {} threads, {}",
+            num_threads(),
+            gemm_backend()
+        );
+        println!(
+            "blip_image_encode = one 512² image to embeddings; blip_caption_75 = encode + a 75-token caption (sampling); best of {} runs",
+            args.repeat
+        );
         print_rows(&rows, reference.as_ref());
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! The `focal` command line.
 mod app;
 mod bench;
+mod bench_describe;
 mod device;
 mod generate;
 mod models;

@@ -74,8 +74,9 @@ impl Gpt2Tokenizer {
     }
 }
 
-/// transformers' `clean_up_tokenization`: spaces before punctuation and English contractions removed.
-fn clean_up_tokenization(text: &str) -> String {
+/// transformers' `clean_up_tokenization` (every tokenizer's `decode`): spaces before punctuation and
+/// English contractions removed.
+pub fn clean_up_tokenization(text: &str) -> String {
     [
         (" .", "."),
         (" ?", "?"),

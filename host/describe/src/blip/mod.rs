@@ -59,6 +59,11 @@ impl BlipCaptioner {
             let mut file = focal_engine::torch_file::load(path)?;
             file.take("model").context("no 'model' entry: not a BLIP checkpoint")?.into_tensors()
         };
+        Self::from_tensors(tensors, device)
+    }
+
+    /// From the checkpoint's tensors (`visual_encoder.…`, `text_decoder.…`; others are ignored).
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>, device: &Device) -> Result<Self> {
         let mut vision = HashMap::new();
         let mut text = HashMap::new();
         for (name, tensor) in tensors {
@@ -93,6 +98,16 @@ impl BlipCaptioner {
     /// The whole sequence: the prompt's ids, then the sampled ones (ending with `[SEP]` unless the
     /// length ran out).
     pub fn caption_ids(&self, image: &Pixels, seed: u64) -> Result<Vec<u32>> {
+        self.sample(image, seed, MIN_LENGTH)
+    }
+
+    /// A caption that never ends before the longest length (`[SEP]` barred throughout): the most
+    /// work one caption can be, for benchmarks.
+    pub fn longest_caption_ids(&self, image: &Pixels, seed: u64) -> Result<Vec<u32>> {
+        self.sample(image, seed, MAX_LENGTH)
+    }
+
+    fn sample(&self, image: &Pixels, seed: u64, min_length: usize) -> Result<Vec<u32>> {
         let embeds = self.image_embeddings(image)?;
         let mut state = self.decoder.start(&embeds)?;
         let mut ids = self.prompt.clone();
@@ -102,7 +117,7 @@ impl BlipCaptioner {
         }
         let mut rng = TorchRng::new(seed);
         loop {
-            let next = pick(&mut scores, &ids, &mut rng);
+            let next = pick(&mut scores, &ids, min_length, &mut rng);
             ids.push(next);
             if next == wordpiece::SEP || ids.len() >= MAX_LENGTH {
                 return Ok(ids);
@@ -132,9 +147,9 @@ impl BlipCaptioner {
 
 /// One step of transformers' sampling: processors (repetition penalty, minimum length), warpers
 /// (top-k, top-p), softmax, one multinomial draw.
-fn pick(scores: &mut [f32], ids: &[u32], rng: &mut TorchRng) -> u32 {
+fn pick(scores: &mut [f32], ids: &[u32], min_length: usize, rng: &mut TorchRng) -> u32 {
     repetition_penalty(scores, ids, REPETITION_PENALTY);
-    if ids.len() < MIN_LENGTH {
+    if ids.len() < min_length {
         scores[wordpiece::SEP as usize] = f32::NEG_INFINITY;
     }
     top_k_filter(scores, TOP_K);

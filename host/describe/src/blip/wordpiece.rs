@@ -6,6 +6,7 @@
 //! `extras/BLIP/models/bert_tokenizer/`: the checkpoint holds none, so focal carries it too.
 
 use anyhow::{bail, Result};
+use focal_engine::gpt2_tokenizer::clean_up_tokenization;
 
 const VOCAB: &str = include_str!("../../data/bert-base-uncased-vocab.txt");
 
@@ -55,24 +56,6 @@ impl WordPiece {
         let text = words.join(" ").replace(" ##", "");
         clean_up_tokenization(text.trim())
     }
-}
-
-/// transformers' `clean_up_tokenization`: spaces before punctuation and English contractions.
-fn clean_up_tokenization(text: &str) -> String {
-    [
-        (" .", "."),
-        (" ?", "?"),
-        (" !", "!"),
-        (" ,", ","),
-        (" ' ", "'"),
-        (" n't", "n't"),
-        (" 'm", "'m"),
-        (" 's", "'s"),
-        (" 've", "'ve"),
-        (" 're", "'re"),
-    ]
-    .iter()
-    .fold(text.to_string(), |text, (from, to)| text.replace(from, to))
 }
 
 #[cfg(test)]
