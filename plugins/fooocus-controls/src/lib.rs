@@ -8,15 +8,14 @@
 //!   not have: with `preprocess` on it fails the job, saying so;
 //! - `canny`, `cpds` (ControlNets): cut to the job's `width`×`height` (options) as Fooocus's
 //!   `resize_image(…)` fills a size; then PyraCanny's Canny pyramid (`low`/`high` thresholds,
-//!   64/128 by default; `focal-imageops`, checked against Fooocus's own) or CPDS's
-//!   contrast-preserving decolorization, which this component does not compute yet: with
-//!   `preprocess` on a CPDS job fails, saying so.
+//!   64/128 by default) or CPDS's contrast-preserving decolorization (Fooocus's `cpds`: OpenCV's
+//!   GaussianBlur and `decolor`), both from `focal-imageops`, checked against Fooocus's own.
 
 wit_bindgen::generate!({ world: "image-step", path: "../../wit/focal-plugin@0.2.0" });
 
 use exports::focal::plugin::image_processor::Guest;
 use focal::plugin::images::Image;
-use focal_imageops::{canny_pyramid, resize_fill, resize_lanczos, Pixels};
+use focal_imageops::{canny_pyramid, cpds, resize_fill, resize_lanczos, Pixels};
 
 /// The CLIP vision tower's input side.
 const CLIP_SIDE: u32 = 224;
@@ -49,13 +48,16 @@ fn control_map(image: &Image, options: &[(String, String)], kind: &str, preproce
                 option(options, key).map_or(Ok(default), |v| v.parse::<i32>().map_err(|_| format!("{key} threshold '{v}' is not a number")))
             };
             let edges = canny_pyramid(&out, threshold("low", 64)?, threshold("high", 128)?).ok_or("the Canny pyramid needs a downscale")?;
-            let rgb: Vec<u8> = edges.iter().flat_map(|&v| [v, v, v]).collect();
-            Image::from_rgb(out.width, out.height, &rgb)
+            grey_to_rgb(&out, &edges)
         }
-        _ => Err("CPDS's contrast-preserving decolorization does not run on this focal yet; send a ready control image with the \
-             preprocessor skipped (Fooocus-API: advanced_params.skipping_cn_preprocessor = true)"
-            .into()),
+        (_, true) => grey_to_rgb(&out, &cpds(&out).ok_or("CPDS takes an RGB image")?),
     }
+}
+
+/// Fooocus's `HWC3` of a one-channel map at `like`'s size.
+fn grey_to_rgb(like: &Pixels, map: &[u8]) -> Result<Image, String> {
+    let rgb: Vec<u8> = map.iter().flat_map(|&v| [v, v, v]).collect();
+    Image::from_rgb(like.width, like.height, &rgb)
 }
 
 struct Controls;
