@@ -51,43 +51,53 @@ fn channel(img: &FloatImage, c: usize) -> Vec<f32> {
     img.data.chunks_exact(3).map(|px| px[c]).collect()
 }
 
-/// Solves `a · x = b` for the 9 × N right-hand side `b` (Gaussian elimination, partial pivoting).
-fn solve(a: [[f64; 9]; 9], b: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
-    let mut a = a;
-    let mut b: Vec<Vec<f64>> = b.iter().map(|row| row.iter().map(|&v| v as f64).collect()).collect();
-    for col in 0..9 {
-        let pivot = (col..9).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col] == 0.0 {
+/// `cv::solve(a, b, DECOMP_NORMAL)` with a square `a`, which OpenCV solves directly (the normal
+/// flag only applies to tall matrices): `LUImpl<float>` — partial pivoting, elimination and back
+/// substitution in float. `None` when a pivot falls under 10·FLT_EPSILON (OpenCV then answers 0).
+fn solve(a: &[[f32; 9]; 9], b: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
+    let n = b[0].len();
+    let mut m = *a;
+    let mut x: Vec<Vec<f32>> = b.to_vec();
+    for i in 0..9 {
+        let mut k = i;
+        for j in i + 1..9 {
+            if m[j][i].abs() > m[k][i].abs() {
+                k = j;
+            }
+        }
+        if m[k][i].abs() < f32::EPSILON * 10.0 {
             return None;
         }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in col + 1..9 {
-            let factor = a[row][col] / a[col][col];
-            if factor == 0.0 {
-                continue;
+        if k != i {
+            for j in i..9 {
+                let t = m[i][j];
+                m[i][j] = m[k][j];
+                m[k][j] = t;
             }
-            for k in col..9 {
-                a[row][k] -= factor * a[col][k];
+            x.swap(i, k);
+        }
+        let d = -1.0 / m[i][i];
+        for j in i + 1..9 {
+            let alpha = m[j][i] * d;
+            for c in i + 1..9 {
+                m[j][c] += alpha * m[i][c];
             }
-            let (upper, lower) = b.split_at_mut(row);
-            for (t, s) in lower[0].iter_mut().zip(&upper[col]) {
-                *t -= factor * s;
+            let (upper, lower) = x.split_at_mut(j);
+            for (t, s) in lower[0].iter_mut().zip(&upper[i]) {
+                *t += alpha * s;
             }
         }
     }
-    for col in (0..9).rev() {
-        for row in 0..col {
-            let factor = a[row][col] / a[col][col];
-            let (upper, lower) = b.split_at_mut(col);
-            for (t, s) in upper[row].iter_mut().zip(&lower[0]) {
-                *t -= factor * s;
+    for i in (0..9).rev() {
+        for c in 0..n {
+            let mut s = x[i][c];
+            for k in i + 1..9 {
+                s -= m[i][k] * x[k][c];
             }
+            x[i][c] = s / m[i][i];
         }
-        let d = a[col][col];
-        b[col].iter_mut().for_each(|v| *v /= d);
     }
-    Some(b.into_iter().map(|row| row.into_iter().map(|v| v as f32).collect()).collect())
+    Some(x)
 }
 
 /// The monomial weights fitted on `small` (OpenCV's `grad_system`, `weak_order`, solver loop).
@@ -116,16 +126,16 @@ fn weights(small: &FloatImage) -> Option<[f64; 9]> {
             gradients(&plane, w, h)
         })
         .collect();
-    // Mt = (P Pᵀ)⁻¹ (P ∘ Cg), P and the right-hand side in float as OpenCV stores them.
+    // Mt solves (P Pᵀ) Mt = P ∘ Cg, in float as OpenCV stores them (P Pᵀ summed in double).
     let p: Vec<Vec<f32>> = poly.iter().map(|row| row.iter().map(|&v| v as f32).collect()).collect();
     let rhs: Vec<Vec<f32>> = poly.iter().map(|row| row.iter().zip(&cg).map(|(v, c)| (v * c) as f32).collect()).collect();
-    let mut a = [[0f64; 9]; 9];
+    let mut a = [[0f32; 9]; 9];
     for i in 0..9 {
         for j in 0..9 {
-            a[i][j] = p[i].iter().zip(&p[j]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() as f32 as f64;
+            a[i][j] = p[i].iter().zip(&p[j]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() as f32;
         }
     }
-    let mt = solve(a, &rhs)?;
+    let mt = solve(&a, &rhs)?;
 
     let mut wei = [0f64; 9];
     for (k, e) in MONOMIALS.iter().enumerate() {

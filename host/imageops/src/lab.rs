@@ -8,8 +8,8 @@
 //!   matrix in Q12 and a 4096-entry inverse gamma table.
 //!
 //! The tables are built as OpenCV builds them with its soft-float arithmetic: IEEE single and double
-//! operations, which f32/f64 give in the same order (its `pow` and `cbrt` are taken from the
-//! platform; a last-bit difference there moves a table entry only on an exact rounding tie).
+//! operations, which f32/f64 give in the same order, and its cube root ported; its `pow` is taken from
+//! the platform (a last-bit difference there moves a table entry only on an exact rounding tie).
 
 use std::sync::OnceLock;
 
@@ -50,10 +50,37 @@ fn apply_inverse_gamma(x: f32) -> f32 {
 fn lab_f(t: f32) -> f32 {
     let (threshold, scale, bias) = (216.0f32 / 24389.0, 841.0f32 / 108.0, 16.0f32 / 116.0);
     if t > threshold {
-        t.cbrt()
+        cube_root(t)
     } else {
         t.mul_add(scale, bias)
     }
+}
+
+/// OpenCV's soft-float cube root (Ken Turkowski's): the mantissa scaled into [0.125, 1), a quartic
+/// rational approximation in double, its mantissa truncated back to single precision.
+fn cube_root(x: f32) -> f32 {
+    if x.is_nan() || x.is_infinite() {
+        return x;
+    }
+    let bits = x.to_bits();
+    if bits & 0x7fff_ffff == 0 {
+        return 0.0;
+    }
+    let sign = bits >> 31;
+    let mut ex = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut shx = ex % 3;
+    if shx >= 0 {
+        shx -= 3;
+    }
+    ex = (ex - shx) / 3 - 1;
+    let fr = f64::from_bits((((shx + 1023) as u64) << 52) | (((bits & 0x7f_ffff) as u64) << 29));
+    let c = |raw: u64| f64::from_bits(raw);
+    let num = (((c(0x4046a09e6653ba70) * fr + c(0x406808f46c6116e0)) * fr + c(0x405dca97439cae14)) * fr + c(0x402add70d2827500)) * fr
+        + c(0x3fc4f15f83f55d2d);
+    let den = (((c(0x402d9e20660edb21) * fr + c(0x4062ff15c0285815)) * fr + c(0x406510d06a8112ce)) * fr + c(0x4040fecbc9e2c375)) * fr + 1.0;
+    let fr = num / den;
+    let mantissa = ((fr.to_bits() & ((1u64 << 52) - 1)) >> 29) as u32;
+    f32::from_bits((sign << 31) | (((ex + 127) as u32) << 23) | mantissa)
 }
 
 struct Tables {

@@ -26,9 +26,9 @@ fn opencv_steps_match() {
     let small = FloatImage { width: 60, height: 45, channels: 3, data: area.data.iter().map(|&b| b as f32 / 255.0).collect() };
     let up = resize_linear_f32(&small, 100, 75);
     let want: Vec<f32> = steps["linear_60x45_to_100x75"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    // OpenCV 4.10's wheels interpolate float rows with vector code whose rounding this does not
-    // reproduce (its scalar path, which a 1-pixel-wide image takes, is matched exactly): the values
-    // agree to a few ULPs.
+    // OpenCV 4.10's wheels hand float INTER_LINEAR to Intel IPP (closed source), whose rounding this
+    // does not reproduce (OpenCV's own code, `cv2.ipp.setUseIPP(False)`, is matched exactly): the
+    // values agree to a few ULPs.
     let worst = up.data.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(worst < 4e-6, "INTER_LINEAR f32: {worst}");
 }
