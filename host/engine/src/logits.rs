@@ -85,6 +85,6 @@ mod tests {
     fn repetition_penalty_counts_each_token_once() {
         let mut l = vec![2.2, -1.0, 5.0];
         repetition_penalty(&mut l, &[0, 1, 0, 0], 1.1);
-        assert_eq!(l, [2.2 / 1.1, -1.0 * 1.1, 5.0]);
+        assert_eq!(l, [2.2 / 1.1, -1.1, 5.0]);
     }
 }

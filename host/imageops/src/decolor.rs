@@ -54,6 +54,8 @@ fn channel(img: &FloatImage, c: usize) -> Vec<f32> {
 /// `cv::solve(a, b, DECOMP_NORMAL)` with a square `a`, which OpenCV solves directly (the normal
 /// flag only applies to tall matrices): `LUImpl<float>` — partial pivoting, elimination and back
 /// substitution in float. `None` when a pivot falls under 10·FLT_EPSILON (OpenCV then answers 0).
+// Index loops, as OpenCV's: the order of the float operations is the point.
+#[allow(clippy::needless_range_loop)]
 fn solve(a: &[[f32; 9]; 9], b: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
     let n = b[0].len();
     let mut m = *a;

@@ -45,14 +45,15 @@ pub fn gaussian_blur(image: &Pixels, sigma: f64) -> Pixels {
     let taps = fixed_point_kernel(sigma);
     let half = (taps.len() / 2) as i64;
     let (w, h, cn) = (image.width as usize, image.height as usize, image.channels as usize);
-    let mut rows = vec![0u32; w * h * cn];
+    // Row sums fit 16 bits (at most 255 · 256).
+    let mut rows = vec![0u16; w * h * cn];
     for y in 0..h {
         let line = &image.data[y * w * cn..(y + 1) * w * cn];
         for x in 0..w {
             for c in 0..cn {
                 let sum: u32 =
                     taps.iter().enumerate().map(|(k, &t)| t * line[reflect101(x as i64 + k as i64 - half, w) * cn + c] as u32).sum();
-                rows[(y * w + x) * cn + c] = sum;
+                rows[(y * w + x) * cn + c] = sum as u16;
             }
         }
     }
@@ -60,8 +61,11 @@ pub fn gaussian_blur(image: &Pixels, sigma: f64) -> Pixels {
     for y in 0..h {
         for x in 0..w {
             for c in 0..cn {
-                let sum: u32 =
-                    taps.iter().enumerate().map(|(k, &t)| t * rows[(reflect101(y as i64 + k as i64 - half, h) * w + x) * cn + c]).sum();
+                let sum: u32 = taps
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &t)| t * rows[(reflect101(y as i64 + k as i64 - half, h) * w + x) * cn + c] as u32)
+                    .sum();
                 out[(y * w + x) * cn + c] = ((sum + (1 << 15)) >> 16).min(255) as u8;
             }
         }
