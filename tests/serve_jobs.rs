@@ -356,9 +356,12 @@ fn image_routes_parse_validate_and_fail_honestly() {
         assert_eq!(done["job_stage"], "ERROR", "{path}: {done}");
     }
     let (headers, form) = multipart(&[("image", &png)]);
-    // Describe: Photo (BLIP) is not run here; Anime's tagger is missing and cannot be fetched.
-    assert_eq!(request_bytes(&addr, "POST", "/v1/tools/describe-image", &headers, &form).0, 501);
-    assert_eq!(request_bytes(&addr, "POST", "/v1/tools/describe-image?image_type=Anime", &headers, &form).0, 500);
+    // Describe: neither Photo's captioner nor Anime's tagger is installed, and they cannot be fetched.
+    for query in ["", "?image_type=Anime"] {
+        let (status, raw) = request_bytes(&addr, "POST", &format!("/v1/tools/describe-image{query}"), &headers, &form);
+        assert_eq!(status, 500, "{query}");
+        assert!(json(&raw)["detail"].as_str().unwrap().contains("clip_vision/"), "{query}: {}", String::from_utf8_lossy(&raw));
+    }
     assert_eq!(request_bytes(&addr, "POST", "/v1/tools/describe-image?image_type=Sketch", &headers, &form).0, 422);
 
     let (status, v) = post(&addr, "/v2/generation/image-prompt", "{}");
