@@ -59,6 +59,14 @@ struct Stage<'a> {
     /// ControlNets and Fooocus's softness, on the base model only (the same).
     controls: Vec<Control>,
     control_softness: f64,
+    /// `[cond; uncond]` contexts as one batch when their lengths match, built once: the same
+    /// tensor every step lets the cross-attentions keep its keys and values.
+    paired_context: Option<Tensor>,
+}
+
+/// The two contexts batched, when they have the same length.
+fn paired_context(cond: &Cond, uncond: &Cond) -> Result<Option<Tensor>> {
+    Ok(if cond.context.dims() == uncond.context.dims() { Some(Tensor::cat(&[&cond.context, &uncond.context], 0)?) } else { None })
 }
 
 impl<'a> Stage<'a> {
@@ -70,11 +78,14 @@ impl<'a> Stage<'a> {
         patches: Option<FooocusPatches>,
     ) -> Result<Self> {
         let (unet, dt, dev) = (&model.unet, model.dtype, &model.device);
+        let cond = Cond::sdxl(unet, dt, dev, cond, size, patches.map(|p| p.adm_positive))?;
+        let uncond = Cond::sdxl(unet, dt, dev, uncond, size, patches.map(|p| p.adm_negative))?;
         Ok(Self {
             unet,
             dtype: dt,
-            cond: Cond::sdxl(unet, dt, dev, cond, size, patches.map(|p| p.adm_positive))?,
-            uncond: Cond::sdxl(unet, dt, dev, uncond, size, patches.map(|p| p.adm_negative))?,
+            paired_context: paired_context(&cond, &uncond)?,
+            cond,
+            uncond,
             freeu: None,
             inpaint_feature: None,
             image_prompts: Vec::new(),
@@ -118,6 +129,7 @@ impl<'a> Stage<'a> {
         Ok(Self {
             unet,
             dtype: dt,
+            paired_context: paired_context(&c, &u)?,
             cond: c,
             uncond: u,
             freeu: None,
@@ -311,11 +323,10 @@ impl CfgDenoiser<'_> {
             // Fooocus too: at CFG 1 only the positive branch runs, unpatched.
             return to_denoised(stage.eps(&x_in, at, &stage.cond.context, yc, &[Half::Cond])?);
         }
-        let (ec, eu) = if stage.cond.context.dims() == stage.uncond.context.dims() {
+        let (ec, eu) = if let Some(ctx) = &stage.paired_context {
             let both = Tensor::cat(&[&x_in, &x_in], 0)?;
-            let ctx = Tensor::cat(&[&stage.cond.context, &stage.uncond.context], 0)?;
             let y = Tensor::cat(&[yc, yu], 0)?;
-            let eps = stage.eps(&both, at, &ctx, &y, &[Half::Cond, Half::Uncond])?;
+            let eps = stage.eps(&both, at, ctx, &y, &[Half::Cond, Half::Uncond])?;
             (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?)
         } else {
             (

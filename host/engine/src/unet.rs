@@ -2,7 +2,9 @@
 //! checkpoint: levels, res blocks, transformer depths, channels and context width are all read
 //! from the tensors, as ComfyUI's model detection does.
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{Module, Result, Tensor, TensorId};
 use candle_nn::VarBuilder;
 
 use crate::freeu::FreeU;
@@ -67,18 +69,41 @@ struct CrossAttention {
     v: Linear,
     out: Linear,
     heads: usize,
+    /// The keys and values of the last context seen, by tensor id: a sampler passes the same
+    /// context tensor at every step, so they are computed once per image instead of once per step
+    /// (the same operations on the same inputs: the results are identical).
+    context_kv: Mutex<Option<(TensorId, Tensor, Tensor)>>,
 }
 
 impl CrossAttention {
     fn new(vb: VarBuilder, heads: Heads) -> Result<Self> {
         let q = linear(&vb.pp("to_q"))?;
         let inner = q.weight().dim(0)?;
-        Ok(Self { k: linear(&vb.pp("to_k"))?, v: linear(&vb.pp("to_v"))?, out: linear(&vb.pp("to_out.0"))?, heads: heads.split(inner), q })
+        Ok(Self {
+            k: linear(&vb.pp("to_k"))?,
+            v: linear(&vb.pp("to_v"))?,
+            out: linear(&vb.pp("to_out.0"))?,
+            heads: heads.split(inner),
+            q,
+            context_kv: Mutex::new(None),
+        })
+    }
+
+    fn context_kv(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut slot = self.context_kv.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((id, k, v)) = slot.as_ref() {
+            if *id == context.id() {
+                return Ok((k.clone(), v.clone()));
+            }
+        }
+        let (k, v) = (self.k.forward(context)?, self.v.forward(context)?);
+        *slot = Some((context.id(), k.clone(), v.clone()));
+        Ok((k, v))
     }
 
     /// `extra`: keys and values appended to the context's (an image prompt's tokens).
     fn forward(&self, x: &Tensor, context: &Tensor, extra: Option<(Tensor, Tensor)>) -> Result<Tensor> {
-        let (mut k, mut v) = (self.k.forward(context)?, self.v.forward(context)?);
+        let (mut k, mut v) = self.context_kv(context)?;
         if let Some((ek, ev)) = extra {
             k = Tensor::cat(&[&k, &ek.to_dtype(k.dtype())?], 1)?;
             v = Tensor::cat(&[&v, &ev.to_dtype(v.dtype())?], 1)?;
