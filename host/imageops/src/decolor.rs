@@ -28,10 +28,11 @@ pub struct Decolored {
     pub color_boost: Pixels,
 }
 
-/// `R^r·G^g·B^b` of one float pixel (stored B, G, R) as C++ evaluates `pow(float, int)`: in double.
-fn monomial(px: &[f32], [r, g, b]: [i32; 3]) -> f64 {
+/// `c · R^r · G^g · B^b` of one float pixel (stored B, G, R), multiplied left to right in double as
+/// C++ evaluates `c * pow(float, int) * …` (the grey image passes its weight as `c`, the gradients 1).
+fn monomial(c: f64, px: &[f32], [r, g, b]: [i32; 3]) -> f64 {
     let p = |v: f32, e: i32| (v as f64).powi(e);
-    p(px[2], r) * p(px[1], g) * p(px[0], b)
+    c * p(px[2], r) * p(px[1], g) * p(px[0], b)
 }
 
 /// x then y differences of a plane (`v[i][j] − v[i][j+1]`, `v[i][j] − v[i+1][j]`, 0 on the last
@@ -124,7 +125,7 @@ fn weights(small: &FloatImage) -> Option<[f64; 9]> {
     let poly: Vec<Vec<f64>> = MONOMIALS
         .iter()
         .map(|&e| {
-            let plane: Vec<f32> = small.data.chunks_exact(3).map(|px| monomial(px, e) as f32).collect();
+            let plane: Vec<f32> = small.data.chunks_exact(3).map(|px| monomial(1.0, px, e) as f32).collect();
             gradients(&plane, w, h)
         })
         .collect();
@@ -189,22 +190,19 @@ pub fn decolor(image: &Pixels) -> Option<Decolored> {
     let scale = (1.0f64 / 255.0) as f32;
     let img =
         FloatImage { width: image.width, height: image.height, channels: 3, data: image.data.iter().map(|&v| v as f32 * scale).collect() };
-    let small = if h + w > 800 {
+    let shrunk = (h + w > 800).then(|| {
         let factor = 800.0 / (h + w) as f64;
         let side = |v: usize| ((v as f64 * factor + 0.5) as u32).max(1);
         resize_linear_f32(&img, side(w), side(h))
-    } else {
-        img.clone()
-    };
+    });
     // A flat image has nothing to fit (OpenCV's solve fails too): all weights 0, a black grey image.
-    let wei = weights(&small).unwrap_or([0.0; 9]);
+    let wei = weights(shrunk.as_ref().unwrap_or(&img)).unwrap_or([0.0; 9]);
 
     let mut gray = vec![0f32; w * h];
     for (k, &e) in MONOMIALS.iter().enumerate() {
         let weight = wei[k] as f32 as f64;
         for (g, px) in gray.iter_mut().zip(img.data.chunks_exact(3)) {
-            let p = |v: f32, n: i32| (v as f64).powi(n);
-            *g = (*g as f64 + weight * p(px[2], e[0]) * p(px[1], e[1]) * p(px[0], e[2])) as f32;
+            *g = (*g as f64 + monomial(weight, px, e)) as f32;
         }
     }
     let min = gray.iter().copied().fold(f32::MAX, f32::min);
