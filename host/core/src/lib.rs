@@ -13,4 +13,5 @@ pub mod task;
 pub use image::Image;
 pub use job::{Download, JobImage, JobInfo, JobSpec, JobStage, Owner, Phase, Progress, QueueInfo, QuotaExceeded, StepCall, SubmitError};
 pub use prompt::PromptTask;
+pub use services::Face;
 pub use task::{Control, FooocusOptions, GenerationParams, ImageMetadata, InpaintOptions, Lora, Task};

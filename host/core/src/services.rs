@@ -60,6 +60,25 @@ pub trait DescribeService: Send + Sync {
     fn describe(&self, image: Image, style: DescribeStyle) -> BoxFuture<'_, Result<String, String>>;
 }
 
+/// A face the host's detector found, in the image's pixels: its box, the detector's confidence,
+/// and five landmarks (the eyes, the nose, the mouth's corners, as the person's left/right appear
+/// in the image: left eye first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Face {
+    pub left: f32,
+    pub top: f32,
+    pub right: f32,
+    pub bottom: f32,
+    pub score: f32,
+    pub landmarks: [(f32, f32); 5],
+}
+
+/// Fooocus's face detector (`focal:plugin/faces`), run off the async runtime.
+pub trait FaceService: Send + Sync {
+    /// Faces scoring over `min_score`, best first, overlapping ones removed.
+    fn detect(&self, image: Image, min_score: f32) -> BoxFuture<'_, Result<Vec<Face>, String>>;
+}
+
 /// Images under the host's limits (`focal:plugin/images`).
 pub trait ImageService: Send + Sync {
     /// A PNG, JPEG or WebP checked against the image limits.
@@ -112,6 +131,8 @@ pub struct Services {
     pub prompts: Option<Arc<dyn PromptService>>,
     /// Granted with `engine`.
     pub describe: Option<Arc<dyn DescribeService>>,
+    /// Always granted to image steps (read-only; its time counts against the step's budget).
+    pub faces: Option<Arc<dyn FaceService>>,
     /// Bound per call to image-task components, for the job they work on.
     pub upscaler: Option<Arc<dyn crate::image_task::UpscaleService>>,
 }

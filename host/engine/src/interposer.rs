@@ -9,31 +9,11 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{EngineError, Result};
-use crate::nn::{conv2d, silu, Conv2d};
+use crate::nn::{conv2d, silu, BatchNorm, Conv2d};
 
 /// The file Fooocus downloads on first use, and where from.
 pub const FILE_NAME: &str = "xl-to-v1_interposer-v4.0.safetensors";
 pub const URL: &str = "https://huggingface.co/mashb1t/misc/resolve/main/xl-to-v1_interposer-v4.0.safetensors";
-
-/// `torch.nn.BatchNorm2d` in eval mode.
-struct BatchNorm {
-    scale: Tensor,
-    shift: Tensor,
-}
-
-impl BatchNorm {
-    fn new(vb: &VarBuilder) -> candle_core::Result<Self> {
-        let get = |n: &str| -> candle_core::Result<Tensor> { vb.get_unchecked(n)?.to_dtype(DType::F32)?.reshape((1, (), 1, 1)) };
-        let (w, b, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
-        let scale = (w / (var + 1e-5)?.sqrt()?)?;
-        let shift = (b - (mean * &scale)?)?;
-        Ok(Self { scale, shift })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
-    }
-}
 
 /// `conv → SiLU → conv → SiLU → conv` (the `long` path of both block kinds).
 struct Long([Conv2d; 3]);

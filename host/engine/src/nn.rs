@@ -35,6 +35,27 @@ fn linear_parts(vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
     Ok((w, b))
 }
 
+/// `torch.nn.BatchNorm2d` in eval mode (ε 1e-5): torch's per-channel `x·scale + shift`, with
+/// `scale = w / √(var + ε)` and `shift = b − mean·scale`.
+pub struct BatchNorm {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl BatchNorm {
+    pub fn new(vb: &VarBuilder) -> Result<Self> {
+        let get = |n: &str| -> Result<Tensor> { vb.get_unchecked(n)?.to_dtype(candle_core::DType::F32)?.reshape((1, (), 1, 1)) };
+        let (w, b, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+        let scale = (w / (var + 1e-5)?.sqrt()?)?;
+        let shift = (b - (mean * &scale)?)?;
+        Ok(Self { scale, shift })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
+    }
+}
+
 pub fn group_norm(vb: &VarBuilder, groups: usize, eps: f64) -> Result<GroupNorm> {
     GroupNorm::new(vb.get_unchecked("weight")?, vb.get_unchecked("bias")?, groups, eps)
 }
