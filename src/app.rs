@@ -14,6 +14,7 @@ use focal_runtime::services::Services;
 use focal_runtime::PluginHost;
 use focal_server::catalog::HostCatalog;
 use focal_server::describe::HostDescribe;
+use focal_server::faces::HostFaces;
 use focal_server::expansion::HostExpansion;
 use focal_server::fetch::{FetchPolicy, Fetcher};
 use focal_server::images::Images;
@@ -108,6 +109,7 @@ impl App {
             expansion: Some(Arc::new(HostExpansion::new(models.folder("prompt_expansion/fooocus_expansion")))),
             prompts: Some(steps.clone()),
             describe: Some(Arc::new(HostDescribe::new(models.folder("clip_vision"), config.allow_downloads, config.limits.image))),
+            faces: Some(Arc::new(HostFaces::new(models.folder("controlnet"), config.allow_downloads, config.limits.image))),
             upscaler: None,
         };
         let mut settings = config.settings;

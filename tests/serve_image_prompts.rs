@@ -119,6 +119,30 @@ fn controlnets_match_fooocus_api() {
     common::oracle::replay(&server.addr, &common::all_fixtures().join("controlnet"), &files(), 3);
 }
 
+/// FaceSwap with Fooocus's face crop (tests/fixtures/face-swap, made by its make_face_swap_refs.py with the
+/// tiny RetinaFace of tests/fixtures/faces): a face found and cropped, and an image without one. First
+/// without the detector: the job fails naming its file, and the next job finds it once installed.
+#[test]
+fn face_swap_crop_matches_fooocus_api() {
+    let dir = tempfile::tempdir().unwrap();
+    install_image_prompt_models(dir.path());
+    let server = common::serve_tiny(dir.path(), &[]);
+    let faces = common::all_fixtures().join("faces");
+    let files: Vec<(String, String)> = ["face_a.png", "face_b.png", "no_face.png"]
+        .iter()
+        .map(|name| (format!("<{name}>"), common::b64encode(&std::fs::read(faces.join(name)).unwrap())))
+        .collect();
+    let body = serde_json::json!({"image_prompts": [{"cn_img": files[0].1, "cn_type": "FaceSwap"}], "async_process": true,
+                                  "advanced_params": {"overwrite_step": 1}});
+    let (status, raw) = request(&server.addr, "POST", "/v2/generation/image-prompt", "", &body.to_string());
+    assert_eq!(status, 200);
+    let done = wait_job(&server.addr, json(&raw)["job_id"].as_str().unwrap());
+    assert_eq!(done["job_stage"], "ERROR", "{done}");
+    assert!(done["job_status"].as_str().unwrap().contains("controlnet/detection_Resnet50_Final.pth"), "{done}");
+    common::install_models(dir.path(), &[("controlnet", "faces/detection_Resnet50_Final.pth")]);
+    common::oracle::replay(&server.addr, &common::all_fixtures().join("face-swap"), &files, 3);
+}
+
 /// Image prompts with vary and inpaint (Fooocus-API's mixing flags), and the image-prompt route with
 /// an input image and mask (tests/fixtures/image-prompt-mix). Slow: a 1152×896 vary.
 #[test]

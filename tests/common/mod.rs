@@ -29,8 +29,9 @@ fn spawn(args: &[&std::ffi::OsStr], stderr: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(["serve", "--port", "0"])
         .args(args)
-        // Hugging Face downloads go nowhere: a test never depends on the network.
+        // Hugging Face and GitHub downloads go nowhere: a test never depends on the network.
         .env("HF_MIRROR", "http://127.0.0.1:9")
+        .env("GITHUB_MIRROR", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

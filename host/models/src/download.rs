@@ -69,12 +69,14 @@ pub struct Downloader {
     client: reqwest::blocking::Client,
 }
 
-/// `HF_MIRROR` (as in Fooocus) replaces the Hugging Face host.
+/// `HF_MIRROR` (as in Fooocus) replaces the Hugging Face host; `GITHUB_MIRROR` the GitHub one
+/// (facexlib's face detector is a GitHub release asset).
 fn mirrored(url: &str) -> String {
-    match std::env::var("HF_MIRROR") {
-        Ok(m) if !m.is_empty() => url.replacen("https://huggingface.co", m.trim_end_matches('/'), 1),
-        _ => url.to_string(),
-    }
+    let mirror = |url: String, var: &str, host: &str| match std::env::var(var) {
+        Ok(m) if !m.is_empty() => url.replacen(host, m.trim_end_matches('/'), 1),
+        _ => url,
+    };
+    mirror(mirror(url.to_string(), "HF_MIRROR", "https://huggingface.co"), "GITHUB_MIRROR", "https://github.com")
 }
 
 fn part_path(dest: &Path) -> PathBuf {

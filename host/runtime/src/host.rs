@@ -326,6 +326,7 @@ impl PluginHost {
                 expansion: self.services.expansion.clone().filter(|_| m.grants(Capability::Expansion)),
                 prompts: self.services.prompts.clone(),
                 describe: self.services.describe.clone().filter(|_| m.grants(Capability::Engine)),
+                faces: self.services.faces.clone(),
                 upscaler: None,
             },
             started: now,

@@ -106,7 +106,7 @@ impl Inner {
 }
 
 /// The model in `slot`, loaded by `load` the first time (a failed load is tried again next time).
-fn loaded<T>(slot: &Mutex<Option<Arc<T>>>, load: impl FnOnce() -> Result<T, String>) -> Result<Arc<T>, String> {
+pub(crate) fn loaded<T>(slot: &Mutex<Option<Arc<T>>>, load: impl FnOnce() -> Result<T, String>) -> Result<Arc<T>, String> {
     let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(model) = slot.as_ref() {
         return Ok(model.clone());
@@ -116,7 +116,7 @@ fn loaded<T>(slot: &Mutex<Option<Arc<T>>>, load: impl FnOnce() -> Result<T, Stri
     Ok(model)
 }
 
-fn fetch(url: &str, dest: &Path) -> Result<(), String> {
+pub(crate) fn fetch(url: &str, dest: &Path) -> Result<(), String> {
     let downloader = Downloader::new().map_err(|e| e.to_string())?;
     downloader.fetch(url, dest, None, &mut |_, _| {}).map(|_| ()).map_err(|e| e.to_string())
 }

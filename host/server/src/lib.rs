@@ -6,6 +6,7 @@ pub mod admin;
 pub mod catalog;
 pub mod decode;
 pub mod describe;
+pub mod faces;
 pub mod expansion;
 pub mod fetch;
 pub mod heads;

@@ -8,6 +8,7 @@ use wasmtime::component::Resource;
 
 use crate::host::State;
 
+mod faces;
 pub mod image_task;
 
 mod generated {
@@ -78,7 +79,8 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtim
     generated::Endpoint::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     random::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     expansion::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    image_task::add_to_linker(linker)
+    image_task::add_to_linker(linker)?;
+    faces::add_to_linker(linker)
 }
 
 impl State {
