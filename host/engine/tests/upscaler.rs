@@ -48,5 +48,5 @@ fn pickles_calling_other_functions_are_refused() {
     assert!(err.contains("os.system"), "{err}");
     std::fs::write(&path, b"not a zip").unwrap();
     let err = focal_engine::torch_file::load(&path).unwrap_err().to_string();
-    assert!(err.contains("not a torch zip"), "{err}");
+    assert!(err.contains("not a torch file"), "{err}");
 }

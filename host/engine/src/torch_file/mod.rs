@@ -1,10 +1,13 @@
-//! Reading `torch.save` files (a zip holding `data.pkl` and one entry per storage) without
-//! running them: the pickle is decoded by candle's opcode reader (which never calls anything),
+//! Reading `torch.save` files without running them: the zip format (`data.pkl` and one entry per
+//! storage, torch ≥ 1.6; `zip_format.rs`) and the legacy one before it (pickles and the storages'
+//! bytes in one stream; `legacy.rs`). In both the pickle is decoded by candle's opcode reader (which never calls anything),
 //! then only plain containers and torch's tensor-rebuild functions are accepted. Any other class
 //! (the way a malicious pickle runs code under Python) refuses the file, naming the class.
 
-use std::collections::HashMap;
-use std::io::{BufReader, Read};
+mod legacy;
+mod zip_format;
+
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use candle_core::pickle::{Object, Stack};
@@ -59,65 +62,54 @@ fn refuse(path: &Path, what: impl std::fmt::Display) -> EngineError {
     EngineError::checkpoint(path, format!("{what}; only tensors and plain containers are read from torch files"))
 }
 
-/// Read a `torch.save` zip file into [`Value`]s on the CPU.
+/// Read a `torch.save` file into [`Value`]s on the CPU.
 pub fn load(path: &Path) -> Result<Value> {
-    let file = std::fs::File::open(path).map_err(|e| EngineError::checkpoint(path, e.to_string()))?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|_| {
-        refuse(
-            path,
-            "not a torch zip file (legacy non-zip torch files are not read; re-save it with a current torch or convert it to .safetensors)",
-        )
-    })?;
-    let pkl = (0..zip.len())
-        .filter_map(|i| zip.name_for_index(i).and_then(|n| n.ok()).map(|n| n.into_owned()))
-        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
-        .ok_or_else(|| refuse(path, "no data.pkl in the archive"))?;
-    let dir = pkl.trim_end_matches("data.pkl").to_string();
-    let object = {
-        let entry = zip.by_name(&pkl).map_err(|e| refuse(path, e))?;
-        if entry.size() > MAX_PICKLE_BYTES {
-            return Err(refuse(path, format!("data.pkl is {} bytes", entry.size())));
-        }
-        let mut reader = BufReader::new(entry.take(MAX_PICKLE_BYTES));
-        let mut stack = Stack::empty();
-        stack.read_loop(&mut reader).map_err(|e| refuse(path, format!("unreadable pickle: {e}")))?;
-        stack.finalize().map_err(|e| refuse(path, format!("unreadable pickle: {e}")))?
-    };
-    let mut storages = Storages { zip: &mut zip, dir, path, cache: HashMap::new() };
-    convert(object, &mut storages)
-}
-
-/// The storages of the archive, read on first use (tensors may share one).
-struct Storages<'a, R: Read + std::io::Seek> {
-    zip: &'a mut zip::ZipArchive<R>,
-    dir: String,
-    path: &'a Path,
-    cache: HashMap<String, (DType, Tensor)>,
-}
-
-impl<R: Read + std::io::Seek> Storages<'_, R> {
-    /// Storage `key` as a flat tensor of `numel` elements.
-    fn get(&mut self, key: &str, dtype: DType, numel: usize) -> Result<Tensor> {
-        if let Some((d, t)) = self.cache.get(key) {
-            if *d == dtype {
-                return Ok(t.clone());
-            }
-        }
-        let name = format!("{}data/{key}", self.dir);
-        let entry = self.zip.by_name(&name).map_err(|e| refuse(self.path, format!("storage {key}: {e}")))?;
-        let bytes = numel.checked_mul(dtype.size_in_bytes()).ok_or_else(|| refuse(self.path, "storage size overflows"))?;
-        if entry.size() < bytes as u64 {
-            return Err(refuse(self.path, format!("storage {key} holds {} bytes, {bytes} expected", entry.size())));
-        }
-        let mut data = Vec::with_capacity(bytes);
-        entry.take(bytes as u64).read_to_end(&mut data).map_err(|e| refuse(self.path, format!("storage {key}: {e}")))?;
-        if data.len() != bytes {
-            return Err(refuse(self.path, format!("storage {key} is truncated")));
-        }
-        let t = Tensor::from_raw_buffer(&data, dtype, &[numel], &Device::Cpu)?;
-        self.cache.insert(key.to_string(), (dtype, t.clone()));
-        Ok(t)
+    let mut file = std::fs::File::open(path).map_err(|e| EngineError::checkpoint(path, e.to_string()))?;
+    let mut head = [0u8; legacy::MAGIC.len()];
+    let is_legacy = file.read_exact(&mut head).is_ok() && head == legacy::MAGIC;
+    file.seek(SeekFrom::Start(0)).map_err(|e| EngineError::checkpoint(path, e.to_string()))?;
+    if is_legacy {
+        legacy::load(file, path)
+    } else {
+        zip_format::load(file, path)
     }
+}
+
+/// A pickle read whole (bounded: a state dict's pickle is a few MB).
+fn read_pickle(reader: &mut impl BufRead, path: &Path) -> Result<Object> {
+    let mut stack = Stack::empty();
+    let mut bounded = reader.take(MAX_PICKLE_BYTES);
+    stack.read_loop(&mut bounded).map_err(|e| refuse(path, format!("unreadable pickle: {e}")))?;
+    stack.finalize().map_err(|e| refuse(path, format!("unreadable pickle: {e}")))
+}
+
+/// Where a format keeps its storages.
+trait Storages {
+    fn path(&self) -> &Path;
+    /// Storage `key` as a flat tensor of `numel` elements of `dtype`.
+    fn get(&mut self, key: &str, dtype: DType, numel: usize) -> Result<Tensor>;
+}
+
+/// A storage reference (`persistent_id`): `('storage', type, key, location, numel[, view])`.
+struct StorageRef<'a> {
+    key: &'a str,
+    dtype: DType,
+    numel: usize,
+}
+
+fn storage_ref<'a>(id: &'a Object, path: &Path) -> Result<StorageRef<'a>> {
+    let bad = || refuse(path, "malformed tensor record (storage reference)");
+    let Object::Tuple(id) = id else { return Err(bad()) };
+    let [Object::Unicode(kind), Object::Class { class_name, .. }, Object::Unicode(key), _, numel, rest @ ..] = id.as_slice() else {
+        return Err(bad());
+    };
+    // The legacy format's sixth field names a view into another storage (torch < 1.0); none here.
+    if kind != "storage" || rest.iter().any(|v| !matches!(v, Object::None)) {
+        return Err(bad());
+    }
+    let dtype = storage_dtype(class_name).ok_or_else(|| refuse(path, format!("storage type {class_name}")))?;
+    let numel = int(numel).and_then(|v| usize::try_from(v).ok()).ok_or_else(bad)?;
+    Ok(StorageRef { key, dtype, numel })
 }
 
 fn storage_dtype(class: &str) -> Option<DType> {
@@ -148,19 +140,12 @@ fn ints(o: &Object) -> Option<Vec<usize>> {
 }
 
 /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`.
-fn rebuild_tensor<R: Read + std::io::Seek>(args: Vec<Object>, storages: &mut Storages<'_, R>) -> Result<Tensor> {
-    let bad = |what: &str| refuse(storages.path, format!("malformed tensor record ({what})"));
+fn rebuild_tensor(args: Vec<Object>, storages: &mut dyn Storages) -> Result<Tensor> {
+    let path = storages.path().to_path_buf();
+    let bad = |what: &str| refuse(&path, format!("malformed tensor record ({what})"));
     let [storage, offset, size, stride, ..] = args.as_slice() else { return Err(bad("arguments")) };
     let Object::PersistentLoad(id) = storage else { return Err(bad("storage reference")) };
-    let Object::Tuple(id) = id.as_ref() else { return Err(bad("storage reference")) };
-    let [Object::Unicode(kind), Object::Class { class_name, .. }, Object::Unicode(key), _, numel] = id.as_slice() else {
-        return Err(bad("storage reference"));
-    };
-    if kind != "storage" {
-        return Err(bad("storage kind"));
-    }
-    let dtype = storage_dtype(class_name).ok_or_else(|| refuse(storages.path, format!("storage type {class_name}")))?;
-    let numel = int(numel).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| bad("storage size"))?;
+    let StorageRef { key, dtype, numel } = storage_ref(id, &path)?;
     let offset = int(offset).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| bad("offset"))?;
     let (size, stride) = (ints(size).ok_or_else(|| bad("size"))?, ints(stride).ok_or_else(|| bad("stride"))?);
     if size.len() != stride.len() {
@@ -205,7 +190,7 @@ fn rebuild_tensor<R: Read + std::io::Seek>(args: Vec<Object>, storages: &mut Sto
     Ok(flat.index_select(&index, 0)?.reshape(size)?)
 }
 
-fn convert<R: Read + std::io::Seek>(o: Object, storages: &mut Storages<'_, R>) -> Result<Value> {
+fn convert(o: Object, storages: &mut dyn Storages) -> Result<Value> {
     Ok(match o {
         Object::Int(v) => Value::Int(v as i64),
         Object::Long(v) => Value::Int(v),
@@ -222,20 +207,20 @@ fn convert<R: Read + std::io::Seek>(o: Object, storages: &mut Storages<'_, R>) -
                 ("torch._utils", "_rebuild_tensor_v2") => Value::Tensor(rebuild_tensor(args, storages)?),
                 ("torch._utils", "_rebuild_parameter") => match args.into_iter().next() {
                     Some(inner) => convert(inner, storages)?,
-                    None => return Err(refuse(storages.path, "empty parameter record")),
+                    None => return Err(refuse(storages.path(), "empty parameter record")),
                 },
-                (m, c) => return Err(refuse(storages.path, format!("it calls {m}.{c}"))),
+                (m, c) => return Err(refuse(storages.path(), format!("it calls {m}.{c}"))),
             },
             (Object::Class { module_name, class_name }, _) => {
-                return Err(refuse(storages.path, format!("it calls {module_name}.{class_name}")))
+                return Err(refuse(storages.path(), format!("it calls {module_name}.{class_name}")))
             }
-            _ => return Err(refuse(storages.path, "it calls a computed object")),
+            _ => return Err(refuse(storages.path(), "it calls a computed object")),
         },
         // `OrderedDict` with attributes set after construction: keep the dict.
         Object::Build { callable, .. } => convert(*callable, storages)?,
         Object::Class { module_name, class_name } => {
-            return Err(refuse(storages.path, format!("it references {module_name}.{class_name}")))
+            return Err(refuse(storages.path(), format!("it references {module_name}.{class_name}")))
         }
-        Object::PersistentLoad(_) | Object::Mark => return Err(refuse(storages.path, "a stray storage reference")),
+        Object::PersistentLoad(_) | Object::Mark => return Err(refuse(storages.path(), "a stray storage reference")),
     })
 }
