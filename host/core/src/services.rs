@@ -131,7 +131,7 @@ pub struct Services {
     pub prompts: Option<Arc<dyn PromptService>>,
     /// Granted with `engine`.
     pub describe: Option<Arc<dyn DescribeService>>,
-    /// Always granted to image steps (read-only; its time counts against the step's budget).
+    /// Always granted to image steps (read-only; its time is the host's, not the step's).
     pub faces: Option<Arc<dyn FaceService>>,
     /// Bound per call to image-task components, for the job they work on.
     pub upscaler: Option<Arc<dyn crate::image_task::UpscaleService>>,

@@ -55,7 +55,7 @@ impl Inner {
         let pixels = image.width as usize * image.height as usize;
         if pixels > focal_faces::MAX_PIXELS {
             return Err(format!(
-                "the face detector takes images up to {} pixels (2048×2048); this one is {}×{}",
+                "the face detector takes images up to {} pixels (4096×4096); this one is {}×{}: send a smaller one",
                 focal_faces::MAX_PIXELS,
                 image.width,
                 image.height
@@ -79,5 +79,22 @@ impl FaceService for HostFaces {
                 .await
                 .unwrap_or_else(|e| Err(format!("face detection failed: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_over_the_detectors_size_are_refused_before_anything_is_decoded_or_loaded() {
+        let faces = HostFaces::new(PathBuf::from("/nonexistent"), false, ImageLimits::default());
+        let image = Image { width: 4097, height: 4096, encoded: Arc::from(&b"not decoded"[..]) };
+        let err = faces.inner.detect(&image, 0.97).unwrap_err();
+        assert!(err.contains("up to 16777216 pixels") && err.contains("4097×4096"), "{err}");
+        // Within the size, the image is decoded under the host's limits first.
+        let small = Image { width: 8, height: 8, encoded: Arc::from(&b"x"[..]) };
+        let err = faces.inner.detect(&small, 0.97).unwrap_err();
+        assert!(err.starts_with("the image"), "{err}");
     }
 }

@@ -41,8 +41,8 @@ fn stretch(image: &Pixels, side: u32) -> Result<Image, String> {
 /// Fooocus's `crop_image`: the most confident face aligned to the template, or the whole image
 /// when there is none.
 fn crop_face(image: &Image) -> Result<Pixels, String> {
-    let whole = pixels(image)?;
     let found = faces::detect(image, FACE_SCORE).map_err(|e| format!("FaceSwap's face crop: {e}"))?;
+    let whole = pixels(image)?;
     let Some(face) = found.first() else {
         focal::plugin::log::log(focal::plugin::log::Level::Info, "FaceSwap: no face detected; the whole image is used");
         return Ok(whole);
