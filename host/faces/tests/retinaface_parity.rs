@@ -43,7 +43,10 @@ fn detections_match_fooocus() {
             for (k, p) in e["landmarks"].as_array().unwrap().iter().enumerate() {
                 let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
                 let (gx, gy) = f.landmarks[k];
-                assert!((gx as f64 - x).abs() < 0.01 && (gy as f64 - y).abs() < 0.01, "{name} face {i} landmark {k}: ({gx}, {gy}) vs ({x}, {y})");
+                assert!(
+                    (gx as f64 - x).abs() < 0.01 && (gy as f64 - y).abs() < 0.01,
+                    "{name} face {i} landmark {k}: ({gx}, {gy}) vs ({x}, {y})"
+                );
             }
         }
         faces_seen += expected.len();

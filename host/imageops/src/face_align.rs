@@ -112,8 +112,13 @@ pub fn estimate_similarity_lmeds(from: &[[f32; 2]], to: &[[f32; 2]]) -> Option<[
 /// The similarity `[a, −b, tx, b, a, ty]` minimising the squared distances over `pairs`.
 fn least_squares_similarity(pairs: &[([f32; 2], [f32; 2])]) -> [f64; 6] {
     let n = pairs.len() as f64;
-    let mean = |pick: &dyn Fn(&([f32; 2], [f32; 2])) -> f32| pairs.iter().map(|p| pick(p) as f64).sum::<f64>() / n;
-    let (mx, my, tx, ty) = (mean(&|p| p.0[0]), mean(&|p| p.0[1]), mean(&|p| p.1[0]), mean(&|p| p.1[1]));
+    let mut sums = [0f64; 4];
+    for (f, t) in pairs {
+        for (s, v) in sums.iter_mut().zip([f[0], f[1], t[0], t[1]]) {
+            *s += v as f64;
+        }
+    }
+    let [mx, my, tx, ty] = sums.map(|s| s / n);
     let (mut along, mut across, mut norm) = (0.0, 0.0, 0.0);
     for (f, t) in pairs {
         let (x, y) = (f[0] as f64 - mx, f[1] as f64 - my);

@@ -77,7 +77,8 @@ fn crops_match_fooocus() {
     for case in refs()["images"].as_array().unwrap() {
         let Some(crop) = case["crop"].as_str() else { continue };
         let face = &case["faces"][0]["landmarks"];
-        let landmarks: [(f32, f32); 5] = std::array::from_fn(|k| (face[k][0].as_f64().unwrap() as f32, face[k][1].as_f64().unwrap() as f32));
+        let landmarks: [(f32, f32); 5] =
+            std::array::from_fn(|k| (face[k][0].as_f64().unwrap() as f32, face[k][1].as_f64().unwrap() as f32));
         let got = face_crop(&png_rgb(case["image"].as_str().unwrap()), &landmarks).unwrap();
         assert_eq!((got.width, got.height), (512, 512));
         assert!(got.data == png_rgb(crop).data, "{crop}");

@@ -11,7 +11,8 @@ use super::{convert, read_pickle, refuse, Storages, Value, MAX_PICKLE_BYTES};
 use crate::error::Result;
 
 pub(super) fn load(file: File, path: &Path) -> Result<Value> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|_| refuse(path, "not a torch file (neither a torch zip nor the legacy format)"))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|_| refuse(path, "not a torch file (neither a torch zip nor the legacy format)"))?;
     let pkl = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i).and_then(|n| n.ok()).map(|n| n.into_owned()))
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)

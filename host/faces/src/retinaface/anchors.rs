@@ -54,9 +54,8 @@ pub fn faces(raw: &Raw, threshold: f32) -> Vec<Face> {
         let (x0, y0) = (cx - bw / 2.0, cy - bh / 2.0);
         let (x1, y1) = (bw + x0, bh + y0);
         let m = &raw.landmarks[a * 10..a * 10 + 10];
-        let landmarks = std::array::from_fn(|k| {
-            ((p[0] + m[2 * k] * VARIANCE[0] * p[2]) * w, (p[1] + m[2 * k + 1] * VARIANCE[0] * p[3]) * h)
-        });
+        let landmarks =
+            std::array::from_fn(|k| ((p[0] + m[2 * k] * VARIANCE[0] * p[2]) * w, (p[1] + m[2 * k + 1] * VARIANCE[0] * p[3]) * h));
         found.push(Face { left: x0 * w, top: y0 * h, right: x1 * w, bottom: y1 * h, score, landmarks });
     }
     // Best first (numpy's argsort reversed; equal scores are left in anchor order).

@@ -23,7 +23,7 @@ impl ConvBn {
         let h = self.bn.forward(&self.conv.forward(x)?)?;
         match self.slope {
             None => Ok(h),
-            Some(s) if s == 0.0 => h.relu(),
+            Some(0.0) => h.relu(),
             Some(s) => h.maximum(&(&h * s)?),
         }
     }
