@@ -1,6 +1,7 @@
 //! What the engine's own CPU kernels (conv, linear, attention, norm, GEGLU) share: the f32
-//! view of a tensor's storage, the output pointer parallel tasks write through; and the
-//! parallel f16 → f32 widening the checkpoint loader uses.
+//! view of a tensor's storage, the output pointer parallel tasks write through; the parallel
+//! f16 → f32 widening the checkpoint loader uses, and the lossless narrowing back that lets
+//! layers keep a half-precision checkpoint's weights at half the memory.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use half::slice::HalfFloatSliceExt;
@@ -41,6 +42,44 @@ pub fn to_dtype(t: &Tensor, dtype: DType) -> Result<Tensor> {
     t.to_dtype(dtype)
 }
 
+/// The values of a contiguous f32, f16 or bf16 tensor as f32 (half ones widened in parallel).
+pub fn widened_values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} takes contiguous tensors") };
+    let mut out = vec![0f32; end - start];
+    match storage {
+        CpuStorage::F32(data) => return Ok(std::borrow::Cow::Borrowed(&data[start..end])),
+        CpuStorage::F16(data) => widen(&data[start..end], &mut out),
+        CpuStorage::BF16(data) => widen(&data[start..end], &mut out),
+        _ => candle_core::bail!("{op} takes f32, f16 or bf16 tensors"),
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn widen<T: Copy + Send + Sync>(src: &[T], dst: &mut [f32])
+where
+    [T]: HalfFloatSliceExt,
+{
+    dst.par_chunks_mut(WIDEN_CHUNK).zip(src.par_chunks(WIDEN_CHUNK)).for_each(|(dst, src)| src.convert_to_f32_slice(dst));
+}
+
+/// A CPU f32 tensor as f16 (else bf16) when every value survives the round trip exactly (a
+/// half-precision checkpoint's weights, not merged with anything); `None` otherwise.
+pub fn narrowed_exactly(t: &Tensor) -> Option<Tensor> {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return None;
+    }
+    let values = t.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+    let exact = |dtype: DType| {
+        values.par_chunks(WIDEN_CHUNK).all(|chunk| {
+            chunk.iter().all(|&v| match dtype {
+                DType::F16 => half::f16::from_f32(v).to_f32().to_bits() == v.to_bits(),
+                _ => half::bf16::from_f32(v).to_f32().to_bits() == v.to_bits(),
+            })
+        })
+    };
+    [DType::F16, DType::BF16].into_iter().find(|&d| exact(d)).and_then(|d| t.to_dtype(d).ok())
+}
+
 struct WidenToF32;
 
 /// Values per parallel chunk of the widening.
@@ -55,14 +94,8 @@ impl CustomOp1 for WidenToF32 {
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("widen-to-f32 takes a contiguous tensor") };
         let mut out = vec![0f32; end - start];
         match storage {
-            CpuStorage::F16(data) => out
-                .par_chunks_mut(WIDEN_CHUNK)
-                .zip(data[start..end].par_chunks(WIDEN_CHUNK))
-                .for_each(|(dst, src)| src.convert_to_f32_slice(dst)),
-            CpuStorage::BF16(data) => out
-                .par_chunks_mut(WIDEN_CHUNK)
-                .zip(data[start..end].par_chunks(WIDEN_CHUNK))
-                .for_each(|(dst, src)| src.convert_to_f32_slice(dst)),
+            CpuStorage::F16(data) => widen(&data[start..end], &mut out),
+            CpuStorage::BF16(data) => widen(&data[start..end], &mut out),
             _ => candle_core::bail!("widen-to-f32 takes f16 or bf16"),
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -72,6 +105,19 @@ impl CustomOp1 for WidenToF32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_keeps_only_exact_values() {
+        let dev = candle_core::Device::Cpu;
+        let halves = Tensor::randn(0f32, 1., (4, 300), &dev).unwrap().to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        let narrowed = narrowed_exactly(&halves).unwrap();
+        assert_eq!(narrowed.dtype(), DType::F16);
+        assert_eq!(narrowed.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap(), halves.to_vec2::<f32>().unwrap());
+        let bf = Tensor::new(&[2f32.powi(100), -3.0, 0.5], &dev).unwrap(); // beyond f16's range, exact in bf16
+        assert_eq!(narrowed_exactly(&bf).unwrap().dtype(), DType::BF16);
+        let full = Tensor::new(&[0.1f32, 1.0], &dev).unwrap();
+        assert!(narrowed_exactly(&full).is_none());
+    }
 
     #[test]
     fn widening_matches_candle() {
