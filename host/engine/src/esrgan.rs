@@ -113,15 +113,7 @@ fn old_layout(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
 impl Esrgan {
     /// From a `.pth`/`.bin` torch file or `.safetensors`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let tensors: HashMap<String, Tensor> = if path.extension().is_some_and(|e| e == "safetensors") {
-            candle_core::safetensors::load(path, &Device::Cpu)?
-        } else {
-            let mut value = crate::torch_file::load(path)?;
-            match value.take("params_ema").or_else(|| value.take("params")) {
-                Some(inner) => inner.into_tensors().into_iter().collect(),
-                None => value.into_tensors().into_iter().collect(),
-            }
-        };
+        let tensors: HashMap<String, Tensor> = crate::torch_file::state_dict(path, &["params_ema", "params"])?.into_iter().collect();
         Self::from_tensors(tensors, device).map_err(|e| match e {
             EngineError::InvalidRequest { message, .. } => EngineError::checkpoint(path, message),
             other => other,

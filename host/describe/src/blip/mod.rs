@@ -53,12 +53,7 @@ impl BlipCaptioner {
     /// Reads the checkpoint (`{"model": state_dict}` as BLIP saves it, read without running the
     /// pickle; or the same keys in a `.safetensors`).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let tensors: Vec<(String, Tensor)> = if path.extension().is_some_and(|e| e == "safetensors") {
-            candle_core::safetensors::load(path, &Device::Cpu)?.into_iter().collect()
-        } else {
-            let mut file = focal_engine::torch_file::load(path)?;
-            file.take("model").context("no 'model' entry: not a BLIP checkpoint")?.into_tensors()
-        };
+        let tensors = focal_engine::torch_file::state_dict(path, &["model"])?;
         Self::from_tensors(tensors, device)
     }
 

@@ -75,6 +75,20 @@ pub fn load(path: &Path) -> Result<Value> {
     }
 }
 
+/// A checkpoint's tensors from a `.safetensors` file, or from a torch file: the dict under the
+/// first of `entries` it has (e.g. BLIP's `model`, an upscaler's `params_ema`), else its own.
+pub fn state_dict(path: &Path, entries: &[&str]) -> Result<Vec<(String, Tensor)>> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| EngineError::checkpoint(path, e.to_string()))?;
+        return Ok(tensors.into_iter().collect());
+    }
+    let mut value = load(path)?;
+    match entries.iter().find_map(|e| value.take(e)) {
+        Some(inner) => Ok(inner.into_tensors()),
+        None => Ok(value.into_tensors()),
+    }
+}
+
 /// A pickle read whole (bounded: a state dict's pickle is a few MB).
 fn read_pickle(reader: &mut impl BufRead, path: &Path) -> Result<Object> {
     let mut stack = Stack::empty();

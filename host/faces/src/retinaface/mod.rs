@@ -38,11 +38,7 @@ impl RetinaFace {
     /// Reads the checkpoint (a torch state dict, keys possibly under `module.` as trained with
     /// `DataParallel`; or the same keys in a `.safetensors`).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let tensors: Vec<(String, Tensor)> = if path.extension().is_some_and(|e| e == "safetensors") {
-            candle_core::safetensors::load(path, &Device::Cpu)?.into_iter().collect()
-        } else {
-            focal_engine::torch_file::load(path)?.into_tensors()
-        };
+        let tensors = focal_engine::torch_file::state_dict(path, &[])?;
         Self::from_tensors(tensors, device)
     }
 
