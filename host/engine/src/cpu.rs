@@ -42,17 +42,39 @@ pub fn to_dtype(t: &Tensor, dtype: DType) -> Result<Tensor> {
     t.to_dtype(dtype)
 }
 
-/// The values of a contiguous f32, f16 or bf16 tensor as f32 (half ones widened in parallel).
-pub fn widened_values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
+/// `f` on the values of a contiguous f32, f16 or bf16 tensor as f32. Half ones are widened in
+/// parallel into this thread's scratch buffer, kept between calls (a fresh buffer per call
+/// spent as long in page faults as in the widening).
+pub fn with_f32_values<R>(storage: &CpuStorage, layout: &Layout, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op} takes contiguous tensors") };
-    let mut out = vec![0f32; end - start];
+    let widen_into = |out: &mut [f32]| match storage {
+        CpuStorage::F16(data) => widen(&data[start..end], out),
+        CpuStorage::BF16(data) => widen(&data[start..end], out),
+        _ => unreachable!("checked below"),
+    };
     match storage {
-        CpuStorage::F32(data) => return Ok(std::borrow::Cow::Borrowed(&data[start..end])),
-        CpuStorage::F16(data) => widen(&data[start..end], &mut out),
-        CpuStorage::BF16(data) => widen(&data[start..end], &mut out),
+        CpuStorage::F32(data) => return Ok(f(&data[start..end])),
+        CpuStorage::F16(_) | CpuStorage::BF16(_) => {}
         _ => candle_core::bail!("{op} takes f32, f16 or bf16 tensors"),
     }
-    Ok(std::borrow::Cow::Owned(out))
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < end - start {
+                buf.resize(end - start, 0.0);
+            }
+            widen_into(&mut buf[..end - start]);
+            Ok(f(&buf[..end - start]))
+        }
+        // Already lent on this thread (a nested call): a buffer of its own.
+        Err(_) => {
+            let mut own = vec![0f32; end - start];
+            widen_into(&mut own);
+            Ok(f(&own))
+        }
+    })
 }
 
 fn widen<T: Copy + Send + Sync>(src: &[T], dst: &mut [f32])
@@ -63,21 +85,31 @@ where
 }
 
 /// A CPU f32 tensor as f16 (else bf16) when every value survives the round trip exactly (a
-/// half-precision checkpoint's weights, not merged with anything); `None` otherwise.
+/// half-precision checkpoint's weights, not merged with anything); `None` otherwise. One
+/// parallel pass per candidate type.
 pub fn narrowed_exactly(t: &Tensor) -> Option<Tensor> {
     if !t.device().is_cpu() || t.dtype() != DType::F32 {
         return None;
     }
-    let values = t.flatten_all().ok()?.to_vec1::<f32>().ok()?;
-    let exact = |dtype: DType| {
-        values.par_chunks(WIDEN_CHUNK).all(|chunk| {
-            chunk.iter().all(|&v| match dtype {
-                DType::F16 => half::f16::from_f32(v).to_f32().to_bits() == v.to_bits(),
-                _ => half::bf16::from_f32(v).to_f32().to_bits() == v.to_bits(),
+    let t = t.contiguous().ok()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else { return None };
+    let values = f32_values(storage, layout, "narrow").ok()?;
+    fn exactly<H: Copy + Send + Sync + Default>(values: &[f32], to: fn(f32) -> H, back: fn(H) -> f32) -> Option<Vec<H>> {
+        let mut out = vec![H::default(); values.len()];
+        let ok = out.par_chunks_mut(WIDEN_CHUNK).zip(values.par_chunks(WIDEN_CHUNK)).all(|(dst, src)| {
+            src.iter().zip(dst).all(|(&v, d)| {
+                *d = to(v);
+                back(*d).to_bits() == v.to_bits()
             })
-        })
-    };
-    [DType::F16, DType::BF16].into_iter().find(|&d| exact(d)).and_then(|d| t.to_dtype(d).ok())
+        });
+        ok.then_some(out)
+    }
+    let shape = t.shape().clone();
+    if let Some(h) = exactly(values, half::f16::from_f32, half::f16::to_f32) {
+        return Tensor::from_vec(h, shape, t.device()).ok();
+    }
+    exactly(values, half::bf16::from_f32, half::bf16::to_f32).and_then(|h| Tensor::from_vec(h, shape, t.device()).ok())
 }
 
 struct WidenToF32;
