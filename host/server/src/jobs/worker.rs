@@ -67,6 +67,17 @@ impl JobManager {
             if let Some(recording) = recording {
                 recording.report(&id);
             }
+            let outcome = outcome.map_err(|e| match out_of_device_memory(&e) {
+                // What this worker holds goes, so the next job starts from free memory (it loads
+                // what it needs again); this job alone fails.
+                true => {
+                    state.loaded = None;
+                    state.image_prompts = ImagePromptModels::default();
+                    state.controlnets = ControlNetModels::default();
+                    format!("the GPU ran out of memory ({e}); the loaded models were freed, the next job loads them again")
+                }
+                false => e,
+            });
             self.finish(&id, outcome);
         }
     }
@@ -267,6 +278,11 @@ impl JobManager {
     }
 }
 
+/// An engine error that says the device's memory ran out (CUDA's allocator or cuBLAS's).
+fn out_of_device_memory(error: &str) -> bool {
+    ["CUDA_ERROR_OUT_OF_MEMORY", "CUBLAS_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation"].iter().any(|m| error.contains(m))
+}
+
 /// What the engine worker keeps between jobs.
 #[derive(Default)]
 struct WorkerState {
@@ -372,4 +388,17 @@ fn prompt_entries(entries: &[(String, String)], pr: &PromptOutput) -> Vec<(Strin
         ("full_negative_prompt".into(), json!(pr.negative).to_string()),
     ]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_device_memory;
+
+    #[test]
+    fn device_memory_errors_are_told_apart() {
+        // As candle's CUDA backend reports cudarc's and cuBLAS's errors.
+        assert!(out_of_device_memory(r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#));
+        assert!(out_of_device_memory("cublas error: CUBLAS_STATUS_ALLOC_FAILED"));
+        assert!(!out_of_device_memory("cannot load the CLIP vision model (missing file)"));
+    }
 }
