@@ -58,4 +58,25 @@ for dtype in f16 f32; do
         --work-dir "$work/bench" 2>&1 | tee "$out/bench-cuda-$dtype.txt"
 done
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv
+
+# 3. Out of memory (issue 16, must-show 3): through the server, a full-size 8192² f32 job (its VAE decode needs far
+#    more than the card has) must fail alone, saying the GPU ran out of memory; the 1024² job after it must succeed.
+if [ "${OOM_CHECK:-1}" = 1 ] && [ -f "$work/bench/sdxl-base-random-f16.safetensors" ]; then
+    mkdir -p "$work/oom/models/checkpoints"
+    ln -sf "$work/bench/sdxl-base-random-f16.safetensors" "$work/oom/models/checkpoints/sdxl.safetensors"
+    "$bin" serve --device cuda --dtype f32 --models-dir "$work/oom/models" --base-model sdxl.safetensors --port 8897 \
+        --data-dir "$work/oom/data" --max-generation-pixels 70000000 > "$out/oom-server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 120); do curl -sf http://127.0.0.1:8897/ping > /dev/null && break; sleep 1; done
+    for size in 8192 1024; do
+        echo "== ${size}² job:"
+        curl -s -m 900 -X POST http://127.0.0.1:8897/v1/generation/text-to-image -H 'content-type: application/json' \
+            -d "{\"prompt\": \"a lighthouse\", \"style_selections\": [], \"image_seed\": 1, \"aspect_ratios_selection\": \"${size}*${size}\", \"advanced_params\": {\"overwrite_step\": 2}}" \
+            | head -c 600
+        echo
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader
+    done
+    grep -i "ran out of memory\|job failed" "$out/oom-server.log" | head -5
+    kill "$server"
+fi
 rm -rf "$work"
