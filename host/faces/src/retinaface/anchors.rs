@@ -9,6 +9,10 @@ const MIN_SIZES: [[f64; 2]; 3] = [[16.0, 32.0], [64.0, 128.0], [256.0, 512.0]];
 const STEPS: [usize; 3] = [8, 16, 32];
 const VARIANCE: [f32; 2] = [0.1, 0.2];
 pub const NMS_THRESHOLD: f64 = 0.4;
+/// The best candidates NMS compares (its time is quadratic in them). facexlib keeps all: with
+/// Fooocus's threshold of 0.97 a real photo gives a handful, but a caller's threshold of 0 would
+/// hand NMS every anchor (700 000 at 16 MP). Pytorch_Retinaface's own demo keeps 5000 too.
+const MAX_CANDIDATES: usize = 5000;
 
 /// `(cx, cy, w, h)` relative to the image, in the heads' order: level, row, column, size.
 pub fn priors(height: usize, width: usize) -> Vec<[f32; 4]> {
@@ -60,6 +64,7 @@ pub fn faces(raw: &Raw, threshold: f32) -> Vec<Face> {
     }
     // Best first (numpy's argsort reversed; equal scores are left in anchor order).
     found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    found.truncate(MAX_CANDIDATES);
     nms(found, NMS_THRESHOLD)
 }
 
@@ -101,6 +106,19 @@ mod tests {
         assert_eq!(p.len(), 2 * (8 * 13 + 4 * 7 + 2 * 4));
         assert_eq!(p[0], [0.04, 4.0 / 60.0, 0.16, 16.0 / 60.0]);
         assert_eq!(p[1][2], 0.32);
+    }
+
+    #[test]
+    fn candidates_are_capped_before_nms() {
+        // 6000 small boxes that overlap nothing, all over the threshold: the 5000 best come back.
+        let n = 6000;
+        let priors: Vec<[f32; 4]> = (0..n).map(|i| [(i % 100) as f32 / 100.0, (i / 100) as f32 / 100.0, 0.001, 0.001]).collect();
+        let scores: Vec<f32> = (0..n).flat_map(|i| [0.0, 0.5 + i as f32 / (4 * n) as f32]).collect();
+        let (boxes, landmarks) = (vec![0f32; n * 4], vec![0f32; n * 10]);
+        let raw = Raw { priors: &priors, boxes: &boxes, scores: &scores, landmarks: &landmarks, width: 10_000, height: 10_000 };
+        let kept = faces(&raw, 0.0);
+        assert_eq!(kept.len(), MAX_CANDIDATES);
+        assert!(kept[0].score > kept[1].score && kept.last().unwrap().score > scores[2 * (n - MAX_CANDIDATES) - 1]);
     }
 
     #[test]
