@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::blas::{sgemm, Product};
 use crate::conv_direct;
+use crate::conv_winograd;
 use crate::cpu::{f32_values, SharedMut};
 use crate::profile::{self, Op};
 
@@ -49,28 +50,45 @@ enum Form {
     Panels,
     /// `conv_direct.rs`, weight packed `[⌈o/4⌉, c, k², 4]`.
     Direct,
+    /// `conv_winograd.rs` (3×3, padding 1), weight as the taps'; inputs too small for its tiles
+    /// to pay go to the taps.
+    Winograd,
 }
 
 /// Largest inner dimension (`in·k²`) run as panels: 256 channels of a 3×3.
 const PANEL_MAX_INNER: usize = 2304;
 
+/// Fewest input and output channels of a layer run in Winograd's form (narrower ones gain
+/// nothing: the VAE's 3-channel output, a UNet's 4-channel input).
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Whether 3×3 layers run in Winograd's form: yes unless `FOCAL_WINOGRAD=0` (to compare its
+/// rounding against the direct sums; read once).
+fn winograd_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("FOCAL_WINOGRAD").map_or(true, |v| v != "0"))
+}
+
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
-        Self::choosing(weight, bias, stride, padding, conv_direct::available())
+        Self::choosing(weight, bias, stride, padding, conv_direct::available(), winograd_enabled())
     }
 
-    /// The layer on the GEMM forms only (never the direct one), for a model whose outputs must
-    /// round exactly as they did (see `esrgan.rs`).
+    /// The layer on the GEMM forms only (never the direct or Winograd's), for a model whose
+    /// outputs must round exactly as they did (see `esrgan.rs`).
     pub fn on_gemm(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
-        Self::choosing(weight, bias, stride, padding, false)
+        Self::choosing(weight, bias, stride, padding, false, false)
     }
 
-    fn choosing(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize, direct: bool) -> Result<Self> {
+    fn choosing(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize, direct: bool, winograd: bool) -> Result<Self> {
         let (_, c, kh, kw) = weight.dims4()?;
         let host_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
         let ours = host_f32(&weight) && bias.as_ref().is_none_or(host_f32) && stride == 1 && kh == kw && (kh > 1 || padding == 0);
+        let (o, ..) = weight.dims4()?;
         let form = match ours {
             false => Form::Candle,
+            // 3×3 "same" layers of some width: Winograd's form (a quarter of the work).
+            true if winograd && kh == 3 && padding == 1 && c.min(o) >= WINOGRAD_MIN_CHANNELS => Form::Winograd,
             // Few input channels: the direct form where the CPU has it (measured at or above
             // the panels' speed at every such shape; wide layers keep the GEMM's taps).
             true if kh > 1 && c * kh * kw <= PANEL_MAX_INNER && direct => Form::Direct,
@@ -94,7 +112,7 @@ impl Conv2d {
         };
         let weight = match form {
             Form::Candle => weight,
-            Form::Taps => weight.permute((2, 3, 0, 1))?.contiguous()?,
+            Form::Taps | Form::Winograd => weight.permute((2, 3, 0, 1))?.contiguous()?,
             Form::Panels => weight.permute((0, 2, 3, 1))?.contiguous()?,
             Form::Direct => conv_direct::pack(&weight)?,
         };
@@ -110,6 +128,13 @@ impl Module for Conv2d {
 
 impl Conv2d {
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
+        if self.form == Form::Winograd && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let (n, c, h, w) = x.dims4()?;
+            let shape = conv_winograd::Shape { n, c, h, w, o: self.out_channels };
+            if shape.tile_count() >= WINOGRAD_MIN_TILES {
+                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &Winograd { bias: self.bias_host.clone() });
+            }
+        }
         if self.form != Form::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm {
                 padding: self.padding,
@@ -121,7 +146,7 @@ impl Conv2d {
         }
         let weight = match self.form {
             Form::Candle => self.weight.clone(),
-            Form::Taps => self.weight.permute((2, 3, 0, 1))?,
+            Form::Taps | Form::Winograd => self.weight.permute((2, 3, 0, 1))?,
             Form::Panels => self.weight.permute((0, 3, 1, 2))?,
             Form::Direct => conv_direct::unpack(&self.weight, self.out_channels, self.kernel)?,
         };
@@ -246,6 +271,32 @@ struct Dims {
     wp: usize,
     cols: usize,
     plane: usize,
+}
+
+/// Fewest 4×4 output tiles (the batch's) for which a layer runs Winograd's form: below, its 36
+/// products are too narrow to beat the taps' 9 wide ones.
+const WINOGRAD_MIN_TILES: usize = 64;
+
+/// A 3×3, padding-1 convolution in Winograd's form (input `[n, c, h, w]`, weight `[3, 3, o, c]`).
+struct Winograd {
+    bias: Option<Arc<[f32]>>,
+}
+
+impl CustomOp2 for Winograd {
+    fn name(&self) -> &'static str {
+        "conv2d-winograd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (input, weight) = (f32_values(s1, l1, self.name())?, f32_values(s2, l2, self.name())?);
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (kh, kw, o, wc) = l2.shape().dims4()?;
+        if (kh, kw, wc) != (3, 3, c) {
+            candle_core::bail!("conv2d-winograd: weight {:?} does not fit input {:?}", l2.shape(), l1.shape());
+        }
+        let out = conv_winograd::run(input, weight, self.bias.as_deref(), conv_winograd::Shape { n, c, h, w, o });
+        Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
+    }
 }
 
 /// Values (f32) of one panel: 1 MiB, about a core's L2.
@@ -392,9 +443,12 @@ mod tests {
             (1, 3, 5, 7, 9, 3, 1, true),
             // Panels of several column blocks (width 256·1024 / (9·c), rounded to 16).
             (1, 200, 4, 40, 50, 3, 1, true),
-            // Taps (in·k² > 2304): whole, and column-blocked (many outputs: 64-column blocks).
+            // Taps (in·k² > 2304): whole, and column-blocked (many outputs: 64-column blocks);
+            // Winograd's form where both sides have 16 channels (on 2·8² tiles, and on too few
+            // tiles for it: the taps run).
             (1, 260, 8, 6, 7, 3, 1, true),
             (2, 260, 2048, 30, 30, 3, 1, true),
+            (1, 32, 16, 12, 12, 3, 1, true),
             (1, 100, 2048, 33, 20, 5, 2, false),
             (2, 8, 4, 6, 5, 3, 1, false),
             (1, 5, 6, 8, 8, 3, 0, true),
@@ -409,6 +463,7 @@ mod tests {
             let chosen = Conv2d::new(wt.clone(), b.clone(), 1, p).unwrap().form;
             let expected = match k {
                 1 => Form::Taps,
+                3 if p == 1 && c.min(o) >= WINOGRAD_MIN_CHANNELS && winograd_enabled() => Form::Winograd,
                 _ if c * k * k > PANEL_MAX_INNER => Form::Taps,
                 _ if conv_direct::available() => Form::Direct,
                 _ => Form::Panels,
@@ -417,6 +472,8 @@ mod tests {
             let want = reference(&x, &wt, b.as_ref(), p);
             let forms = match k {
                 1 => vec![Form::Taps],
+                3 if p == 1 && conv_direct::available() => vec![Form::Taps, Form::Panels, Form::Direct, Form::Winograd],
+                3 if p == 1 => vec![Form::Taps, Form::Panels, Form::Winograd],
                 _ if conv_direct::available() => vec![Form::Taps, Form::Panels, Form::Direct],
                 _ => vec![Form::Taps, Form::Panels],
             };
@@ -424,8 +481,12 @@ mod tests {
                 let got = Conv2d::with_form(wt.clone(), b.clone(), 1, p, form).unwrap().forward(&x).unwrap();
                 assert_eq!(got.dims(), want.dims());
                 let diff = (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-                // f32 rounding grows with the sum's length (c·k² products of N(0, 1) values).
-                let tolerance = 1e-5 + 1e-6 * (c * k * k) as f32;
+                // f32 rounding grows with the sum's length (c·k² products of N(0, 1) values);
+                // Winograd's transforms add theirs (see conv_winograd.rs).
+                let tolerance = match form {
+                    Form::Winograd => 1e-4 * ((c * k * k) as f32).sqrt(),
+                    _ => 1e-5 + 1e-6 * (c * k * k) as f32,
+                };
                 assert!(diff < tolerance, "{form:?} {n} {c} {o} {h} {w} k{k} p{p}: max diff {diff}");
             }
         }
@@ -451,7 +512,8 @@ mod tests {
     }
 
     /// `cargo test -p focal-engine --release --lib conv::tests::speed -- --ignored --nocapture`:
-    /// this path against candle's convolution at the engine's shapes, side by side.
+    /// the form chosen, the one chosen before Winograd's, and candle's convolution at the
+    /// engine's shapes, side by side.
     #[test]
     #[ignore]
     fn speed() {
@@ -473,7 +535,12 @@ mod tests {
             let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
             let conv = Conv2d::new(wt.clone(), Some(b.clone()), 1, k / 2).unwrap();
-            let gemm_form = if k > 1 && c * k * k <= PANEL_MAX_INNER { Form::Panels } else { Form::Taps };
+            // The form the layer ran in before Winograd's.
+            let gemm_form = match k > 1 && c * k * k <= PANEL_MAX_INNER {
+                true if conv_direct::available() => Form::Direct,
+                true => Form::Panels,
+                false => Form::Taps,
+            };
             let gemm = Conv2d::with_form(wt.clone(), Some(b.clone()), 1, k / 2, gemm_form).unwrap();
             let time = |f: &dyn Fn() -> Tensor| {
                 f();

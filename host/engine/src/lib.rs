@@ -9,6 +9,7 @@ pub mod clip_vision;
 pub mod controlnet;
 pub mod conv;
 mod conv_direct;
+mod conv_winograd;
 pub mod cpu;
 pub mod embeddings;
 pub mod error;
