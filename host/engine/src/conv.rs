@@ -127,13 +127,35 @@ impl Module for Conv2d {
 }
 
 impl Conv2d {
+    /// The layer on `x` upsampled 2× by nearest neighbour (the decoders' upsampling step): in
+    /// Winograd's form the doubled input is never made, only read.
+    pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        profile::time(Op::Conv, || match self.winograd(x, true)? {
+            Some(y) => Ok(y),
+            None => self.forward_untimed(&x.upsample_nearest2d(2 * h, 2 * w)?),
+        })
+    }
+
+    /// The layer in Winograd's form, where it runs it on this input (`doubled`: on its 2×
+    /// nearest-neighbour upsampling).
+    fn winograd(&self, x: &Tensor, doubled: bool) -> Result<Option<Tensor>> {
+        if self.form != Form::Winograd || !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let scale = if doubled { 2 } else { 1 };
+        let shape = conv_winograd::Shape { n, c, h: h * scale, w: w * scale, o: self.out_channels, doubled };
+        if shape.tile_count() < WINOGRAD_MIN_TILES {
+            return Ok(None);
+        }
+        let op = Winograd { bias: self.bias_host.clone(), doubled };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&self.weight, &op)?))
+    }
+
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
-        if self.form == Form::Winograd && x.device().is_cpu() && x.dtype() == DType::F32 {
-            let (n, c, h, w) = x.dims4()?;
-            let shape = conv_winograd::Shape { n, c, h, w, o: self.out_channels };
-            if shape.tile_count() >= WINOGRAD_MIN_TILES {
-                return x.contiguous()?.apply_op2_no_bwd(&self.weight, &Winograd { bias: self.bias_host.clone() });
-            }
+        if let Some(y) = self.winograd(x, false)? {
+            return Ok(y);
         }
         if self.form != Form::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm {
@@ -277,9 +299,11 @@ struct Dims {
 /// products are too narrow to beat the taps' 9 wide ones.
 const WINOGRAD_MIN_TILES: usize = 64;
 
-/// A 3×3, padding-1 convolution in Winograd's form (input `[n, c, h, w]`, weight `[3, 3, o, c]`).
+/// A 3×3, padding-1 convolution in Winograd's form (input `[n, c, h, w]`, weight `[3, 3, o, c]`),
+/// or of the input's 2× nearest-neighbour upsampling (`doubled`).
 struct Winograd {
     bias: Option<Arc<[f32]>>,
+    doubled: bool,
 }
 
 impl CustomOp2 for Winograd {
@@ -294,7 +318,9 @@ impl CustomOp2 for Winograd {
         if (kh, kw, wc) != (3, 3, c) {
             candle_core::bail!("conv2d-winograd: weight {:?} does not fit input {:?}", l2.shape(), l1.shape());
         }
-        let out = conv_winograd::run(input, weight, self.bias.as_deref(), conv_winograd::Shape { n, c, h, w, o });
+        let (h, w) = if self.doubled { (2 * h, 2 * w) } else { (h, w) };
+        let shape = conv_winograd::Shape { n, c, h, w, o, doubled: self.doubled };
+        let out = conv_winograd::run(input, weight, self.bias.as_deref(), shape);
         Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
     }
 }
@@ -507,6 +533,11 @@ mod tests {
         let conv = Conv2d::new(wt.clone(), None, 1, 1).unwrap();
         let got = conv.forward(&xt).unwrap();
         let want = reference(&xt.contiguous().unwrap(), &wt, None, 1);
+        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4);
+        // A layer outside Winograd's form convolves an upsampled input made whole.
+        let got = conv.forward_upsampled(&x).unwrap();
+        let want = reference(&x.upsample_nearest2d(16, 16).unwrap(), &wt, None, 1);
         let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4);
     }

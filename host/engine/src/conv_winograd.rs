@@ -62,7 +62,9 @@ const BLOCK_TILES: usize = 256;
 /// Values (f32) of the transformed kernels held at once: 128 MiB.
 const KERNEL_VALUES: usize = 32 << 20;
 
-/// A layer's sizes: batch, in channels, height, width, out channels.
+/// A layer's sizes: batch, in channels, height, width (of the input it convolves, which is
+/// the output's), out channels; `doubled`: the input given is the nearest-neighbour half of
+/// that (`h/2 × w/2`; the decoders' upsampling, never made whole).
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
     pub n: usize,
@@ -70,9 +72,18 @@ pub struct Shape {
     pub h: usize,
     pub w: usize,
     pub o: usize,
+    pub doubled: bool,
 }
 
 impl Shape {
+    /// Height and width of the input given.
+    fn given(&self) -> (usize, usize) {
+        match self.doubled {
+            true => (self.h / 2, self.w / 2),
+            false => (self.h, self.w),
+        }
+    }
+
     /// 4×4 output tiles of one batch item, down and across.
     fn tiles(&self) -> (usize, usize) {
         (self.h.div_ceil(OUT), self.w.div_ceil(OUT))
@@ -85,11 +96,14 @@ impl Shape {
     }
 }
 
-/// `out [n, o, h, w] = bias + conv3×3(input [n, c, h, w], weight)` with zero padding 1; the
-/// weight tap-major, `[3, 3, o, c]` (the layout `conv.rs` keeps for its GEMM forms).
+/// `out [n, o, h, w] = bias + conv3×3(input [n, c, h, w], weight)` with zero padding 1 (the
+/// input `[n, c, h/2, w/2]` nearest-upsampled when `s.doubled`); the weight tap-major,
+/// `[3, 3, o, c]` (the layout `conv.rs` keeps for its GEMM forms).
 pub fn run(input: &[f32], weight: &[f32], bias: Option<&[f32]>, s: Shape) -> Vec<f32> {
-    let Shape { n, c, h, w, o } = s;
-    assert_eq!(input.len(), n * c * h * w);
+    let Shape { n, c, h, w, o, .. } = s;
+    let (gh, gw) = s.given();
+    assert!(!s.doubled || (h % 2, w % 2) == (0, 0));
+    assert_eq!(input.len(), n * c * gh * gw);
     assert_eq!(weight.len(), 9 * o * c);
     assert!(bias.is_none_or(|b| b.len() == o));
     let (th, tw) = s.tiles();
@@ -232,25 +246,35 @@ impl InputChannel<'_> {
     #[inline(always)]
     fn run<const AVX512: bool>(&self, scratch: &mut Vec<f32>) {
         let Shape { c, h, w, .. } = self.s;
+        let (gh, gw) = self.s.given();
         let (tw, ch) = (self.block.tw, self.ch);
         let stride = self.block.stride();
         // Rows are padded to whole vectors of tiles.
         let twp = tw.next_multiple_of(LANES);
         let mut column = 0;
         for (item, ty0, count) in self.block.runs() {
-            let plane = &self.input[(item * c + ch) * h * w..][..h * w];
+            let plane = &self.input[(item * c + ch) * gh * gw..][..gh * gw];
             // along[r][j][tx] = Σ_m Bᵀ[j][m] · x[4·tx − 1 + m] of input row 4·ty0 − 1 + r;
             // phases[q][1 + tx] = x[4·tx + q] (zero outside the row, and before it).
             let span = OUT * count + 2;
             scratch.clear();
-            scratch.resize(OUT * (twp + LANES) + span * SPAN * twp, 0f32);
-            let (phases, along) = scratch.split_at_mut(OUT * (twp + LANES));
+            scratch.resize(OUT * (twp + LANES) + span * SPAN * twp + w, 0f32);
+            let (phases, rest) = scratch.split_at_mut(OUT * (twp + LANES));
+            let (along, doubled) = rest.split_at_mut(span * SPAN * twp);
             for r in 0..span {
                 let dst = &mut along[r * SPAN * twp..][..SPAN * twp];
                 let Some(y) = (OUT * ty0 + r).checked_sub(1).filter(|&y| y < h) else {
                     continue;
                 };
-                let row = &plane[y * w..][..w];
+                let row = match self.s.doubled {
+                    false => &plane[y * w..][..w],
+                    true => {
+                        for (pair, &x) in doubled.chunks_exact_mut(2).zip(&plane[y / 2 * gw..][..gw]) {
+                            pair.fill(x);
+                        }
+                        &*doubled
+                    }
+                };
                 let (p0, rest) = phases.split_at_mut(twp + LANES);
                 let (p1, rest) = rest.split_at_mut(twp + LANES);
                 let (p2, p3) = rest.split_at_mut(twp + LANES);
@@ -553,9 +577,9 @@ mod tests {
             (1, 16, 8, 1, 1, true),
             (2, 5, 3, 13, 2, false),
             // Several blocks of tile rows (at least 256 tiles: 32 rows of 8), a row's end not
-            // a whole vector of pixels (70 = 64 + 6).
+            // a whole vector of pixels (140 = 2·64 + 12; doubled from 70).
             (1, 64, 24, 200, 30, true),
-            (1, 24, 8, 260, 70, true),
+            (1, 24, 8, 260, 140, true),
             // Several groups of output channels (32 Mi / (36·9000) = 103 → 96 per group).
             (2, 9000, 100, 5, 6, true),
         ] {
@@ -568,16 +592,32 @@ mod tests {
             }
             let taps = wt.permute((2, 3, 0, 1)).unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let b = b.to_vec1::<f32>().unwrap();
-            let got = run(&x.flatten_all().unwrap().to_vec1().unwrap(), &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o });
+            let got = run(&x.flatten_all().unwrap().to_vec1().unwrap(), &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(got.len(), want.len());
-            // Sums of 9c products of N(0, 1) values have a spread of √(9c); Winograd's rounding
-            // stays within 1e-4 of it at worst, ~1e-5 typically (a wrong transform is off by O(1)).
-            let scale = (9.0 * c as f32).sqrt();
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            let rms = (got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / got.len() as f32).sqrt();
-            println!("{n} {c}→{o} {h}×{w}: worst {:.2e}, rms {:.2e} of the spread", worst / scale, rms / scale);
-            assert!(worst < 1e-4 * scale && rms < 2e-5 * scale, "{n} {c}→{o} {h}×{w}: worst {worst}, rms {rms} (scale {scale})");
+            check(&got, &want, c, &format!("{n} {c}→{o} {h}×{w}"));
+            // The same layer on the input's nearest-neighbour half, given as that half.
+            if (h % 2, w % 2) == (0, 0) && h * w > 1 {
+                let half = x.narrow(2, 0, h / 2).unwrap().narrow(3, 0, w / 2).unwrap();
+                let whole = half.upsample_nearest2d(h, w).unwrap();
+                let mut want = whole.conv2d(&wt, 1, 1, 1, 1).unwrap();
+                if bias {
+                    want = want.broadcast_add(&Tensor::new(&b[..], &dev).unwrap().reshape((1, o, 1, 1)).unwrap()).unwrap();
+                }
+                let given = half.flatten_all().unwrap().to_vec1().unwrap();
+                let got = run(&given, &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: true });
+                check(&got, &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), c, &format!("{n} {c}→{o} {h}×{w} doubled"));
+            }
         }
+    }
+
+    fn check(got: &[f32], want: &[f32], c: usize, what: &str) {
+        assert_eq!(got.len(), want.len());
+        // Sums of 9c products of N(0, 1) values have a spread of √(9c); Winograd's rounding
+        // stays within 1e-4 of it at worst, ~1e-5 typically (a wrong transform is off by O(1)).
+        let scale = (9.0 * c as f32).sqrt();
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let rms = (got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / got.len() as f32).sqrt();
+        println!("{what}: worst {:.2e}, rms {:.2e} of the spread", worst / scale, rms / scale);
+        assert!(worst < 1e-4 * scale && rms < 2e-5 * scale, "{what}: worst {worst}, rms {rms} (scale {scale})");
     }
 }

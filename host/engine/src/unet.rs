@@ -285,8 +285,10 @@ impl Block {
                 Layer::Attn(a) => a.forward(&x, context, extra)?,
                 Layer::Up(c) => {
                     let (_, _, h, w) = x.dims4()?;
-                    let (th, tw) = up_to.unwrap_or((h * 2, w * 2));
-                    c.forward(&x.upsample_nearest2d(th, tw)?)?
+                    match up_to.unwrap_or((h * 2, w * 2)) {
+                        (th, tw) if (th, tw) == (h * 2, w * 2) => c.forward_upsampled(&x)?,
+                        (th, tw) => c.forward(&x.upsample_nearest2d(th, tw)?)?,
+                    }
                 }
             };
         }

@@ -194,8 +194,7 @@ impl AutoEncoder {
                 h = block.forward(&h)?;
             }
             if let Some(up) = &level.resample {
-                let (_, _, hh, ww) = h.dims4()?;
-                h = up.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
+                h = up.forward_upsampled(&h)?;
             }
         }
         d.conv_out.forward(&d.norm_out.forward_silu(&h)?)
