@@ -47,12 +47,7 @@ const G: [[f32; 3]; SPAN] = [
 ];
 
 /// Aᵀ (output transform).
-const AT: [[f32; SPAN]; OUT] = [
-    [1., 1., 1., 1., 1., 0.],
-    [0., 1., -1., 2., -2., 0.],
-    [0., 1., 1., 4., 4., 0.],
-    [0., 1., -1., 8., -8., 1.],
-];
+const AT: [[f32; SPAN]; OUT] = [[1., 1., 1., 1., 1., 0.], [0., 1., -1., 2., -2., 0.], [0., 1., 1., 4., 4., 0.], [0., 1., -1., 8., -8., 1.]];
 
 /// Values (f32) of a block's transformed inputs or products: 8 MiB each (in L3 between the
 /// transforms and the products), unless that leaves fewer than [`BLOCK_TILES`] tiles.
@@ -300,7 +295,8 @@ impl InputChannel<'_> {
                 }
                 let phase = |q: usize, from: usize| -> Lanes { phases[q * (twp + LANES) + from..][..LANES].try_into().unwrap() };
                 for tx0 in (0..tw).step_by(LANES) {
-                    let taps = [phase(3, tx0), phase(0, tx0 + 1), phase(1, tx0 + 1), phase(2, tx0 + 1), phase(3, tx0 + 1), phase(0, tx0 + 2)];
+                    let taps =
+                        [phase(3, tx0), phase(0, tx0 + 1), phase(1, tx0 + 1), phase(2, tx0 + 1), phase(3, tx0 + 1), phase(0, tx0 + 2)];
                     for (j, lanes) in apply(&BT, &taps).iter().enumerate() {
                         dst[j * twp + tx0..][..LANES].copy_from_slice(lanes);
                     }
@@ -309,12 +305,15 @@ impl InputChannel<'_> {
             for t in 0..count {
                 for j in 0..SPAN {
                     for tx0 in (0..tw).step_by(LANES) {
-                        let rows: [Lanes; SPAN] = std::array::from_fn(|i| along[((OUT * t + i) * SPAN + j) * twp + tx0..][..LANES].try_into().unwrap());
+                        let rows: [Lanes; SPAN] =
+                            std::array::from_fn(|i| along[((OUT * t + i) * SPAN + j) * twp + tx0..][..LANES].try_into().unwrap());
                         for (a, out) in apply(&BT, &rows).iter().enumerate() {
                             // SAFETY: point a·6 + j, channel ch, this tile row's columns of the
                             // block and at most 15 past them — the next tile row's, rewritten
                             // next, or the row's padding: inside v, this channel's task's alone.
-                            unsafe { self.v.get().add(((a * SPAN + j) * c + ch) * stride + column + tx0).cast::<Lanes>().write_unaligned(*out) };
+                            unsafe {
+                                self.v.get().add(((a * SPAN + j) * c + ch) * stride + column + tx0).cast::<Lanes>().write_unaligned(*out)
+                            };
                         }
                     }
                 }
@@ -592,7 +591,8 @@ mod tests {
             }
             let taps = wt.permute((2, 3, 0, 1)).unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let b = b.to_vec1::<f32>().unwrap();
-            let got = run(&x.flatten_all().unwrap().to_vec1().unwrap(), &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
+            let got =
+                run(&x.flatten_all().unwrap().to_vec1().unwrap(), &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             check(&got, &want, c, &format!("{n} {c}→{o} {h}×{w}"));
             // The same layer on the input's nearest-neighbour half, given as that half.
