@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use crate::blas::{sgemm, Product};
 use crate::conv_direct;
 use crate::conv_winograd;
+use crate::norm::GroupNorm;
 use crate::cpu::{f32_values, SharedMut};
 use crate::profile::{self, Op};
 
@@ -131,31 +132,44 @@ impl Conv2d {
     /// Winograd's form the doubled input is never made, only read.
     pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        profile::time(Op::Conv, || match self.winograd(x, true)? {
-            Some(y) => Ok(y),
-            None => self.forward_untimed(&x.upsample_nearest2d(2 * h, 2 * w)?),
+        profile::time(Op::Conv, || match self.winograd_runs(x, true)? {
+            true => self.winograd(x, true, None),
+            false => self.forward_untimed(&x.upsample_nearest2d(2 * h, 2 * w)?),
         })
     }
 
-    /// The layer in Winograd's form, where it runs it on this input (`doubled`: on its 2×
-    /// nearest-neighbour upsampling).
-    fn winograd(&self, x: &Tensor, doubled: bool) -> Result<Option<Tensor>> {
+    /// `self(silu(norm(x)))` (every ResBlock's step): in Winograd's form the normalised input
+    /// is never made; its values are computed as the transform reads them, bit for bit those
+    /// of `norm.forward_silu`.
+    pub fn forward_normalized(&self, norm: &GroupNorm, x: &Tensor) -> Result<Tensor> {
+        if self.winograd_runs(x, false)? {
+            if let Some(pairs) = norm.silu_affines(x)? {
+                return profile::time(Op::Conv, || self.winograd(x, false, Some(pairs.into())));
+            }
+        }
+        self.forward(&norm.forward_silu(x)?)
+    }
+
+    /// Whether this layer runs in Winograd's form on `x` (`doubled`: on its 2× upsampling).
+    fn winograd_runs(&self, x: &Tensor, doubled: bool) -> Result<bool> {
         if self.form != Form::Winograd || !x.device().is_cpu() || x.dtype() != DType::F32 {
-            return Ok(None);
+            return Ok(false);
         }
         let (n, c, h, w) = x.dims4()?;
         let scale = if doubled { 2 } else { 1 };
         let shape = conv_winograd::Shape { n, c, h: h * scale, w: w * scale, o: self.out_channels, doubled };
-        if shape.tile_count() < WINOGRAD_MIN_TILES {
-            return Ok(None);
-        }
-        let op = Winograd { bias: self.bias_host.clone(), doubled };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&self.weight, &op)?))
+        Ok(shape.tile_count() >= WINOGRAD_MIN_TILES)
+    }
+
+    /// The layer in Winograd's form (see [`Winograd`]); the caller checked `winograd_runs`.
+    fn winograd(&self, x: &Tensor, doubled: bool, normalized: Option<Arc<[(f32, f32)]>>) -> Result<Tensor> {
+        let op = Winograd { bias: self.bias_host.clone(), doubled, normalized };
+        x.contiguous()?.apply_op2_no_bwd(&self.weight, &op)
     }
 
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.winograd(x, false)? {
-            return Ok(y);
+        if self.winograd_runs(x, false)? {
+            return self.winograd(x, false, None);
         }
         if self.form != Form::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm {
@@ -300,10 +314,12 @@ struct Dims {
 const WINOGRAD_MIN_TILES: usize = 64;
 
 /// A 3×3, padding-1 convolution in Winograd's form (input `[n, c, h, w]`, weight `[3, 3, o, c]`),
-/// or of the input's 2× nearest-neighbour upsampling (`doubled`).
+/// of the input's 2× nearest-neighbour upsampling (`doubled`), or of its group norm and SiLU
+/// (`normalized`: each (item, channel)'s scale and shift).
 struct Winograd {
     bias: Option<Arc<[f32]>>,
     doubled: bool,
+    normalized: Option<Arc<[(f32, f32)]>>,
 }
 
 impl CustomOp2 for Winograd {
@@ -320,7 +336,7 @@ impl CustomOp2 for Winograd {
         }
         let (h, w) = if self.doubled { (2 * h, 2 * w) } else { (h, w) };
         let shape = conv_winograd::Shape { n, c, h, w, o, doubled: self.doubled };
-        let out = conv_winograd::run(input, weight, self.bias.as_deref(), shape);
+        let out = conv_winograd::run(input, self.normalized.as_deref(), weight, self.bias.as_deref(), shape);
         Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
     }
 }
@@ -540,6 +556,22 @@ mod tests {
         let want = reference(&x.upsample_nearest2d(16, 16).unwrap(), &wt, None, 1);
         let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4);
+    }
+
+    #[test]
+    fn normalised_inputs_give_what_the_norm_then_the_layer_give() {
+        let dev = Device::Cpu;
+        // Winograd's form (normalising as it reads) and, on too few tiles, the norm made whole.
+        for &(n, c, o, h, w) in &[(2, 32, 16, 20, 36), (1, 32, 16, 6, 6)] {
+            let x = ((Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap() * 3.0).unwrap() + 0.5).unwrap();
+            let norm = GroupNorm::new(Tensor::randn(1f32, 0.2, c, &dev).unwrap(), Tensor::randn(0f32, 0.2, c, &dev).unwrap(), 8, 1e-5).unwrap();
+            let conv = Conv2d::new(Tensor::randn(0f32, 1., (o, c, 3, 3), &dev).unwrap(), Some(Tensor::randn(0f32, 1., o, &dev).unwrap()), 1, 1).unwrap();
+            assert_eq!(conv.form, Form::Winograd);
+            let want = conv.forward(&norm.forward_silu(&x).unwrap()).unwrap();
+            let got = conv.forward_normalized(&norm, &x).unwrap();
+            // The same values reach the same arithmetic: equal bit for bit.
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{n} {c}→{o} {h}×{w}");
+        }
     }
 
     /// `cargo test -p focal-engine --release --lib conv::tests::speed -- --ignored --nocapture`:

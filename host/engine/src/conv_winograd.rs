@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use crate::blas::Product;
 use crate::cpu::SharedMut;
+use crate::norm;
 
 /// Output tile side, input tile side, and the points of the transformed tile.
 const OUT: usize = 4;
@@ -93,12 +94,15 @@ impl Shape {
 
 /// `out [n, o, h, w] = bias + conv3×3(input [n, c, h, w], weight)` with zero padding 1 (the
 /// input `[n, c, h/2, w/2]` nearest-upsampled when `s.doubled`); the weight tap-major,
-/// `[3, 3, o, c]` (the layout `conv.rs` keeps for its GEMM forms).
-pub fn run(input: &[f32], weight: &[f32], bias: Option<&[f32]>, s: Shape) -> Vec<f32> {
+/// `[3, 3, o, c]` (the layout `conv.rs` keeps for its GEMM forms). With `normalized`, each
+/// value is first `silu(x·scale + shift)` with its (batch item, channel)'s pair (`[n, c]`): a
+/// group norm and SiLU (`norm.rs`) applied as the input is read, never made whole.
+pub fn run(input: &[f32], normalized: Option<&[(f32, f32)]>, weight: &[f32], bias: Option<&[f32]>, s: Shape) -> Vec<f32> {
     let Shape { n, c, h, w, o, .. } = s;
     let (gh, gw) = s.given();
     assert!(!s.doubled || (h % 2, w % 2) == (0, 0));
     assert_eq!(input.len(), n * c * gh * gw);
+    assert!(normalized.is_none_or(|pairs| pairs.len() == n * c));
     assert_eq!(weight.len(), 9 * o * c);
     assert!(bias.is_none_or(|b| b.len() == o));
     let (th, tw) = s.tiles();
@@ -127,7 +131,7 @@ pub fn run(input: &[f32], weight: &[f32], bias: Option<&[f32]>, s: Shape) -> Vec
         let rows = block_rows.min(tile_rows - first_row);
         let block = Block { first_row, rows, th, tw };
         let (tiles, stride) = (rows * tw, block.stride());
-        transform_inputs(input, v, s, block);
+        transform_inputs(input, normalized, v, s, block);
         for o0 in (0..o).step_by(group) {
             let og = group.min(o - o0);
             if kernels_of != Some(o0) {
@@ -207,10 +211,10 @@ impl Block {
 }
 
 /// `v [36, c, tiles]` = Bᵀ d B of every input tile of the block, per channel in parallel.
-fn transform_inputs(input: &[f32], v: &mut [f32], s: Shape, block: Block) {
+fn transform_inputs(input: &[f32], normalized: Option<&[(f32, f32)]>, v: &mut [f32], s: Shape, block: Block) {
     let v = SharedMut::new(v.as_mut_ptr());
     (0..s.c).into_par_iter().for_each_init(Vec::new, |scratch, ch| {
-        let job = InputChannel { input, v, s, block, ch };
+        let job = InputChannel { input, normalized, v, s, block, ch };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked above).
@@ -223,6 +227,7 @@ fn transform_inputs(input: &[f32], v: &mut [f32], s: Shape, block: Block) {
 /// One input channel's share of [`transform_inputs`].
 struct InputChannel<'a> {
     input: &'a [f32],
+    normalized: Option<&'a [(f32, f32)]>,
     v: SharedMut,
     s: Shape,
     block: Block,
@@ -253,23 +258,25 @@ impl InputChannel<'_> {
             // phases[q][1 + tx] = x[4·tx + q] (zero outside the row, and before it).
             let span = OUT * count + 2;
             scratch.clear();
-            scratch.resize(OUT * (twp + LANES) + span * SPAN * twp + w, 0f32);
+            scratch.resize(OUT * (twp + LANES) + span * SPAN * twp + gw + w, 0f32);
             let (phases, rest) = scratch.split_at_mut(OUT * (twp + LANES));
-            let (along, doubled) = rest.split_at_mut(span * SPAN * twp);
+            let (along, rest) = rest.split_at_mut(span * SPAN * twp);
+            let (normal, doubled) = rest.split_at_mut(gw);
+            let pair = self.normalized.map(|pairs| pairs[item * c + ch]);
             for r in 0..span {
                 let dst = &mut along[r * SPAN * twp..][..SPAN * twp];
                 let Some(y) = (OUT * ty0 + r).checked_sub(1).filter(|&y| y < h) else {
                     continue;
                 };
-                let row = match self.s.doubled {
-                    false => &plane[y * w..][..w],
-                    true => {
-                        for (pair, &x) in doubled.chunks_exact_mut(2).zip(&plane[y / 2 * gw..][..gw]) {
-                            pair.fill(x);
-                        }
-                        &*doubled
-                    }
-                };
+                let mut row = &plane[if self.s.doubled { y / 2 } else { y } * gw..][..gw];
+                if let Some((scale, shift)) = pair {
+                    normal.iter_mut().zip(row).for_each(|(n, &x)| *n = norm::normalized_silu(x, scale, shift));
+                    row = normal;
+                }
+                if self.s.doubled {
+                    doubled.chunks_exact_mut(2).zip(row).for_each(|(two, &x)| two.fill(x));
+                    row = doubled;
+                }
                 let (p0, rest) = phases.split_at_mut(twp + LANES);
                 let (p1, rest) = rest.split_at_mut(twp + LANES);
                 let (p2, p3) = rest.split_at_mut(twp + LANES);
@@ -592,7 +599,7 @@ mod tests {
             let taps = wt.permute((2, 3, 0, 1)).unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let b = b.to_vec1::<f32>().unwrap();
             let got =
-                run(&x.flatten_all().unwrap().to_vec1().unwrap(), &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
+                run(&x.flatten_all().unwrap().to_vec1().unwrap(), None, &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             check(&got, &want, c, &format!("{n} {c}→{o} {h}×{w}"));
             // The same layer on the input's nearest-neighbour half, given as that half.
@@ -604,7 +611,7 @@ mod tests {
                     want = want.broadcast_add(&Tensor::new(&b[..], &dev).unwrap().reshape((1, o, 1, 1)).unwrap()).unwrap();
                 }
                 let given = half.flatten_all().unwrap().to_vec1().unwrap();
-                let got = run(&given, &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: true });
+                let got = run(&given, None, &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: true });
                 check(&got, &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), c, &format!("{n} {c}→{o} {h}×{w} doubled"));
             }
         }

@@ -64,6 +64,53 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// What `forward_silu` would apply to each (batch item, channel) of `x`, as `(scale,
+    /// shift)` for [`normalized_silu`], for a consumer that normalises values as it reads them
+    /// (`Conv2d::forward_normalized`); `None` where `forward_silu` runs on candle.
+    pub(crate) fn silu_affines(&self, x: &Tensor) -> Result<Option<Vec<(f32, f32)>>> {
+        let Some(affine) = self.host.as_ref().filter(|_| x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4) else {
+            return Ok(None);
+        };
+        profile::time(Op::GroupNorm, || {
+            let (n, channels, h, w) = x.dims4()?;
+            let spatial = h * w;
+            if !channels.is_multiple_of(self.groups) || affine.weight.len() != channels || spatial == 0 {
+                return Ok(None);
+            }
+            let x = x.contiguous()?;
+            let (storage, layout) = x.storage_and_layout();
+            let candle_core::Storage::Cpu(storage) = &*storage else { return Ok(None) };
+            let values = f32_values(storage, layout, "group-norm-affines")?;
+            let per_group = channels / self.groups;
+            let mut affines = vec![(0f32, 0f32); n * channels];
+            affines.par_chunks_mut(per_group).zip(values.par_chunks(per_group * spatial)).enumerate().for_each(|(index, (dst, src))| {
+                let first_channel = (index % self.groups) * per_group;
+                let group = &GroupChannels {
+                    weight: &affine.weight[first_channel..],
+                    bias: &affine.bias[first_channel..],
+                    spatial,
+                    eps: self.eps,
+                    silu: true,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    return unsafe { affines_avx512(dst, src, group) };
+                }
+                dst.iter_mut().zip(group_affine(src, group)).for_each(|(d, a)| *d = a);
+            });
+            Ok(Some(affines))
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn affines_avx512(dst: &mut [(f32, f32)], src: &[f32], group: &GroupChannels) {
+    dst.iter_mut().zip(group_affine(src, group)).for_each(|(d, a)| *d = a);
+}
+
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.run(x, false)
@@ -135,19 +182,10 @@ unsafe fn normalize_group_avx512(dst: &mut [f32], src: &[f32], group: &GroupChan
 /// compiled for AVX-512 (the default build targets baseline x86-64: 4 lanes).
 #[inline(always)]
 fn normalize_group(dst: &mut [f32], src: &[f32], group: &GroupChannels) {
-    let count = src.len() as f64;
-    // Two passes: the mean, then the mean square deviation (no cancellation).
-    let mean = lane_sum(src, |v| v) / count;
-    let mean32 = mean as f32;
-    let var = lane_sum(src, |v| (v - mean32) * (v - mean32)) / count;
-    let rstd = 1.0 / (var + group.eps).sqrt();
-    for (c, (dst, src)) in dst.chunks_mut(group.spatial).zip(src.chunks(group.spatial)).enumerate() {
-        let scale = (group.weight[c] as f64 * rstd) as f32;
-        let shift = (group.bias[c] as f64 - mean * group.weight[c] as f64 * rstd) as f32;
+    for ((scale, shift), (dst, src)) in group_affine(src, group).zip(dst.chunks_mut(group.spatial).zip(src.chunks(group.spatial))) {
         if group.silu {
             for (d, &s) in dst.iter_mut().zip(src) {
-                let y = s * scale + shift;
-                *d = y / (1.0 + fastmath::exp(-y));
+                *d = normalized_silu(s, scale, shift);
             }
         } else {
             for (d, &s) in dst.iter_mut().zip(src) {
@@ -155,6 +193,31 @@ fn normalize_group(dst: &mut [f32], src: &[f32], group: &GroupChannels) {
             }
         }
     }
+}
+
+/// One (batch item, group)'s statistics as each channel's `(scale, shift)`: `x·scale + shift`
+/// normalises the channel.
+#[inline(always)]
+fn group_affine<'a>(src: &[f32], group: &'a GroupChannels) -> impl Iterator<Item = (f32, f32)> + 'a {
+    let count = src.len() as f64;
+    // Two passes: the mean, then the mean square deviation (no cancellation).
+    let mean = lane_sum(src, |v| v) / count;
+    let mean32 = mean as f32;
+    let var = lane_sum(src, |v| (v - mean32) * (v - mean32)) / count;
+    let rstd = 1.0 / (var + group.eps).sqrt();
+    let channels = src.len() / group.spatial;
+    group.weight[..channels].iter().zip(&group.bias[..channels]).map(move |(&w, &b)| {
+        let scale = (w as f64 * rstd) as f32;
+        let shift = (b as f64 - mean * w as f64 * rstd) as f32;
+        (scale, shift)
+    })
+}
+
+/// `silu(x·scale + shift)`: one value of `forward_silu`, wherever it is computed.
+#[inline(always)]
+pub(crate) fn normalized_silu(x: f32, scale: f32, shift: f32) -> f32 {
+    let y = x * scale + shift;
+    y / (1.0 + fastmath::exp(-y))
 }
 
 /// `Σ f(v)`: 16 f32 lanes over blocks of 4096 values (the compiler vectorises the lanes; a

@@ -52,10 +52,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv_in.forward(&self.norm_in.forward_silu(x)?)?;
+        let h = self.conv_in.forward_normalized(&self.norm_in, x)?;
         let e = self.emb_proj.forward(&silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.conv_out.forward(&self.norm_out.forward_silu(&h)?)?;
+        let h = self.conv_out.forward_normalized(&self.norm_out, &h)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -458,7 +458,7 @@ impl UNet {
                 }
             }
         }
-        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
+        self.out_conv.forward_normalized(&self.out_norm, &h)
     }
 }
 

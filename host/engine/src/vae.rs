@@ -36,8 +36,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self.conv1.forward_normalized(&self.norm1, x)?;
+        let h = self.conv2.forward_normalized(&self.norm2, &h)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -197,7 +197,7 @@ impl AutoEncoder {
                 h = up.forward_upsampled(&h)?;
             }
         }
-        d.conv_out.forward(&d.norm_out.forward_silu(&h)?)
+        d.conv_out.forward_normalized(&d.norm_out, &h)
     }
 
     /// Mean and log-variance of the posterior of images in [-1, 1] `[B, 3, H, W]`, unscaled.
@@ -214,7 +214,7 @@ impl AutoEncoder {
             }
         }
         let h = e.mid.forward(&h)?;
-        let h = e.conv_out.forward(&e.norm_out.forward_silu(&h)?)?;
+        let h = e.conv_out.forward_normalized(&e.norm_out, &h)?;
         let moments = match &e.quant_conv {
             Some(c) => c.forward(&h)?,
             None => h,

@@ -43,6 +43,8 @@ fn run_cases(fixture: &str, checkpoint: &Path) {
         let expected = RgbImage::decode_png(&std::fs::read(dir.join(format!("reference/{name}.png"))).unwrap()).unwrap();
         assert_eq!((out.image.width, out.image.height), (expected.width, expected.height), "{name}: size");
         let worst = out.image.data.iter().zip(&expected.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        // Shown with --nocapture, to compare the engine's forms (e.g. FOCAL_WINOGRAD=0).
+        println!("{name}: final latent relative L2 {r:.2e}, worst pixel {worst}/255");
         assert!(worst <= 3, "{name}: a pixel differs by {worst}/255");
         // The PNG we write decodes to the same pixels.
         assert_eq!(RgbImage::decode_png(&out.image.encode_png().unwrap()).unwrap(), out.image);
