@@ -24,8 +24,8 @@ use rayon::prelude::*;
 use crate::blas::{sgemm, Product};
 use crate::conv_direct;
 use crate::conv_winograd;
-use crate::norm::GroupNorm;
 use crate::cpu::{f32_values, SharedMut};
+use crate::norm::GroupNorm;
 use crate::profile::{self, Op};
 
 /// A convolution layer: weight `[out, in, k, k]`, optional bias `[out]`.
@@ -564,13 +564,20 @@ mod tests {
         // Winograd's form (normalising as it reads) and, on too few tiles, the norm made whole.
         for &(n, c, o, h, w) in &[(2, 32, 16, 20, 36), (1, 32, 16, 6, 6)] {
             let x = ((Tensor::randn(0f32, 1., (n, c, h, w), &dev).unwrap() * 3.0).unwrap() + 0.5).unwrap();
-            let norm = GroupNorm::new(Tensor::randn(1f32, 0.2, c, &dev).unwrap(), Tensor::randn(0f32, 0.2, c, &dev).unwrap(), 8, 1e-5).unwrap();
-            let conv = Conv2d::new(Tensor::randn(0f32, 1., (o, c, 3, 3), &dev).unwrap(), Some(Tensor::randn(0f32, 1., o, &dev).unwrap()), 1, 1).unwrap();
+            let norm =
+                GroupNorm::new(Tensor::randn(1f32, 0.2, c, &dev).unwrap(), Tensor::randn(0f32, 0.2, c, &dev).unwrap(), 8, 1e-5).unwrap();
+            let conv =
+                Conv2d::new(Tensor::randn(0f32, 1., (o, c, 3, 3), &dev).unwrap(), Some(Tensor::randn(0f32, 1., o, &dev).unwrap()), 1, 1)
+                    .unwrap();
             assert_eq!(conv.form, Form::Winograd);
             let want = conv.forward(&norm.forward_silu(&x).unwrap()).unwrap();
             let got = conv.forward_normalized(&norm, &x).unwrap();
             // The same values reach the same arithmetic: equal bit for bit.
-            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{n} {c}→{o} {h}×{w}");
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{n} {c}→{o} {h}×{w}"
+            );
         }
     }
 

@@ -598,8 +598,13 @@ mod tests {
             }
             let taps = wt.permute((2, 3, 0, 1)).unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let b = b.to_vec1::<f32>().unwrap();
-            let got =
-                run(&x.flatten_all().unwrap().to_vec1().unwrap(), None, &taps, bias.then_some(&b[..]), Shape { n, c, h, w, o, doubled: false });
+            let got = run(
+                &x.flatten_all().unwrap().to_vec1().unwrap(),
+                None,
+                &taps,
+                bias.then_some(&b[..]),
+                Shape { n, c, h, w, o, doubled: false },
+            );
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             check(&got, &want, c, &format!("{n} {c}→{o} {h}×{w}"));
             // The same layer on the input's nearest-neighbour half, given as that half.

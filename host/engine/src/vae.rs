@@ -4,6 +4,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::cpu;
 use crate::nn::Conv2d;
 
 use crate::nn::{attention, conv2d, group_norm, linear, GroupNorm, Linear};
@@ -182,6 +183,9 @@ impl AutoEncoder {
 
     /// Decode scaled latents `[B, 4, h, w]` to images in [-1, 1] (not clamped) `[B, 3, 8h, 8w]`.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        // The decode's full-resolution activations set a generation's peak memory: first hand
+        // back what the sampling freed but the allocator kept (~1 GB at 1024²).
+        cpu::return_freed_memory();
         let z = (latent / self.scaling_factor)?;
         let d = &self.decoder;
         let z = match &d.post_quant_conv {
