@@ -41,6 +41,9 @@ pub struct Conv2d {
     bias_host: Option<Arc<[f32]>>,
     out_channels: usize,
     kernel: usize,
+    /// A Winograd-form layer's form for calls with too little work for it, where that is not
+    /// the taps its weight serves (the direct form of layers with few input channels).
+    below_winograd: Option<Arc<Conv2d>>,
 }
 
 /// How a layer runs (see the module's notes).
@@ -111,13 +114,19 @@ impl Conv2d {
             }
             (Some(b), _) => Some(Arc::from(b.to_vec1::<f32>()?)),
         };
+        let below_winograd = match form {
+            Form::Winograd => Some(Self::choosing(weight.clone(), bias.clone(), stride, padding, conv_direct::available(), false)?)
+                .filter(|layer| layer.form != Form::Taps)
+                .map(Arc::new),
+            _ => None,
+        };
         let weight = match form {
             Form::Candle => weight,
             Form::Taps | Form::Winograd => weight.permute((2, 3, 0, 1))?.contiguous()?,
             Form::Panels => weight.permute((0, 2, 3, 1))?.contiguous()?,
             Form::Direct => conv_direct::pack(&weight)?,
         };
-        Ok(Self { weight, form, bias, stride, padding, bias_host, out_channels, kernel })
+        Ok(Self { weight, form, bias, stride, padding, bias_host, out_channels, kernel, below_winograd })
     }
 }
 
@@ -170,6 +179,9 @@ impl Conv2d {
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
         if self.winograd_runs(x, false)? {
             return self.winograd(x, false, None);
+        }
+        if let (Form::Winograd, Some(layer)) = (self.form, &self.below_winograd) {
+            return layer.forward_untimed(x);
         }
         if self.form != Form::Candle && x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = ShiftedGemm {
@@ -310,7 +322,7 @@ struct Dims {
 }
 
 /// Fewest 4×4 output tiles (the batch's) for which a layer runs Winograd's form: below, its 36
-/// products are too narrow to beat the taps' 9 wide ones.
+/// products are too narrow to beat the form the layer would have had (`below_winograd`).
 const WINOGRAD_MIN_TILES: usize = 64;
 
 /// A 3×3, padding-1 convolution in Winograd's form (input `[n, c, h, w]`, weight `[3, 3, o, c]`),
@@ -487,7 +499,7 @@ mod tests {
             (1, 200, 4, 40, 50, 3, 1, true),
             // Taps (in·k² > 2304): whole, and column-blocked (many outputs: 64-column blocks);
             // Winograd's form where both sides have 16 channels (on 2·8² tiles, and on too few
-            // tiles for it: the taps run).
+            // tiles for it: the form the layer had before, here the direct one or panels).
             (1, 260, 8, 6, 7, 3, 1, true),
             (2, 260, 2048, 30, 30, 3, 1, true),
             (1, 32, 16, 12, 12, 3, 1, true),
@@ -570,6 +582,7 @@ mod tests {
                 Conv2d::new(Tensor::randn(0f32, 1., (o, c, 3, 3), &dev).unwrap(), Some(Tensor::randn(0f32, 1., o, &dev).unwrap()), 1, 1)
                     .unwrap();
             assert_eq!(conv.form, Form::Winograd);
+            assert_eq!(conv.winograd_runs(&x, false).unwrap(), h == 20 && winograd_enabled());
             let want = conv.forward(&norm.forward_silu(&x).unwrap()).unwrap();
             let got = conv.forward_normalized(&norm, &x).unwrap();
             // The same values reach the same arithmetic: equal bit for bit.
