@@ -134,6 +134,17 @@ impl CustomOp1 for WidenToF32 {
     }
 }
 
+/// Hands memory the allocator holds free back to the system (glibc keeps freed heap pages for
+/// reuse; after a UNet's steps that is a gigabyte the VAE decode would otherwise add to). A
+/// no-op where the allocator is not glibc's.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,16 +171,5 @@ mod tests {
             assert_eq!(ours.dtype(), DType::F32);
             assert_eq!(ours.to_vec2::<f32>().unwrap(), half.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap());
         }
-    }
-}
-
-/// Hands memory the allocator holds free back to the system (glibc keeps freed heap pages for
-/// reuse; after a UNet's steps that is a gigabyte the VAE decode would otherwise add to). A
-/// no-op where the allocator is not glibc's.
-pub fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
