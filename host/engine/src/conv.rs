@@ -41,8 +41,8 @@ pub struct Conv2d {
     bias_host: Option<Arc<[f32]>>,
     out_channels: usize,
     kernel: usize,
-    /// A Winograd-form layer's form for calls with too little work for it, where that is not
-    /// the taps its weight serves (the direct form of layers with few input channels).
+    /// A Winograd-form layer's form for calls with too few tiles for it, where that is not the
+    /// taps its weight serves (the direct form of layers with few input channels).
     below_winograd: Option<Arc<Conv2d>>,
 }
 
@@ -54,8 +54,8 @@ enum Form {
     Panels,
     /// `conv_direct.rs`, weight packed `[⌈o/4⌉, c, k², 4]`.
     Direct,
-    /// `conv_winograd.rs` (3×3, padding 1), weight as the taps'; inputs too small for its tiles
-    /// to pay go to the taps.
+    /// `conv_winograd.rs` (3×3, padding 1), weight as the taps'; inputs with too few tiles for
+    /// it go to `below_winograd`, or else to the taps.
     Winograd,
 }
 
