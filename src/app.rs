@@ -39,6 +39,8 @@ pub struct AppConfig<'a> {
     /// Checkpoints named by the operator outside the models folder, by file name.
     pub extra_checkpoints: BTreeMap<String, PathBuf>,
     pub dtype: DType,
+    /// The VAE's dtype (`--vae-dtype`; `None`: the engine's default).
+    pub vae_dtype: Option<DType>,
     /// Where the engine runs (`--device`).
     pub device: candle_core::Device,
     pub outputs_dir: PathBuf,
@@ -80,6 +82,7 @@ impl App {
                 allow_downloads: config.allow_downloads,
                 extra_checkpoints: config.extra_checkpoints,
                 dtype: config.dtype,
+                vae_dtype: config.vae_dtype,
                 device: config.device,
                 default_checkpoint: config.checkpoint,
                 max_queue: config.max_queue,

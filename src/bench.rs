@@ -4,17 +4,19 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use focal_engine::esrgan::Esrgan;
 use focal_engine::expansion::PromptExpansion;
 use focal_engine::gpt2::{Gpt2Config, Gpt2Model};
 use focal_engine::gpt2_tokenizer::Gpt2Tokenizer;
 use focal_engine::profile;
 use focal_engine::synthetic::SdxlArchitecture;
-use focal_engine::{LoadOptions, SdxlModel};
+use focal_engine::{LoadOptions, Sampler, SdxlModel};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -38,10 +40,14 @@ pub struct BenchArgs {
     repeat: usize,
     #[arg(long)]
     skip_vae: bool,
-    /// Also time a whole image per size: the prompt pair's encoding, this many CFG Euler steps
+    /// Also time a whole image per size: the prompt pair's encoding, this many CFG steps
     /// (Karras), the VAE decode and the PNG (0: none).
     #[arg(long, default_value_t = 0)]
     whole_steps: usize,
+    /// The whole image's sampler: euler, or dpmpp_2m_sde_gpu (Fooocus's default; PyTorch's side
+    /// runs k-diffusion's DPM++ 2M SDE).
+    #[arg(long, default_value = "euler")]
+    sampler: String,
     /// Where and in what precision the full-size SDXL runs (`--device cuda` in a CUDA build).
     #[command(flatten)]
     compute: crate::device::Compute,
@@ -123,7 +129,14 @@ pub(crate) fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Res
     Ok(best)
 }
 
-fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f64>> {
+/// Where focal's side runs, for PyTorch's to run the same way.
+struct Placement {
+    device: Device,
+    dtype: DType,
+    vae_dtype: DType,
+}
+
+fn run_pytorch(args: &BenchArgs, python: &PathBuf, compute: &Placement) -> Result<BTreeMap<String, f64>> {
     let mut cmd = Command::new(python);
     if args.small {
         cmd.arg("bench/pytorch_small.py").arg("--model").arg(&args.small_diffusers).args(["--repeat", &args.repeat.to_string()]);
@@ -141,7 +154,19 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f6
         if args.skip_vae {
             cmd.arg("--skip-vae");
         }
-        cmd.args(["--whole-steps", &args.whole_steps.to_string()]);
+        cmd.args(["--whole-steps", &args.whole_steps.to_string(), "--sampler", &args.sampler]);
+        if compute.device.is_cuda() {
+            let name = |d: DType| {
+                if d == DType::F32 {
+                    "f32"
+                } else if d == DType::BF16 {
+                    "bf16"
+                } else {
+                    "f16"
+                }
+            };
+            cmd.args(["--device", "cuda", "--dtype", name(compute.dtype), "--vae-dtype", name(compute.vae_dtype)]);
+        }
     }
     eprintln!("running PyTorch: {cmd:?}");
     let out = cmd.output().with_context(|| format!("cannot run {}", python.display()))?;
@@ -155,10 +180,13 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf) -> Result<BTreeMap<String, f6
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let (device, dtype) = args.compute.resolve()?;
+    let crate::device::Resolved { device, dtype, vae_dtype } = args.compute.resolve()?;
+    let options = LoadOptions { dtype, device: device.clone(), vae_dtype, ..Default::default() };
+    let placement = Placement { device: device.clone(), dtype, vae_dtype: options.vae_dtype() };
+    let sampler: Sampler = args.sampler.parse().map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
     // PyTorch first, in its own process, so the two never hold a model in memory at once.
     let reference = match &args.pytorch {
-        Some(python) => Some(run_pytorch(&args, python)?),
+        Some(python) => Some(run_pytorch(&args, python, &placement)?),
         None => None,
     };
     if args.small {
@@ -228,9 +256,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let mut sheet = Sheet::default();
+    let vram = VramPeak::start(&device);
+    // Layer timings wait for a GPU's kernels (none to wait for on the CPU).
+    profile::synchronize_with(device.is_cuda().then(|| device.clone()));
 
     let t0 = Instant::now();
-    let model = SdxlModel::load(&checkpoint, &LoadOptions { dtype, device: device.clone(), ..Default::default() })?;
+    let model = SdxlModel::load(&checkpoint, &options)?;
     sheet.record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
 
     let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
@@ -278,21 +309,92 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut params = focal_engine::GenerationParams::txt2img(prompt, size as u32, size as u32, args.whole_steps, 0);
         params.negative_prompt = "blurry, low quality".into();
         params.cfg = 5.0;
+        params.sampler = sampler;
+        // When each sampling step ended (the device waited for), for the steps' rate.
+        let mut ends = Vec::with_capacity(args.whole_steps);
         sheet.measure(format!("whole_{size}"), 1, || {
-            model.generate(&params, false, &mut |_| true)?.image.encode_png()?;
+            ends.clear();
+            let mut on_step = |_: focal_engine::Progress| {
+                let _ = device.synchronize();
+                ends.push(Instant::now());
+                true
+            };
+            model.generate(&params, false, &mut on_step)?.image.encode_png()?;
             Ok(())
         })?;
+        if ends.len() > 1 {
+            let (first, last) = (ends[0], ends[ends.len() - 1]);
+            sheet.record(format!("step_{size}"), (last - first).as_secs_f64() / (ends.len() - 1) as f64);
+        }
     }
+    profile::synchronize_with(None);
+    let vram_gib = vram.map(VramPeak::stop_gib);
 
-    let on = if device.is_cuda() { "CUDA".to_string() } else { format!("CPU, {} threads, {}", num_threads(), gemm_backend()) };
-    println!("focal bench: full-size SDXL (random weights), {dtype:?} compute, {on}");
+    let on = match &device {
+        Device::Cpu => format!("CPU, {} threads, {}", num_threads(), gemm_backend()),
+        _ => "CUDA".to_string(),
+    };
+    println!("focal bench: full-size SDXL (random weights), UNet {dtype:?}, VAE {:?}, text encoders F32, {on}", placement.vae_dtype);
     println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
     if args.whole_steps > 0 {
-        println!("whole = encode prompt + negative, {} CFG Euler steps, VAE decode, PNG; one run", args.whole_steps);
+        println!(
+            "whole = encode prompt + negative, {} CFG {sampler} steps (Karras), VAE decode, PNG; one run; step = its mean sampling step after the first",
+            args.whole_steps
+        );
     }
     print_rows(&sheet.rows, reference.as_ref());
+    print_rates(&sheet.rows, reference.as_ref());
+    if let Some(focal) = vram_gib {
+        let pytorch = reference.as_ref().and_then(|r| r.get("peak_vram_gib"));
+        let beside = pytorch.map(|p| format!(", pytorch {p:.2} GiB, ratio {:.2}", focal / p)).unwrap_or_default();
+        println!("peak VRAM (device memory in use above the start, polled every 20 ms): focal {focal:.2} GiB{beside}");
+    }
     print_breakdowns(&sheet.breakdowns);
     Ok(())
+}
+
+/// Sampling steps per second (the it/s of Fooocus's and diffusers' progress bars), from the
+/// UNet step and the whole image's steps, with PyTorch's beside them.
+fn print_rates(rows: &[Row], reference: Option<&BTreeMap<String, f64>>) {
+    for (name, secs, _) in rows.iter().filter(|(n, _, _)| n.starts_with("unet_step_") || n.starts_with("step_")) {
+        let focal = 1.0 / secs;
+        match reference.and_then(|r| r.get(name)) {
+            Some(p) => println!("it/s {name:<14} focal {focal:>8.2}  pytorch {:>8.2}  focal/pytorch {:>6.2}", 1.0 / p, p / secs),
+            None => println!("it/s {name:<14} focal {focal:>8.2}"),
+        }
+    }
+}
+
+/// Device memory in use above what it was at the start, polled every 20 ms by a thread: the
+/// same measure bench/pytorch_sdxl.py takes of itself (both leave out the CUDA context).
+struct VramPeak {
+    peak: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl VramPeak {
+    /// `None` on the CPU.
+    fn start(device: &Device) -> Option<Self> {
+        let start = crate::device::memory_in_use(device)?;
+        let (peak, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (device, p, d) = (device.clone(), peak.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                if let Some(used) = crate::device::memory_in_use(&device) {
+                    p.fetch_max(used.saturating_sub(start), Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        Some(Self { peak, done, thread })
+    }
+
+    fn stop_gib(self) -> f64 {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed) as f64 / (1u64 << 30) as f64
+    }
 }
 
 /// The measurements of one run: a row each, and where their time went.

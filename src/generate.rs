@@ -121,7 +121,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.request).with_context(|| format!("cannot read {}", args.request.display()))?;
     let mut body: Value = serde_json::from_str(&text).map_err(|e| anyhow!("invalid request: {e}"))?;
     let Some(fields) = body.as_object_mut() else { bail!("invalid request: the body is not a JSON object") };
-    let (device, dtype) = args.compute.resolve()?;
+    let crate::device::Resolved { device, dtype, vae_dtype } = args.compute.resolve()?;
     let checkpoint = resolve_checkpoint(&args.models_dir, &args.base_model)?;
     let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // The command line's model is the request's; a refiner given as a path is named by its
@@ -152,6 +152,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             allow_downloads: false,
             extra_checkpoints,
             dtype,
+            vae_dtype,
             device,
             outputs_dir: scratch.join("outputs"),
             max_queue: 1,

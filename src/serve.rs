@@ -192,8 +192,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         if args.preset.is_some() {
             settings.insert("request-defaults".to_string(), preset.request_defaults().to_string());
         }
-        let (device, dtype) = args.compute.resolve()?;
-        tracing::info!(device = ?device, dtype = ?dtype, "engine device");
+        let crate::device::Resolved { device, dtype, vae_dtype } = args.compute.resolve()?;
+        tracing::info!(device = ?device, dtype = ?dtype, vae_dtype = ?vae_dtype, "engine device");
         let tenants = Arc::new(TenantStore::open(&args.dirs.data_dir.join("focal.db"))?);
         let app = App::start(AppConfig {
             models_dir: args.models_dir.clone(),
@@ -202,6 +202,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             allow_downloads: true,
             extra_checkpoints: BTreeMap::new(),
             dtype,
+            vae_dtype,
             device,
             outputs_dir: args.outputs_dir.clone(),
             database: args.dirs.data_dir.join("focal.db"),

@@ -128,7 +128,7 @@ impl crate::SdxlModel {
         let keep: Vec<f32> = mask.iter().map(|&m| 1.0 - (m as f32 / 255.0).round()).collect();
         let keep = Tensor::from_vec(keep, (1, 1, h, w), &Device::Cpu)?.to_device(&self.device)?;
         // In [-1, 1], grey (0.5) is 0.
-        let x = ((image.to_tensor(&self.device)? * 2.0)? - 1.0)?.broadcast_mul(&keep)?.to_dtype(self.dtype)?;
+        let x = ((image.to_tensor(&self.device)? * 2.0)? - 1.0)?.broadcast_mul(&keep)?;
         let latent = self.encode_pixels(&x, false, global)?;
         Ok((latent, latent_mask(mask, w, h, &self.device)?))
     }

@@ -33,6 +33,7 @@ pub mod nn;
 pub mod norm;
 pub mod patches;
 pub mod pipeline;
+pub mod precision;
 pub mod profile;
 pub mod refiner;
 pub mod resampler;

@@ -309,7 +309,7 @@ impl SdxlModel {
             (None, Some(img)) => Some(match refiner_alone {
                 Some(m) => {
                     own_vae(m)?;
-                    encode_with(m.vae.as_ref().expect("checked"), img, params.width, params.height, self.dtype, &self.device)?
+                    encode_with(m.vae.as_ref().expect("checked"), img, params.width, params.height, &self.device)?
                 }
                 None => self.encode_image(img, params.width, params.height)?,
             }),
@@ -405,17 +405,17 @@ impl SdxlModel {
         };
         let vae_latent = if playground { playground_to_vae(&latent)? } else { latent.clone() };
         let image = if params.tiled_decode {
-            let decoded = decoder.decode_tiled_fooocus(&vae_latent.to_dtype(self.dtype)?)?;
+            let decoded = decoder.decode_tiled_fooocus(&vae_latent)?;
             RgbImage::from_tensor(&((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?.get(0)?)?
         } else {
-            decode_with(decoder, &vae_latent, self.dtype)?
+            decode_with(decoder, &vae_latent)?
         };
         Ok(Generated { image, latent, seed: params.seed })
     }
 
     /// VAE-decode a latent into an RGB image.
     pub fn decode_latent(&self, latent: &Tensor) -> Result<RgbImage> {
-        decode_with(&self.vae, latent, self.dtype)
+        decode_with(&self.vae, latent)
     }
 
     /// Encode an image job's input once, as Fooocus does (`core.encode_vae`): the posterior
@@ -423,7 +423,7 @@ impl SdxlModel {
     /// through Fooocus's three-pass tiled VAE when `tiled` (upscale).
     #[tracing::instrument(name = "engine.vae_encode", skip_all, fields(width = img.width, height = img.height, tiled))]
     pub fn encode_init(&self, img: &RgbImage, tiled: bool, global: Option<&TorchGlobal>) -> Result<Tensor> {
-        let x = ((img.to_tensor(&self.device)?.to_dtype(self.dtype)? * 2.0)? - 1.0)?;
+        let x = ((img.to_tensor(&self.device)? * 2.0)? - 1.0)?;
         self.encode_pixels(&x, tiled, global)
     }
 
@@ -441,16 +441,15 @@ impl SdxlModel {
 
     /// VAE-encode an image (posterior mean) into a scaled latent at the requested size.
     pub fn encode_image(&self, img: &RgbImage, width: u32, height: u32) -> Result<Tensor> {
-        encode_with(&self.vae, img, width, height, self.dtype, &self.device)
+        encode_with(&self.vae, img, width, height, &self.device)
     }
 }
 
 /// Decode a scaled latent with `vae` (tiled when large).
 #[tracing::instrument(name = "engine.vae_decode", skip_all)]
-fn decode_with(vae: &AutoEncoder, latent: &Tensor, dtype: DType) -> Result<RgbImage> {
+fn decode_with(vae: &AutoEncoder, latent: &Tensor) -> Result<RgbImage> {
     let (_, _, h, w) = latent.dims4()?;
-    let latent = latent.to_dtype(dtype)?;
-    let decoded = if h * w > LARGEST_UNTILED_LATENT { vae.decode_tiled(&latent, Tiling::default())? } else { vae.decode(&latent)? }
+    let decoded = if h * w > LARGEST_UNTILED_LATENT { vae.decode_tiled(latent, Tiling::default())? } else { vae.decode(latent)? }
         .to_dtype(DType::F32)?;
     let img = ((decoded + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
     RgbImage::from_tensor(&img.get(0)?)
@@ -458,11 +457,11 @@ fn decode_with(vae: &AutoEncoder, latent: &Tensor, dtype: DType) -> Result<RgbIm
 
 /// Encode an image (posterior mean) into `vae`'s scaled latent; the image must be `width`×`height`.
 #[tracing::instrument(name = "engine.vae_encode", skip_all)]
-fn encode_with(vae: &AutoEncoder, img: &RgbImage, width: u32, height: u32, dtype: DType, device: &Device) -> Result<Tensor> {
+fn encode_with(vae: &AutoEncoder, img: &RgbImage, width: u32, height: u32, device: &Device) -> Result<Tensor> {
     if img.width != width || img.height != height {
         return Err(EngineError::invalid("input_image", format!("is {}x{}, expected {width}x{height}", img.width, img.height)));
     }
-    let pixels = img.to_tensor(device)?.to_dtype(dtype)?;
+    let pixels = img.to_tensor(device)?;
     let x = ((pixels * 2.0)? - 1.0)?;
     let latent_area = (width as usize / vae.downscale) * (height as usize / vae.downscale);
     let latent = if latent_area > LARGEST_UNTILED_LATENT { vae.encode_tiled(&x, Tiling::default())? } else { vae.encode(&x)? };

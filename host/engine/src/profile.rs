@@ -5,7 +5,10 @@
 //! pass; what no layer claims is the glue between them (reshapes, adds, concatenations).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
+
+use candle_core::Device;
 
 /// The kinds of layer timed separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +37,7 @@ impl Op {
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static NANOS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 static CALLS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static SYNC: Mutex<Option<Device>> = Mutex::new(None);
 
 /// Turn timing on or off; either way the sums start again from zero.
 pub fn enable(on: bool) {
@@ -44,13 +48,28 @@ pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
+/// While profiling, wait for `device` before and after each timed layer: a GPU runs kernels
+/// asynchronously, so without waiting the times would be the launches'. `None`: no waiting.
+pub fn synchronize_with(device: Option<Device>) {
+    *SYNC.lock().unwrap_or_else(|e| e.into_inner()) = device;
+}
+
+fn synchronize() {
+    if let Some(device) = SYNC.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        // A failed wait shows up in the layer's own result; the timing stays best-effort.
+        let _ = device.synchronize();
+    }
+}
+
 /// Run `f`, adding its wall time to `op`'s sum while profiling is on.
 pub fn time<T>(op: Op, f: impl FnOnce() -> T) -> T {
     if !ENABLED.load(Ordering::Relaxed) {
         return f();
     }
+    synchronize();
     let start = Instant::now();
     let out = f();
+    synchronize();
     NANOS[op as usize].fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     CALLS[op as usize].fetch_add(1, Ordering::Relaxed);
     out

@@ -47,9 +47,7 @@ impl RefinerModel {
     /// `opts.vae` and `opts.embeddings_dir` do not apply: the base encodes and decodes.
     #[tracing::instrument(name = "engine.load_refiner", skip_all, fields(path = %path.display()))]
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        if opts.device.is_cpu() && opts.dtype == DType::BF16 {
-            return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
-        }
+        opts.check_supported()?;
         let ckpt = Checkpoint::open_any(path)?;
         let architecture = ckpt.architecture()?;
         let (ckpt, lora_report) = ckpt.with_loras(&opts.loras)?;
@@ -58,7 +56,7 @@ impl RefinerModel {
         let unet = UNet::new(vb.pp("unet")).map_err(|e| EngineError::checkpoint(path, format!("cannot build the refiner's UNet: {e}")))?;
         let vae = match architecture {
             Architecture::Sd15 => {
-                let mut vae = AutoEncoder::new(vb.pp("vae"))
+                let mut vae = AutoEncoder::new(ckpt.var_builder(opts.vae_dtype(), &opts.device).pp("vae"))
                     .map_err(|e| EngineError::checkpoint(path, format!("cannot build the SD1.5 VAE: {e}")))?;
                 vae.scaling_factor = SD15_SCALING_FACTOR;
                 Some(vae)

@@ -13,6 +13,7 @@ use crate::embeddings::Embeddings;
 use crate::error::{EngineError, Result};
 use crate::lora::{LoraReport, LoraSpec};
 use crate::nn::timestep_embedding;
+use crate::precision;
 use crate::tokenizer::{ClipTokenizer, EOS};
 use crate::unet::UNet;
 use crate::vae::AutoEncoder;
@@ -53,11 +54,26 @@ pub struct LoadOptions {
     pub embeddings_dir: Option<std::path::PathBuf>,
     /// A VAE file that replaces the checkpoint's (`None`: the checkpoint's own).
     pub vae: Option<std::path::PathBuf>,
+    /// The VAE's dtype (`None`: [`precision::default_vae_dtype`] for the device and `dtype`).
+    pub vae_dtype: Option<DType>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new(), embeddings_dir: None, vae: None }
+        Self { dtype: DType::F32, device: Device::Cpu, loras: Vec::new(), embeddings_dir: None, vae: None, vae_dtype: None }
+    }
+}
+
+impl LoadOptions {
+    /// The VAE's dtype: the one named, else the device's default for `dtype`.
+    pub fn vae_dtype(&self) -> DType {
+        self.vae_dtype.unwrap_or_else(|| precision::default_vae_dtype(&self.device, self.dtype))
+    }
+
+    /// Refuse dtypes the device cannot compute in, naming the option.
+    pub fn check_supported(&self) -> Result<()> {
+        precision::check_supported(&self.device, self.dtype, "dtype")?;
+        precision::check_supported(&self.device, self.vae_dtype(), "vae_dtype")
     }
 }
 
@@ -78,12 +94,9 @@ pub struct SdxlModel {
 }
 
 impl SdxlModel {
-    #[tracing::instrument(name = "engine.load_checkpoint", skip_all, fields(path = %path.display(), dtype = ?opts.dtype))]
+    #[tracing::instrument(name = "engine.load_checkpoint", skip_all, fields(path = %path.display(), dtype = ?opts.dtype, vae_dtype = ?opts.vae_dtype()))]
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        if opts.device.is_cpu() && opts.dtype == DType::BF16 {
-            // candle's CPU matmul has no bf16 kernel.
-            return Err(EngineError::invalid("dtype", "bf16 compute is not available on the CPU; use f32 or f16"));
-        }
+        opts.check_supported()?;
         let ckpt = Checkpoint::open(path)?;
         let ckpt = match &opts.vae {
             Some(vae) => ckpt.with_vae(vae)?,
@@ -100,7 +113,7 @@ impl SdxlModel {
         let clip_l = ClipTextModel::new(vb32.pp("clip_l"), act_l).map_err(|e| fail("CLIP-L text encoder", e))?;
         let clip_g = ClipTextModel::new(vb32.pp("clip_g"), act_g).map_err(|e| fail("bigG text encoder", e))?;
         let unet = UNet::new(vb.pp("unet")).map_err(|e| fail("UNet", e))?;
-        let vae = AutoEncoder::new(vb.pp("vae")).map_err(|e| fail("VAE", e))?;
+        let vae = AutoEncoder::new(ckpt.var_builder(opts.vae_dtype(), &opts.device).pp("vae")).map_err(|e| fail("VAE", e))?;
         if let Some(ctx) = unet.context_dim {
             if ctx != clip_l.width + clip_g.width {
                 return Err(EngineError::checkpoint(

@@ -145,6 +145,9 @@ pub struct AutoEncoder {
     pub scaling_factor: f64,
     /// Image pixels per latent pixel.
     pub downscale: usize,
+    /// What its weights compute in; inputs of any dtype are cast to it on the way in
+    /// (the UNet's latents may be f16 while the VAE runs in bf16 or f32).
+    pub dtype: DType,
 }
 
 impl AutoEncoder {
@@ -178,7 +181,7 @@ impl AutoEncoder {
             conv_out: conv2d(&d.pp("conv_out"), 1, 1)?,
         };
         let downscale = 1 << encoder.down.iter().filter(|l| l.resample.is_some()).count();
-        Ok(Self { encoder, decoder, scaling_factor: SDXL_SCALING_FACTOR, downscale })
+        Ok(Self { encoder, decoder, scaling_factor: SDXL_SCALING_FACTOR, downscale, dtype: vb.dtype() })
     }
 
     /// Decode scaled latents `[B, 4, h, w]` to images in [-1, 1] (not clamped) `[B, 3, 8h, 8w]`.
@@ -186,7 +189,8 @@ impl AutoEncoder {
         // The decode's full-resolution activations set a generation's peak memory: first hand
         // back what the sampling freed but the allocator kept (~1 GB at 1024²).
         cpu::return_freed_memory();
-        let z = (latent / self.scaling_factor)?;
+        // Unscaled in the latent's own precision, as ComfyUI's `process_out`, then cast.
+        let z = (latent / self.scaling_factor)?.to_dtype(self.dtype)?;
         let d = &self.decoder;
         let z = match &d.post_quant_conv {
             Some(c) => c.forward(&z)?,
@@ -207,7 +211,7 @@ impl AutoEncoder {
     /// Mean and log-variance of the posterior of images in [-1, 1] `[B, 3, H, W]`, unscaled.
     fn encode_moments(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(image)?;
+        let mut h = e.conv_in.forward(&image.to_dtype(self.dtype)?)?;
         for level in &e.down {
             for block in &level.blocks {
                 h = block.forward(&h)?;

@@ -2,7 +2,7 @@
 mod common;
 use std::sync::OnceLock;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use focal_engine::sdxl::{LoadOptions, SdxlModel, SizeIds};
 use focal_engine::unet::UNetTrace;
 
@@ -135,10 +135,10 @@ fn long_prompts_are_encoded_in_77_token_chunks() {
 #[test]
 fn half_precision_compute_stays_close_to_f32() {
     let r = common::reference("unet_eps.safetensors");
-    let bf16 = LoadOptions { dtype: candle_core::DType::BF16, ..Default::default() };
+    let bf16 = LoadOptions { dtype: DType::BF16, ..Default::default() };
     let err = SdxlModel::load(&common::checkpoint(common::MODEL_A), &bf16).err().unwrap().to_string();
     assert!(err.contains("bf16"), "{err}");
-    let dtype = candle_core::DType::F16;
+    let dtype = DType::F16;
     let m = SdxlModel::load(&common::checkpoint(common::MODEL_A), &LoadOptions { dtype, ..Default::default() }).unwrap();
     let t = r["timestep"].to_vec1::<i64>().unwrap()[0] as f32;
     let x = r["x_in"].to_dtype(dtype).unwrap();
@@ -147,4 +147,27 @@ fn half_precision_compute_stays_close_to_f32() {
     let err = common::rel_l2(&common::to_vec(&eps), &common::to_vec(&r["eps"]));
     // f16 keeps 11 mantissa bits: errors of a few per mille.
     assert!(err < 0.02, "{dtype:?}: relative L2 {err}");
+}
+
+#[test]
+fn the_vae_keeps_its_own_precision_beside_a_half_precision_unet() {
+    let path = common::checkpoint(common::MODEL_A);
+    let load = |dtype, vae_dtype| SdxlModel::load(&path, &LoadOptions { dtype, vae_dtype, ..Default::default() }).unwrap();
+    let (f32_model, f16_unet) = (load(DType::F32, None), load(DType::F16, None));
+    // On the CPU the VAE stays in f32 unless asked (SDXL's VAE overflows f16).
+    assert_eq!((f16_unet.dtype, f16_unet.vae.dtype), (DType::F16, DType::F32));
+    let latent = Tensor::randn(0f32, 1f32, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let reference = f32_model.decode_latent(&latent).unwrap();
+    // The same f32 decode whatever the latent's dtype on the way in.
+    assert_eq!(f16_unet.decode_latent(&latent).unwrap().data, reference.data);
+    // Asked for by name, it computes in f16: close to f32, not the same.
+    let f16_vae = load(DType::F16, Some(DType::F16));
+    assert_eq!(f16_vae.vae.dtype, DType::F16);
+    let half = f16_vae.decode_latent(&latent).unwrap();
+    let worst = half.data.iter().zip(&reference.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(worst <= 3, "f16 VAE: worst pixel {worst}/255");
+    assert_ne!(half.data, reference.data, "an f16 VAE that rounds like f32 did not run in f16");
+    // bf16 has no CPU matrix product: refused, naming the option.
+    let err = SdxlModel::load(&path, &LoadOptions { vae_dtype: Some(DType::BF16), ..Default::default() }).err().unwrap().to_string();
+    assert!(err.contains("vae_dtype"), "{err}");
 }

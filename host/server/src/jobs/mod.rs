@@ -53,6 +53,8 @@ pub struct JobOptions {
     pub extra_checkpoints: BTreeMap<String, PathBuf>,
     /// Compute precision of the loaded models.
     pub dtype: candle_core::DType,
+    /// The VAE's (`None`: the engine's default for the device and dtype).
+    pub vae_dtype: Option<candle_core::DType>,
     /// Where the engine runs; the noise is made on the CPU either way (torch's seeds).
     pub device: candle_core::Device,
     /// Checkpoint used when a job names none or one that does not exist (as the seed does).

@@ -99,6 +99,7 @@ impl JobManager {
         tracing::info!(checkpoint = %checkpoint.display(), loras = loras.len(), "loading model");
         let options = LoadOptions {
             dtype: self.options.dtype,
+            vae_dtype: self.options.vae_dtype,
             device: self.options.device.clone(),
             loras: loras.clone(),
             embeddings_dir: Some(self.options.models.folder("embeddings")),
