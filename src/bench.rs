@@ -18,6 +18,8 @@ use focal_engine::profile;
 use focal_engine::synthetic::SdxlArchitecture;
 use focal_engine::{LoadOptions, Sampler, SdxlModel};
 
+mod sdxl;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Image sizes (square) to time the UNet step and VAE decode at.
@@ -129,14 +131,7 @@ pub(crate) fn best_of<T>(repeat: usize, mut f: impl FnMut() -> Result<T>) -> Res
     Ok(best)
 }
 
-/// Where focal's side runs, for PyTorch's to run the same way.
-struct Placement {
-    device: Device,
-    dtype: DType,
-    vae_dtype: DType,
-}
-
-fn run_pytorch(args: &BenchArgs, python: &PathBuf, compute: &Placement) -> Result<BTreeMap<String, f64>> {
+fn run_pytorch(args: &BenchArgs, python: &PathBuf, compute: &sdxl::Placement) -> Result<BTreeMap<String, f64>> {
     let mut cmd = Command::new(python);
     if args.small {
         cmd.arg("bench/pytorch_small.py").arg("--model").arg(&args.small_diffusers).args(["--repeat", &args.repeat.to_string()]);
@@ -182,7 +177,7 @@ fn run_pytorch(args: &BenchArgs, python: &PathBuf, compute: &Placement) -> Resul
 pub fn run(args: BenchArgs) -> Result<()> {
     let crate::device::Resolved { device, dtype, vae_dtype } = args.compute.resolve()?;
     let options = LoadOptions { dtype, device: device.clone(), vae_dtype, ..Default::default() };
-    let placement = Placement { device: device.clone(), dtype, vae_dtype: options.vae_dtype() };
+    let placement = sdxl::Placement { device: device.clone(), dtype, vae_dtype: options.vae_dtype() };
     let sampler: Sampler = args.sampler.parse().map_err(|e| anyhow::anyhow!("--sampler: {e}"))?;
     // PyTorch first, in its own process, so the two never hold a model in memory at once.
     let reference = match &args.pytorch {
@@ -241,160 +236,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         print_rows(&rows, reference.as_ref());
         return Ok(());
     }
-    let checkpoint = match &args.checkpoint {
-        Some(p) => p.clone(),
-        None => {
-            let path = args.work_dir.join("sdxl-base-random-f16.safetensors");
-            if !path.exists() {
-                std::fs::create_dir_all(&args.work_dir)?;
-                eprintln!("writing a random-weight full-size SDXL checkpoint to {} (once)", path.display());
-                let tmp = path.with_extension("partial");
-                SdxlArchitecture::sdxl_base().write_random_checkpoint(&tmp, 0)?;
-                std::fs::rename(&tmp, &path)?;
-            }
-            path
-        }
-    };
-    let mut sheet = Sheet::default();
-    let vram = VramPeak::start(&device);
-    // Layer timings wait for a GPU's kernels (none to wait for on the CPU).
-    profile::synchronize_with(device.is_cuda().then(|| device.clone()));
-
-    let t0 = Instant::now();
-    let model = SdxlModel::load(&checkpoint, &options)?;
-    sheet.record("checkpoint_load".into(), t0.elapsed().as_secs_f64());
-
-    let prompt = "a photograph of an astronaut riding a horse, highly detailed, dramatic lighting";
-    sheet.measure("text_encode_pair".into(), args.repeat, || {
-        model.encode_prompt(prompt, 2)?;
-        model.encode_prompt("blurry, low quality", 2)?;
-        Ok(())
-    })?;
-    let cond = model.encode_prompt(prompt, 2)?;
-
-    for &size in &args.sizes {
-        let l = size / 8;
-        let x = Tensor::randn(0f32, 1f32, (2, 4, l, l), &device)?.to_dtype(dtype)?;
-        let ctx = Tensor::cat(&[&cond.context, &cond.context], 0)?.to_dtype(dtype)?;
-        let y1 = model.adm(&cond.pooled, focal_engine::sdxl::SizeIds::plain(size as u32, size as u32))?;
-        let y = Tensor::cat(&[&y1, &y1], 0)?.to_dtype(dtype)?;
-        sheet.measure(format!("unet_step_{size}"), args.repeat, || {
-            model.unet.forward(&x, &[999.0, 999.0], &ctx, &y)?;
-            // A GPU runs the kernels asynchronously: the time is theirs once they finished.
-            device.synchronize()?;
-            Ok(())
-        })?;
-    }
-    if !args.skip_vae {
-        for &size in &args.sizes {
-            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &device)?.to_dtype(dtype)?;
-            sheet.measure(format!("vae_decode_{size}"), args.repeat, || {
-                model.vae.decode(&z)?;
-                device.synchronize()?;
-                Ok(())
-            })?;
-        }
-        // The image routes' own work (vary, upscale, inpaint encode their input image).
-        for &size in &args.sizes {
-            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &device)?.to_dtype(dtype)?;
-            sheet.measure(format!("vae_encode_{size}"), args.repeat, || {
-                model.vae.encode(&image)?;
-                device.synchronize()?;
-                Ok(())
-            })?;
-        }
-    }
-
-    for &size in if args.whole_steps > 0 { args.sizes.as_slice() } else { &[] } {
-        let mut params = focal_engine::GenerationParams::txt2img(prompt, size as u32, size as u32, args.whole_steps, 0);
-        params.negative_prompt = "blurry, low quality".into();
-        params.cfg = 5.0;
-        params.sampler = sampler;
-        // When each sampling step ended (the device waited for), for the steps' rate.
-        let mut ends = Vec::with_capacity(args.whole_steps);
-        sheet.measure(format!("whole_{size}"), 1, || {
-            ends.clear();
-            let mut on_step = |_: focal_engine::Progress| {
-                let _ = device.synchronize();
-                ends.push(Instant::now());
-                true
-            };
-            model.generate(&params, false, &mut on_step)?.image.encode_png()?;
-            Ok(())
-        })?;
-        if ends.len() > 1 {
-            let (first, last) = (ends[0], ends[ends.len() - 1]);
-            sheet.record(format!("step_{size}"), (last - first).as_secs_f64() / (ends.len() - 1) as f64);
-        }
-    }
-    profile::synchronize_with(None);
-    let vram_gib = vram.map(VramPeak::stop_gib);
-
-    let on = match &device {
-        Device::Cpu => format!("CPU, {} threads, {}", num_threads(), gemm_backend()),
-        _ => "CUDA".to_string(),
-    };
-    println!("focal bench: full-size SDXL (random weights), UNet {dtype:?}, VAE {:?}, text encoders F32, {on}", placement.vae_dtype);
-    println!("unet_step = one CFG step (batch 2: cond + uncond); best of {} runs", args.repeat);
-    if args.whole_steps > 0 {
-        println!(
-            "whole = encode prompt + negative, {} CFG {sampler} steps (Karras), VAE decode, PNG; one run; step = its mean sampling step after the first",
-            args.whole_steps
-        );
-    }
-    print_rows(&sheet.rows, reference.as_ref());
-    print_rates(&sheet.rows, reference.as_ref());
-    if let Some(focal) = vram_gib {
-        let pytorch = reference.as_ref().and_then(|r| r.get("peak_vram_gib"));
-        let beside = pytorch.map(|p| format!(", pytorch {p:.2} GiB, ratio {:.2}", focal / p)).unwrap_or_default();
-        println!("peak VRAM (device memory in use above the start, polled every 20 ms): focal {focal:.2} GiB{beside}");
-    }
-    print_breakdowns(&sheet.breakdowns);
-    Ok(())
-}
-
-/// Sampling steps per second (the it/s of Fooocus's and diffusers' progress bars), from the
-/// UNet step and the whole image's steps, with PyTorch's beside them.
-fn print_rates(rows: &[Row], reference: Option<&BTreeMap<String, f64>>) {
-    for (name, secs, _) in rows.iter().filter(|(n, _, _)| n.starts_with("unet_step_") || n.starts_with("step_")) {
-        let focal = 1.0 / secs;
-        match reference.and_then(|r| r.get(name)) {
-            Some(p) => println!("it/s {name:<14} focal {focal:>8.2}  pytorch {:>8.2}  focal/pytorch {:>6.2}", 1.0 / p, p / secs),
-            None => println!("it/s {name:<14} focal {focal:>8.2}"),
-        }
-    }
-}
-
-/// Device memory in use above what it was at the start, polled every 20 ms by a thread: the
-/// same measure bench/pytorch_sdxl.py takes of itself (both leave out the CUDA context).
-struct VramPeak {
-    peak: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl VramPeak {
-    /// `None` on the CPU.
-    fn start(device: &Device) -> Option<Self> {
-        let start = crate::device::memory_in_use(device)?;
-        let (peak, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (device, p, d) = (device.clone(), peak.clone(), done.clone());
-        let thread = std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                if let Some(used) = crate::device::memory_in_use(&device) {
-                    p.fetch_max(used.saturating_sub(start), Ordering::Relaxed);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        });
-        Some(Self { peak, done, thread })
-    }
-
-    fn stop_gib(self) -> f64 {
-        self.done.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        self.peak.load(Ordering::Relaxed) as f64 / (1u64 << 30) as f64
-    }
+    sdxl::run(&args, &placement, sampler, reference.as_ref())
 }
 
 /// The measurements of one run: a row each, and where their time went.
