@@ -252,6 +252,13 @@ impl Sheet {
         self.rows.push((name, secs, peak_rss_gib()));
     }
 
+    /// `f` timed (best of `repeat`, no breakdown) and recorded.
+    fn time(&mut self, name: String, repeat: usize, f: impl FnMut() -> Result<()>) -> Result<()> {
+        let secs = best_of(repeat, f)?;
+        self.record(name, secs);
+        Ok(())
+    }
+
     /// `f` timed ([`profiled`]: best of `repeat`, with the layer breakdown) and recorded.
     fn measure(&mut self, name: String, repeat: usize, f: impl FnMut() -> Result<()>) -> Result<()> {
         let (secs, breakdown) = profiled(&name, repeat, f)?;
@@ -268,19 +275,24 @@ struct Breakdown {
     ops: Vec<profile::OpTotal>,
 }
 
-/// [`best_of`] with the engine's layer timings on: the best time and the mean breakdown.
-fn profiled(name: &str, repeat: usize, f: impl FnMut() -> Result<()>) -> Result<(f64, Breakdown)> {
+/// [`best_of`] with the engine's layer timings on: the best time and the mean breakdown. When
+/// the timings wait for a GPU around each layer (which would slow its pipeline of kernels), the
+/// timed runs go without them and one more run gives the breakdown.
+fn profiled(name: &str, repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Breakdown)> {
+    let waits = profile::waits_for_device();
     let runs = repeat.max(1);
+    let unprofiled_best = if waits { Some(best_of(runs, &mut f)?) } else { None };
+    let profiled_runs = if waits { 1 } else { runs };
     profile::enable(true);
     let t0 = Instant::now();
-    let best = best_of(runs, f);
-    let total = t0.elapsed().as_secs_f64() / runs as f64;
+    let best = best_of(profiled_runs, f);
+    let total = t0.elapsed().as_secs_f64() / profiled_runs as f64;
     let mut ops = profile::totals();
     profile::enable(false);
     for op in &mut ops {
-        op.seconds /= runs as f64;
+        op.seconds /= profiled_runs as f64;
     }
-    Ok((best?, Breakdown { name: name.to_string(), total, ops }))
+    Ok((unprofiled_best.map_or(best, Ok)?, Breakdown { name: name.to_string(), total, ops }))
 }
 
 fn print_breakdowns(breakdowns: &[Breakdown]) {

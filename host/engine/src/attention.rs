@@ -195,14 +195,18 @@ fn by_candle_ops(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     let split = |t: &Tensor, len: usize| t.reshape((b, len, heads, hd))?.transpose(1, 2)?.contiguous();
     let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
     let in_dtype = q.dtype();
-    // Scores and softmax in f32 for stability in half precision.
-    let q = (q.to_dtype(DType::F32)? * (1.0 / (hd as f64).sqrt()))?;
-    let k = k.to_dtype(DType::F32)?;
+    // Scores in f32 on the CPU (candle's half-precision CPU kernels round every step); on a
+    // GPU in the input's dtype, as PyTorch's SDPA does: cuBLAS accumulates half-precision
+    // products in f32, and candle's softmax kernel sums them in f32 — at 1024² an f32 product
+    // there would run off the tensor cores and move twice the bytes.
+    let score_dtype = if q.device().is_cuda() { in_dtype } else { DType::F32 };
+    let q = (q.to_dtype(score_dtype)? * (1.0 / (hd as f64).sqrt()))?;
+    let k = k.to_dtype(score_dtype)?;
     let k_t = k.t()?;
     let rows_of = |q: &Tensor| -> Result<Tensor> {
         let mut scores = q.matmul(&k_t)?;
         if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+            scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
         }
         candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(in_dtype)?.matmul(&v)
     };
@@ -222,7 +226,7 @@ fn by_candle_ops(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
     out.transpose(1, 2)?.reshape((b, n, inner))
 }
 
-/// Most attention scores candle's path holds at once (f32): 32 Mi elements, 128 MiB.
+/// Most attention scores candle's path holds at once: 32 Mi elements (128 MiB in f32).
 const SCORE_BUDGET: usize = 32 << 20;
 
 #[cfg(test)]

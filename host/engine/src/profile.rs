@@ -54,6 +54,11 @@ pub fn synchronize_with(device: Option<Device>) {
     *SYNC.lock().unwrap_or_else(|e| e.into_inner()) = device;
 }
 
+/// Whether timed layers wait for a device ([`synchronize_with`]).
+pub fn waits_for_device() -> bool {
+    SYNC.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
 fn synchronize() {
     if let Some(device) = SYNC.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         // A failed wait shows up in the layer's own result; the timing stays best-effort.

@@ -61,7 +61,7 @@ impl JobManager {
             let span = tracing::info_span!(crate::timings::JOB_SPAN, id = %id, label = %spec.label, tenant = %spec.owner.0);
             let outcome = span.in_scope(|| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&id, &spec, &mut state)))
-                    .unwrap_or_else(|_| Err("the engine panicked while running this job".into()))
+                    .unwrap_or_else(|panic| Err(format!("the engine panicked while running this job: {}", panic_message(&*panic))))
             });
             drop(span);
             if let Some(recording) = recording {
@@ -278,6 +278,12 @@ impl JobManager {
     }
 }
 
+/// What a panic said (a `panic!` with a message, or an `unwrap` of an error): a library that
+/// unwraps a failed CUDA allocation still names it, so the job is told apart as out of memory.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("no message")
+}
+
 /// An engine error that says the device's memory ran out (CUDA's allocator or cuBLAS's).
 fn out_of_device_memory(error: &str) -> bool {
     ["CUDA_ERROR_OUT_OF_MEMORY", "CUBLAS_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation"].iter().any(|m| error.contains(m))
@@ -392,7 +398,7 @@ fn prompt_entries(entries: &[(String, String)], pr: &PromptOutput) -> Vec<(Strin
 
 #[cfg(test)]
 mod tests {
-    use super::out_of_device_memory;
+    use super::{out_of_device_memory, panic_message};
 
     #[test]
     fn device_memory_errors_are_told_apart() {
@@ -400,5 +406,7 @@ mod tests {
         assert!(out_of_device_memory(r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#));
         assert!(out_of_device_memory("cublas error: CUBLAS_STATUS_ALLOC_FAILED"));
         assert!(!out_of_device_memory("cannot load the CLIP vision model (missing file)"));
+        let unwrapped = std::panic::catch_unwind(|| Err::<(), _>("DriverError(CUDA_ERROR_OUT_OF_MEMORY)").unwrap()).unwrap_err();
+        assert!(out_of_device_memory(panic_message(&*unwrapped)), "{}", panic_message(&*unwrapped));
     }
 }
