@@ -102,7 +102,6 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
             true => sheet.time(format!("whole_{size}"), 1, &mut whole)?,
             false => sheet.measure(format!("whole_{size}"), 1, &mut whole)?,
         }
-        drop(whole);
         if ends.len() > 1 {
             let (first, last) = (ends[0], ends[ends.len() - 1]);
             sheet.record(format!("step_{size}"), (last - first).as_secs_f64() / (ends.len() - 1) as f64);
