@@ -406,7 +406,8 @@ mod tests {
         assert!(out_of_device_memory(r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#));
         assert!(out_of_device_memory("cublas error: CUBLAS_STATUS_ALLOC_FAILED"));
         assert!(!out_of_device_memory("cannot load the CLIP vision model (missing file)"));
-        let unwrapped = std::panic::catch_unwind(|| std::hint::black_box(Err::<(), _>("DriverError(CUDA_ERROR_OUT_OF_MEMORY)")).unwrap()).unwrap_err();
+        let unwrapped =
+            std::panic::catch_unwind(|| std::hint::black_box(Err::<(), _>("DriverError(CUDA_ERROR_OUT_OF_MEMORY)")).unwrap()).unwrap_err();
         assert!(out_of_device_memory(panic_message(&*unwrapped)), "{}", panic_message(&*unwrapped));
     }
 }
