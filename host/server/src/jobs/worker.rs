@@ -40,8 +40,8 @@ impl JobManager {
             let id = {
                 let mut queue = self.queue.lock().unwrap();
                 loop {
-                    if self.release_model.swap(false, Ordering::Relaxed) && state.loaded.take().is_some() {
-                        tracing::info!("model unloaded");
+                    if self.release_model.swap(false, Ordering::Relaxed) && state.free_models() {
+                        tracing::info!("models unloaded");
                     }
                     if let Some(id) = queue.start_next() {
                         break id;
@@ -71,9 +71,7 @@ impl JobManager {
                 // What this worker holds goes, so the next job starts from free memory (it loads
                 // what it needs again); this job alone fails.
                 true => {
-                    state.loaded = None;
-                    state.image_prompts = ImagePromptModels::default();
-                    state.controlnets = ControlNetModels::default();
+                    state.free_models();
                     format!("the GPU ran out of memory ({e}); the loaded models were freed, the next job loads them again")
                 }
                 false => e,
@@ -299,6 +297,17 @@ struct WorkerState {
     torch_global: TorchGlobal,
     image_prompts: ImagePromptModels,
     controlnets: ControlNetModels,
+}
+
+impl WorkerState {
+    /// Drop every model this worker holds (`clean_vram`, or a job that ran out of GPU memory):
+    /// the base model and refiner, image-prompt and ControlNet models. Whether a base model was
+    /// loaded (the others are only loaded beside one).
+    fn free_models(&mut self) -> bool {
+        self.image_prompts = ImagePromptModels::default();
+        self.controlnets = ControlNetModels::default();
+        self.loaded.take().is_some()
+    }
 }
 
 /// Writes a job's images: file name, format and the metadata Fooocus embeds.
