@@ -121,10 +121,15 @@ if [ "${OOM_CHECK:-1}" = 1 ] && [ -f "$work/bench/sdxl-base-random-f16.safetenso
             python3 -c 'import json, sys; r = json.load(sys.stdin); print(r[0]["finish_reason"] if isinstance(r, list) and r else r)' 2>&1
     }
     note "oom job A (free card): $(job)"
-    python3 -c 'import sys, time, torch
+    python3 -c 'import time, torch
 free, _ = torch.cuda.mem_get_info()
-hog = torch.empty(max(free - (200 << 20), 0), dtype=torch.uint8, device="cuda")
-print(f"holding {hog.numel() / 2**30:.1f} GiB", flush=True)
+for spare in (200, 300, 400):  # MiB left free; a larger margin if one block that size is refused
+    try:
+        hog = torch.empty(max(free - (spare << 20), 0), dtype=torch.uint8, device="cuda")
+        break
+    except RuntimeError as e:
+        print(f"could not take all but {spare} MiB: {e}", flush=True)
+print(f"holding {hog.numel() / 2**30:.1f} GiB, {spare} MiB left free", flush=True)
 time.sleep(600)' > "$out/oom-hog.log" 2>&1 &
     hog=$!
     for _ in $(seq 60); do grep -q holding "$out/oom-hog.log" && break; sleep 1; done
