@@ -14,6 +14,7 @@
 # PYTORCH (python with torch + diffusers; default python3 when it imports them; empty: none),
 # SIZES (default 1024), STEPS (default 30), OOM_CHECK (default 1). Results: $OUT or ./gpu-check.
 set -uo pipefail
+export RUST_BACKTRACE=1
 out=${OUT:-$PWD/gpu-check}
 pack=${GPU_PACK:-.gpu}
 mkdir -p "$out"
@@ -101,9 +102,11 @@ EOF
 echo "bench f16: rc=$?" | tee -a "$summary"
 cat "$out/bench-cuda-f16.txt"
 grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode)" "$out/bench-cuda-f16.txt" >> "$summary"
+sed -n '/^where the time goes/,$p' "$out/bench-cuda-f16.txt" >> "$summary"
+tail -n 5 "$out/bench-cuda-f16.err" | sed 's/^/f16 stderr: /' >> "$summary"
 "$bin" bench --device cuda --dtype f32 --sizes "${SIZES:-1024}" --repeat 2 --work-dir "$work/bench" > "$out/bench-cuda-f32.txt" 2>&1
 echo "bench f32: rc=$?" | tee -a "$summary"
-grep -E "^(it/s|peak VRAM|unet_step|vae_)" "$out/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"
+grep -E "^(it/s|peak VRAM|unet_step|vae_|Error|error)" "$out/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"
 
 # 3. Out of memory (must-show 3), through the server: job A succeeds; another process then takes all
 #    but 200 MiB of the card, and job B must fail alone saying the GPU ran out of memory; with the

@@ -5,8 +5,21 @@ use std::path::Path;
 use focal_engine::image::RgbImage;
 use focal_engine::{GenerationParams, LoadOptions, SdxlModel};
 
+/// How far a run may land from the references: final latent relative L2, worst pixel (of 255).
+struct Tolerance {
+    latent: f64,
+    pixel: u8,
+}
+
+/// f32 compute: the parity the engine is held to.
+const F32: Tolerance = Tolerance { latent: 1e-3, pixel: 3 };
+
 fn run_cases(fixture: &str, checkpoint: &Path) {
-    let model = SdxlModel::load(checkpoint, &LoadOptions::default()).unwrap();
+    run_cases_with(fixture, checkpoint, &LoadOptions::default(), &F32);
+}
+
+fn run_cases_with(fixture: &str, checkpoint: &Path, options: &LoadOptions, tolerance: &Tolerance) {
+    let model = SdxlModel::load(checkpoint, options).unwrap();
     let dir = common::fixture_dir(fixture);
     let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap()).unwrap();
     let mut ran = 0;
@@ -39,13 +52,13 @@ fn run_cases(fixture: &str, checkpoint: &Path) {
         assert_eq!(steps_seen, p.steps, "{name}: progress reported every step");
         let refs = common::model_reference(fixture, &format!("{name}.safetensors"));
         let r = common::rel_l2(&common::to_vec(&out.latent), &common::to_vec(&refs["latent"]));
-        assert!(r <= 1e-3, "{name}: final latent relative L2 {r:e}");
+        assert!(r <= tolerance.latent, "{name}: final latent relative L2 {r:e}");
         let expected = RgbImage::decode_png(&std::fs::read(dir.join(format!("reference/{name}.png"))).unwrap()).unwrap();
         assert_eq!((out.image.width, out.image.height), (expected.width, expected.height), "{name}: size");
         let worst = out.image.data.iter().zip(&expected.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         // Shown with --nocapture, to compare the engine's forms (e.g. FOCAL_WINOGRAD=0).
-        println!("{name}: final latent relative L2 {r:.2e}, worst pixel {worst}/255");
-        assert!(worst <= 3, "{name}: a pixel differs by {worst}/255");
+        println!("{name} ({:?}): final latent relative L2 {r:.2e}, worst pixel {worst}/255", options.dtype);
+        assert!(worst <= tolerance.pixel, "{name}: a pixel differs by {worst}/255");
         // The PNG we write decodes to the same pixels.
         assert_eq!(RgbImage::decode_png(&out.image.encode_png().unwrap()).unwrap(), out.image);
         ran += 1;
@@ -61,6 +74,15 @@ fn every_reference_case_from_the_single_file_checkpoint() {
 #[test]
 fn every_reference_case_of_the_second_model() {
     run_cases(common::MODEL_B, &common::checkpoint(common::MODEL_B));
+}
+
+/// The UNet in f16 (the VAE and text encoders keep f32, as on a GPU the VAE keeps bf16 or f32):
+/// candle's generic operations, the path a GPU runs, on the CPU's kernels. Measured: final
+/// latents 2.0–4.3e-3 from the references, every image within 1/255.
+#[test]
+fn every_reference_case_with_a_half_precision_unet() {
+    let options = LoadOptions { dtype: candle_core::DType::F16, ..Default::default() };
+    run_cases_with(common::MODEL_A, &common::checkpoint(common::MODEL_A), &options, &Tolerance { latent: 1e-2, pixel: 3 });
 }
 
 #[test]
