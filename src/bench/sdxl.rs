@@ -61,7 +61,7 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
     }
     if !args.skip_vae {
         for &size in &args.sizes {
-            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &device)?.to_dtype(dtype)?;
+            let z = Tensor::randn(0f32, 1f32, (1, 4, size / 8, size / 8), &device)?.to_dtype(*vae_dtype)?;
             sheet.measure(format!("vae_decode_{size}"), args.repeat, || {
                 model.vae.decode(&z)?;
                 device.synchronize()?;
@@ -70,7 +70,7 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
         }
         // The image routes' own work (vary, upscale, inpaint encode their input image).
         for &size in &args.sizes {
-            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &device)?.to_dtype(dtype)?;
+            let image = Tensor::rand(-1f32, 1f32, (1, 3, size, size), &device)?.to_dtype(*vae_dtype)?;
             sheet.measure(format!("vae_encode_{size}"), args.repeat, || {
                 model.vae.encode(&image)?;
                 device.synchronize()?;
