@@ -40,7 +40,11 @@ impl Compute {
             other => Some(parse_dtype(other, "--vae-dtype")?),
         };
         let options = focal_engine::LoadOptions { device: device.clone(), dtype, vae_dtype, ..Default::default() };
-        options.check_supported().map_err(|e| anyhow::anyhow!("{e}"))?;
+        options.check_supported().map_err(|e| match e {
+            // The engine names the option's field; here it is a flag.
+            focal_engine::EngineError::InvalidRequest { field, message } => anyhow::anyhow!("--{}: {message}", field.replace('_', "-")),
+            other => anyhow::anyhow!("{other}"),
+        })?;
         Ok(Resolved { device, dtype, vae_dtype })
     }
 }
@@ -96,7 +100,7 @@ mod tests {
         assert_eq!((auto.dtype, auto.vae_dtype), (DType::F32, None));
         assert_eq!(compute("f16", "f32").resolve().unwrap().vae_dtype, Some(DType::F32));
         let err = compute("f32", "bf16").resolve().err().unwrap().to_string();
-        assert!(err.contains("vae_dtype") && err.contains("bf16"), "{err}");
+        assert!(err.contains("--vae-dtype") && err.contains("bf16"), "{err}");
         assert!(compute("f32", "f8").resolve().err().unwrap().to_string().contains("--vae-dtype"));
         if !candle_core::utils::cuda_is_available() {
             assert!(parse_device("auto").unwrap().is_cpu());
