@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Issue 16's check on a machine with an NVIDIA GPU, as one script (~6–8 min on an H200):
-#   1. the tiny fixture request on the CPU and on the GPU in f32, f16 (VAE bf16 and f32) and bf16:
+# Issue 16's check on a machine with an NVIDIA GPU, as one script (~7–9 min on an H200):
+#   1. the tiny fixture request on the CPU and on the GPU in f32, f16 (VAE bf16 and f32; the fused
+#      attention kernel and candle's ops) and bf16:
 #      each image's pixel difference from the committed CPU reference, against stated tolerances;
 #   2. full-size SDXL (random weights) at 1024²: UNet step (CFG batch 2), VAE, and a whole 30-step
 #      dpmpp_2m_sde_gpu/Karras image, beside diffusers fp16 + SDPA on the same card, it/s, peak VRAM;
+#      the fused attention against candle's ops at full size (time, largest difference), and the
+#      UNet step without it;
 #   3. out of memory: with the card filled by another process, a job fails alone saying so and
 #      the job after it (memory given back) succeeds.
 #
@@ -50,10 +53,10 @@ fi
 nvidia-smi || true
 
 # The CUDA libraries the binary links: PyTorch's wheels carry them under site-packages/nvidia/*.
-if libs=$(python3 -c 'import nvidia, os; print(":".join(sorted({r for p in nvidia.__path__ for r, _, fs in os.walk(p) if any(f.startswith(("libcublas.so", "libcurand.so", "libnvrtc.so", "libcudart.so")) for f in fs)})))' 2> /dev/null); then
+if libs=$(python3 -c 'import nvidia, os; print(":".join(sorted({r for p in nvidia.__path__ for r, _, fs in os.walk(p) if any(f.startswith(("libcublas.so", "libcurand.so", "libnvrtc.so", "libcudart.so", "libcudnn.so")) for f in fs)})))' 2> /dev/null); then
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-ldd "$bin" | grep -E "not found|cuda|cublas|curand|nvrtc"
+ldd "$bin" | grep -E "not found|cuda|cublas|curand|nvrtc|cudnn"
 timer=() && [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
 
 # 1. Tiny fixture: the same request on the CPU and the GPU; pixel differences from the reference.
@@ -63,13 +66,15 @@ cat > "$work/request.json" << 'EOF'
  "style_selections": [], "advanced_params": {"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 8,
  "adm_scaler_positive": 1, "adm_scaler_negative": 1}}
 EOF
-runs=("cpu f32 auto" "cuda f32 f32" "cuda f16 auto" "cuda f16 f32" "cuda bf16 auto")
+# A fourth word "unfused": FOCAL_FLASH_ATTENTION=0 (candle's ops instead of the fused kernel).
+runs=("cpu f32 auto" "cuda f32 f32" "cuda f16 auto" "cuda f16 auto unfused" "cuda f16 f32" "cuda bf16 auto")
 for run in "${runs[@]}"; do
     set -- $run
-    name="$1-$2-vae-$3"
-    "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
+    name="$1-$2-vae-$3${4:+-$4}"
+    flash=1 && [ "${4:-}" = unfused ] && flash=0
+    FOCAL_FLASH_ATTENTION=$flash "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
         --out "$work/out-$name" --data-dir "$work/data-$name" --device "$1" --dtype "$2" --vae-dtype "$3" > "$out/generate-$name.txt" 2>&1
-    echo "generate --device $1 --dtype $2 --vae-dtype $3: rc=$? $(grep -E 'Elapsed|Maximum resident' "$out/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
+    echo "generate --device $1 --dtype $2 --vae-dtype $3 (fused attention $flash): rc=$? $(grep -E 'Elapsed|Maximum resident' "$out/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
     cp "$work/out-$name/0.png" "$out/tiny-$name.png" 2> /dev/null
 done
 # Tolerances (max and mean |Δ| over 0..255 against the CPU f32 reference, which is within 1/255 of
@@ -84,16 +89,17 @@ load = lambda n: np.asarray(Image.open(f"{out}/{n}").convert("RGB")).astype(np.i
 ref = load("tiny-reference.png")
 limits = {"f32": (3, 0.5), "f16": (6, 0.5), "bf16": (24, 2.0)}
 for run in runs:
-    device, dtype, vae = run.split()
-    name = f"tiny-{device}-{dtype}-vae-{vae}.png"
+    device, dtype, vae, *tag = run.split()
+    name = f"tiny-{device}-{dtype}-vae-{vae}{''.join('-' + t for t in tag)}.png"
+    label = f"tiny {device} {dtype} (VAE {vae}){''.join(' ' + t for t in tag)}"
     try:
         d = np.abs(load(name) - ref)
         bf16_vae = vae == "bf16" or (vae == "auto" and device == "cuda" and dtype != "f32")
         worst, mean = limits["bf16" if bf16_vae else dtype]
         ok = d.max() <= worst and d.mean() <= mean
-        print(f"tiny {device} {dtype} (VAE {vae}): max {d.max()}/255, mean {d.mean():.3f} — {'PASS' if ok else 'FAIL'} (tolerance max {worst}, mean {mean})")
+        print(f"{label}: max {d.max()}/255, mean {d.mean():.3f} — {'PASS' if ok else 'FAIL'} (tolerance max {worst}, mean {mean})")
     except Exception as e:
-        print(f"tiny {device} {dtype} (VAE {vae}): FAIL, no image ({e})")
+        print(f"{label}: FAIL, no image ({e})")
 EOF
 
 # 2. Full-size SDXL (random weights) on the GPU, f16 beside diffusers, then f32 alone (no whole image).
@@ -101,9 +107,14 @@ EOF
     --repeat 3 ${PYTORCH:+--pytorch "$PYTORCH"} --work-dir "$work/bench" > "$out/bench-cuda-f16.txt" 2> "$out/bench-cuda-f16.err"
 echo "bench f16: rc=$?" | tee -a "$summary"
 cat "$out/bench-cuda-f16.txt"
-grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode)" "$out/bench-cuda-f16.txt" >> "$summary"
+grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode|attention_)" "$out/bench-cuda-f16.txt" >> "$summary"
 sed -n '/^where the time goes/,$p' "$out/bench-cuda-f16.txt" >> "$summary"
 tail -n 5 "$out/bench-cuda-f16.err" | sed 's/^/f16 stderr: /' >> "$summary"
+# The UNet step again with candle's ops for every attention: what the fused kernel gains.
+FOCAL_FLASH_ATTENTION=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
+    --work-dir "$work/bench" > "$out/bench-cuda-f16-unfused.txt" 2>&1
+echo "bench f16 unfused attention: rc=$?" | tee -a "$summary"
+grep -E "^(it/s|unet_step|Error|error)" "$out/bench-cuda-f16-unfused.txt" | sed 's/^/f16 unfused attention: /' >> "$summary"
 "$bin" bench --device cuda --dtype f32 --sizes "${SIZES:-1024}" --repeat 2 --work-dir "$work/bench" > "$out/bench-cuda-f32.txt" 2>&1
 echo "bench f32: rc=$?" | tee -a "$summary"
 grep -E "^(it/s|peak VRAM|unet_step|vae_|Error|error)" "$out/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"

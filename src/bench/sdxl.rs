@@ -109,6 +109,10 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
     }
     profile::synchronize_with(None);
     let vram_gib = vram.map(VramPeak::stop_gib);
+    let attention_lines = match device.is_cuda() {
+        true => compare_attention(&device, dtype, &args.sizes, args.repeat)?,
+        false => Vec::new(),
+    };
 
     let on = match &device {
         Device::Cpu => format!("CPU, {} threads, {}", num_threads(), gemm_backend()),
@@ -130,7 +134,54 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
         println!("peak VRAM (device memory in use above the start, polled every 20 ms): focal {focal:.2} GiB{beside}");
     }
     print_breakdowns(&sheet.breakdowns);
+    for line in attention_lines {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// On a GPU, the UNet's attentions at each size (self and cross, levels 1 and 2, CFG batch) by
+/// the kernel `attention` chooses and by candle's ops: best time of `repeat` runs each and the
+/// largest difference between their outputs — the fused kernel's check at full size.
+fn compare_attention(device: &Device, dtype: DType, sizes: &[usize], repeat: usize) -> Result<Vec<String>> {
+    use focal_engine::attention::{attention, by_candle_ops, Kernel};
+    let best_ms = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<(f64, Tensor)> {
+        let mut best = f64::INFINITY;
+        let mut out = f()?;
+        for _ in 0..repeat.max(1) {
+            device.synchronize()?;
+            let t = Instant::now();
+            out = f()?;
+            device.synchronize()?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((best, out))
+    };
+    let mut lines = Vec::new();
+    for &size in sizes {
+        let tokens = (size / 16).pow(2);
+        for (what, n, m, width, heads) in [
+            ("self", tokens, tokens, 640, 10),
+            ("cross", tokens, 77, 640, 10),
+            ("self", tokens / 4, tokens / 4, 1280, 20),
+            ("cross", tokens / 4, 77, 1280, 20),
+        ] {
+            let q = Tensor::randn(0f32, 1f32, (2, n, width), device)?.to_dtype(dtype)?;
+            let k = Tensor::randn(0f32, 1f32, (2, m, width), device)?.to_dtype(dtype)?;
+            let v = Tensor::randn(0f32, 1f32, (2, m, width), device)?.to_dtype(dtype)?;
+            let kernel = Kernel::for_inputs(&q, &k, &v, heads, None);
+            let (chosen_ms, chosen) = best_ms(&|| attention(&q, &k, &v, heads, None))?;
+            let (ops_ms, ops) = best_ms(&|| by_candle_ops(&q, &k, &v, heads, None))?;
+            let (chosen, ops) = (chosen.to_dtype(DType::F32)?, ops.to_dtype(DType::F32)?);
+            let diff = (chosen - &ops)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let scale = ops.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            lines.push(format!(
+                "attention_{size} {what} {n}x{m}, {heads} heads of 64: {kernel:?} {chosen_ms:.3} ms, candle ops {ops_ms:.3} ms ({:.2}x), max |diff| {diff:.2e} (max |out| {scale:.2})",
+                chosen_ms / ops_ms
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// Sampling steps per second (the it/s of Fooocus's and diffusers' progress bars), from the

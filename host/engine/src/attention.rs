@@ -6,7 +6,8 @@
 //! the output's `[B, N, heads·head_dim]` layout — reading q, k and v where they lie (a head is a
 //! column block, so no split/transpose copies), and holding only its own block of scores, so the
 //! score matrix (quadratic in pixels) never exists whole. Masked attention (CLIP's causal mask,
-//! 77 tokens), other devices and dtypes take candle's ops, in query chunks of bounded size.
+//! 77 tokens), other devices and dtypes take candle's ops, in query chunks of bounded size —
+//! except, on NVIDIA GPUs in f16/bf16, the engine's fused kernel (`attention_flash`).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -19,14 +20,39 @@ use crate::profile::{self, Op};
 /// Attention on `[B, N, heads·head_dim]` queries and `[B, M, heads·head_dim]` keys and values;
 /// `mask` is added to the scores.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
-    profile::time(Op::Attention, || {
+    profile::time(Op::Attention, || match Kernel::for_inputs(q, k, v, heads, mask) {
+        Kernel::HostFused => q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedAttention { heads }),
+        #[cfg(feature = "cuda")]
+        Kernel::CudaFlash => crate::attention_flash::attention(q, k, v, heads),
+        _ => by_candle_ops(q, k, v, heads, mask),
+    })
+}
+
+/// The implementations [`attention`] chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The CPU's fused f32 kernel (below).
+    HostFused,
+    /// The fused GPU kernel (`attention_flash`, builds with the `cuda` feature).
+    CudaFlash,
+    /// candle's tensor ops, in query chunks ([`by_candle_ops`]).
+    CandleOps,
+}
+
+impl Kernel {
+    /// The one [`attention`] takes for these inputs.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn for_inputs(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Kernel {
         let host_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
         if mask.is_none() && host_f32(q) && host_f32(k) && host_f32(v) {
-            q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedAttention { heads })
-        } else {
-            by_candle_ops(q, k, v, heads, mask)
+            return Kernel::HostFused;
         }
-    })
+        #[cfg(feature = "cuda")]
+        if crate::attention_flash::applies(q, k, v, heads, mask.is_some()) {
+            return Kernel::CudaFlash;
+        }
+        Kernel::CandleOps
+    }
 }
 
 /// Scores one fused task holds at once (f32): 1 Mi values, 4 MiB (smaller blocks re-pack each
@@ -187,8 +213,9 @@ fn softmax_numerators_portable(row: &mut [f32], scale: f32) -> f32 {
     sums.iter().sum::<f32>() + rest
 }
 
-/// Attention by candle's tensor ops, in query chunks whose scores stay within [`SCORE_BUDGET`].
-fn by_candle_ops(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+/// Attention by candle's tensor ops, in query chunks whose scores stay within [`SCORE_BUDGET`]:
+/// any device and dtype, and the reference the fused kernels are compared with.
+pub fn by_candle_ops(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
     let (b, n, inner) = q.dims3()?;
     let m = k.dim(1)?;
     let hd = inner / heads;
@@ -252,6 +279,17 @@ mod tests {
 
     /// GFLOP/s of the fused attention at SDXL's shapes:
     /// `cargo test -p focal-engine --release --lib attention::tests::speed -- --ignored --nocapture`.
+    #[test]
+    fn the_kernel_follows_device_dtype_and_mask() {
+        let t = |dtype| Tensor::zeros((1, 8, 64), dtype, &Device::Cpu).unwrap();
+        let (f32s, f16s) = (t(DType::F32), t(DType::F16));
+        let mask = Tensor::zeros((8, 8), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(Kernel::for_inputs(&f32s, &f32s, &f32s, 1, None), Kernel::HostFused);
+        assert_eq!(Kernel::for_inputs(&f32s, &f32s, &f32s, 1, Some(&mask)), Kernel::CandleOps);
+        // Half precision on the CPU: candle's ops (the fused kernels there are f32's).
+        assert_eq!(Kernel::for_inputs(&f16s, &f16s, &f16s, 1, None), Kernel::CandleOps);
+    }
+
     #[test]
     #[ignore]
     fn speed() {

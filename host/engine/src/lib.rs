@@ -1,6 +1,8 @@
 //! focal's SDXL engine on candle: checkpoint loading, CLIP text encoders, UNet, VAE and
 //! k-diffusion samplers with ComfyUI/Fooocus semantics. A plain library: no HTTP, WASM or jobs.
 pub mod attention;
+#[cfg(feature = "cuda")]
+mod attention_flash;
 pub mod blas;
 pub mod bpe;
 pub mod checkpoint;
