@@ -19,12 +19,13 @@ fn main() {
     assert!(cap >= 80, "CUDA_COMPUTE_CAP={cap}: the engine's kernels need compute capability 8.0 or later");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
-    let kernel = "flash_attention";
-    let status = Command::new(&nvcc)
-        .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-std=c++17", "-o"])
-        .arg(out.join(format!("{kernel}.ptx")))
-        .arg(format!("src/cuda/{kernel}.cu"))
-        .status()
-        .unwrap_or_else(|e| panic!("{nvcc} (CUDA's compiler, for src/cuda/{kernel}.cu): {e}"));
-    assert!(status.success(), "{nvcc} failed on src/cuda/{kernel}.cu");
+    for kernel in ["flash_attention", "geglu"] {
+        let status = Command::new(&nvcc)
+            .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-std=c++17", "-o"])
+            .arg(out.join(format!("{kernel}.ptx")))
+            .arg(format!("src/cuda/{kernel}.cu"))
+            .status()
+            .unwrap_or_else(|e| panic!("{nvcc} (CUDA's compiler, for src/cuda/{kernel}.cu): {e}"));
+        assert!(status.success(), "{nvcc} failed on src/cuda/{kernel}.cu");
+    }
 }

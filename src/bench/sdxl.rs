@@ -109,8 +109,8 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
     }
     profile::synchronize_with(None);
     let vram_gib = vram.map(VramPeak::stop_gib);
-    let attention_lines = match device.is_cuda() {
-        true => compare_attention(&device, dtype, &args.sizes, args.repeat)?,
+    let kernel_lines = match device.is_cuda() {
+        true => compare_kernels(&device, dtype, &args.sizes, args.repeat)?,
         false => Vec::new(),
     };
 
@@ -134,17 +134,19 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
         println!("peak VRAM (device memory in use above the start, polled every 20 ms): focal {focal:.2} GiB{beside}");
     }
     print_breakdowns(&sheet.breakdowns);
-    for line in attention_lines {
+    for line in kernel_lines {
         println!("{line}");
     }
     Ok(())
 }
 
-/// On a GPU, the UNet's attentions at each size (self and cross, levels 1 and 2, CFG batch) by
-/// the kernel `attention` chooses and by candle's ops: best time of `repeat` runs each and the
-/// largest difference between their outputs — the fused kernel's check at full size.
-fn compare_attention(device: &Device, dtype: DType, sizes: &[usize], repeat: usize) -> Result<Vec<String>> {
+/// On a GPU, the engine's fused kernels against candle's ops on the UNet's shapes at each size:
+/// the attentions (self and cross, levels 1 and 2, CFG batch) and the feed-forward's GEGLU with
+/// its projection; best time of `repeat` runs each and the largest difference of their outputs —
+/// the kernels' check at full size.
+fn compare_kernels(device: &Device, dtype: DType, sizes: &[usize], repeat: usize) -> Result<Vec<String>> {
     use focal_engine::attention::{attention, by_candle_ops, Kernel};
+    use focal_engine::geglu::{geglu, geglu_of};
     let best_ms = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<(f64, Tensor)> {
         let mut best = f64::INFINITY;
         let mut out = f()?;
@@ -157,6 +159,18 @@ fn compare_attention(device: &Device, dtype: DType, sizes: &[usize], repeat: usi
         }
         Ok((best, out))
     };
+    let compare = |name: String, fused: &dyn Fn() -> candle_core::Result<Tensor>, ops: &dyn Fn() -> candle_core::Result<Tensor>| {
+        let (fused_ms, fused) = best_ms(fused)?;
+        let (ops_ms, ops) = best_ms(ops)?;
+        let (fused, ops) = (fused.to_dtype(DType::F32)?, ops.to_dtype(DType::F32)?);
+        let diff = (fused - &ops)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let scale = ops.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        anyhow::Ok(format!(
+            "{name} {fused_ms:.3} ms, candle ops {ops_ms:.3} ms ({:.2}x), max |diff| {diff:.2e} (max |out| {scale:.2})",
+            fused_ms / ops_ms
+        ))
+    };
+    let randn = |shape: (usize, usize, usize)| Tensor::randn(0f32, 1f32, shape, device)?.to_dtype(dtype);
     let mut lines = Vec::new();
     for &size in sizes {
         let tokens = (size / 16).pow(2);
@@ -166,19 +180,23 @@ fn compare_attention(device: &Device, dtype: DType, sizes: &[usize], repeat: usi
             ("self", tokens / 4, tokens / 4, 1280, 20),
             ("cross", tokens / 4, 77, 1280, 20),
         ] {
-            let q = Tensor::randn(0f32, 1f32, (2, n, width), device)?.to_dtype(dtype)?;
-            let k = Tensor::randn(0f32, 1f32, (2, m, width), device)?.to_dtype(dtype)?;
-            let v = Tensor::randn(0f32, 1f32, (2, m, width), device)?.to_dtype(dtype)?;
+            let (q, k, v) = (randn((2, n, width))?, randn((2, m, width))?, randn((2, m, width))?);
             let kernel = Kernel::for_inputs(&q, &k, &v, heads, None);
-            let (chosen_ms, chosen) = best_ms(&|| attention(&q, &k, &v, heads, None))?;
-            let (ops_ms, ops) = best_ms(&|| by_candle_ops(&q, &k, &v, heads, None))?;
-            let (chosen, ops) = (chosen.to_dtype(DType::F32)?, ops.to_dtype(DType::F32)?);
-            let diff = (chosen - &ops)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            let scale = ops.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            lines.push(format!(
-                "attention_{size} {what} {n}x{m}, {heads} heads of 64: {kernel:?} {chosen_ms:.3} ms, candle ops {ops_ms:.3} ms ({:.2}x), max |diff| {diff:.2e} (max |out| {scale:.2})",
-                chosen_ms / ops_ms
-            ));
+            lines.push(compare(
+                format!("attention_{size} {what} {n}x{m}, {heads} heads of 64: {kernel:?}"),
+                &|| attention(&q, &k, &v, heads, None),
+                &|| by_candle_ops(&q, &k, &v, heads, None),
+            )?);
+        }
+        for (n, width) in [(tokens, 640), (tokens / 4, 1280)] {
+            let x = randn((2, n, width))?;
+            let weight = (Tensor::randn(0f32, 1f32, (8 * width, width), device)? / (width as f64).sqrt())?.to_dtype(dtype)?;
+            let proj = focal_engine::linear::Linear::new(weight, Some(Tensor::randn(0f32, 0.1f32, 8 * width, device)?.to_dtype(dtype)?));
+            lines.push(compare(
+                format!("geglu_{size} {n}x{width} -> {}: fused with the bias", 4 * width),
+                &|| geglu_of(&proj, &x),
+                &|| geglu(&candle_core::Module::forward(&proj, &x)?),
+            )?);
         }
     }
     Ok(lines)

@@ -2,12 +2,26 @@
 //! `[value | gate]` along its last axis and the result is `value · gelu(gate)` (erf form). On
 //! the CPU in f32 it is one pass over the rows in parallel, with the same arithmetic as candle's
 //! `gelu_erf` (bit-identical results) — candle's ops take three single-threaded passes (two
-//! strided halves, the GELU, the product).
+//! strided halves, the GELU, the product). On a GPU in half precision, one kernel that also adds
+//! the projection's bias (`geglu_cuda`).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu::f32_values;
+
+/// GEGLU of a projection, `geglu(proj(x))`: on a GPU in f16/bf16 the projection's bias is added
+/// by the fused kernel (`geglu_cuda`) rather than by a pass of its own.
+pub fn geglu_of(proj: &crate::linear::Linear, x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::geglu_cuda::applies(x, proj) {
+        let (product, bias) = proj.forward_unbiased(x)?;
+        if let Some(bias) = bias {
+            return crate::geglu_cuda::geglu_with_bias(&product, bias);
+        }
+    }
+    geglu(&candle_core::Module::forward(proj, x)?)
+}
 
 /// `value · gelu_erf(gate)` for `x = [value | gate]` on the last axis.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {

@@ -20,6 +20,8 @@ pub mod expansion;
 pub mod fastmath;
 pub mod freeu;
 pub mod geglu;
+#[cfg(feature = "cuda")]
+mod geglu_cuda;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod guidance;

@@ -92,6 +92,13 @@ impl Linear {
     pub fn weight(&self) -> &Tensor {
         self.candle.weight()
     }
+
+    /// The product `x·Wᵀ` without the bias, and the bias, for a following kernel that adds it
+    /// in its own pass (`geglu::geglu_of` on a GPU). candle's product, whatever the device.
+    pub fn forward_unbiased(&self, x: &Tensor) -> Result<(Tensor, Option<&Tensor>)> {
+        let product = profile::time(Op::Linear, || candle_nn::Linear::new(self.candle.weight().clone(), None).forward(x))?;
+        Ok((product, self.candle.bias()))
+    }
 }
 
 impl Module for Linear {

@@ -8,7 +8,7 @@ use candle_core::{Module, Result, Tensor, TensorId};
 use candle_nn::VarBuilder;
 
 use crate::freeu::FreeU;
-use crate::geglu::geglu;
+use crate::geglu::geglu_of;
 use crate::nn::{
     attention, conv2d, group_norm, layer_norm, linear, out_dim, silu, timestep_embedding, Conv2d, GroupNorm, LayerNorm, Linear, Mlp2,
 };
@@ -167,8 +167,8 @@ impl TransformerBlock {
         let extra = extra.map(|e| e.extra_kv(self.site)).transpose()?.flatten();
         let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context, extra)?)?;
         // GEGLU: the projection holds [value | gate].
-        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        x + self.ff_out.forward(&geglu(&h)?)?
+        let h = geglu_of(&self.ff_in, &self.norm3.forward(&x)?)?;
+        x + self.ff_out.forward(&h)?
     }
 }
 

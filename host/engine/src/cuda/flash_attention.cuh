@@ -125,16 +125,16 @@ __device__ __forceinline__ void flash_attention(const T* __restrict__ q, const T
         for (int c = side * (D / 2); c < (side + 1) * (D / 2); ++c) acc_rows[r * L::O_LD + c] *= rescale;
         __syncwarp();
 
-        // O += P·V
+        // O += P·V (the probabilities loaded once for every output column tile)
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> p[KEYS / 16];
+        for (int kk = 0; kk < KEYS / 16; ++kk) wmma::load_matrix_sync(p[kk], probs + kk * 16, L::P_LD);
         for (int t = 0; t < D / 16; ++t) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
             wmma::load_matrix_sync(o, acc_rows + t * 16, L::O_LD, wmma::mem_row_major);
             for (int kk = 0; kk < KEYS / 16; ++kk) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> p;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> value;
-                wmma::load_matrix_sync(p, probs + kk * 16, L::P_LD);
                 wmma::load_matrix_sync(value, values + kk * 16 * L::KV_LD + t * 16, L::KV_LD);
-                wmma::mma_sync(o, p, value, o);
+                wmma::mma_sync(o, p[kk], value, o);
             }
             wmma::store_matrix_sync(acc_rows + t * 16, o, L::O_LD, wmma::mem_row_major);
         }

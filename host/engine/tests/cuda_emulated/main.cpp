@@ -1,15 +1,17 @@
-// Runs the GPU's fused attention kernel (src/cuda/flash_attention.cuh, the same source nvcc
-// compiles) on the CPU under emulated_cuda.hpp and checks every output against attention computed
-// in f64 from the same rounded inputs. Built and run by tests/flash_attention_emulated.rs:
-//   c++ -std=c++20 -O2 -pthread -I src/cuda tests/flash_emulated/main.cpp && ./a.out
+// Runs the engine's GPU kernels (src/cuda/*.cuh, the same sources nvcc compiles) on the CPU under
+// emulated_cuda.hpp and checks every output against f64 arithmetic on the same rounded inputs:
+// the fused attention and the GEGLU with its bias. Built and run by tests/cuda_kernels_emulated.rs:
+//   c++ -std=c++20 -O2 -fno-strict-aliasing -pthread -I src/cuda tests/cuda_emulated/main.cpp && ./a.out
 // Exit status 0 when every case is within its tolerance.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "emulated_cuda.hpp"
 #include "flash_attention.cuh"
+#include "geglu.cuh"
 
 struct Case {
     int batch, heads, n, m;
@@ -77,6 +79,38 @@ double run_case(const Case& c, std::mt19937& rng) {
     return worst;
 }
 
+// GEGLU with bias: rows × [value | gate] plus the bias, on a grid smaller than the work (the
+// kernel's grid-stride loop). Returns max |error| / max |reference|.
+template <typename T>
+double run_geglu(long long rows, int half, std::mt19937& rng) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<T> h(rows * 2 * half), bias(2 * half), out(rows * half, from_f32<T>(NAN));
+    for (auto& x : h) x = from_f32<T>(normal(rng) * 2.f);
+    for (auto& x : bias) x = from_f32<T>(normal(rng) * 0.5f);
+    blockDim = dim3{256, 1, 1};
+    gridDim = dim3{3, 1, 1};
+    for (unsigned b = 0; b < gridDim.x; ++b)
+        for (unsigned t = 0; t < blockDim.x; ++t) {  // no barriers: the threads can run one by one
+            blockIdx = dim3{b, 0, 0};
+            threadIdx = dim3{t, 0, 0};
+            focal_geglu::geglu_bias<T>(h.data(), bias.data(), out.data(), rows, half);
+        }
+    double worst = 0, largest = 0;
+    std::vector<double> want(out.size());
+    for (long long r = 0; r < rows; ++r)
+        for (int j = 0; j < half; ++j) {
+            const double v = double(to_f32(h[r * 2 * half + j])) + to_f32(bias[j]);
+            const double g = double(to_f32(h[r * 2 * half + half + j])) + to_f32(bias[half + j]);
+            want[r * half + j] = v * 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));
+            largest = std::max(largest, std::abs(want[r * half + j]));
+        }
+    for (size_t i = 0; i < out.size(); ++i) {
+        const double got = to_f32(out[i]);
+        worst = std::max(worst, std::isfinite(got) ? std::abs(got - want[i]) : INFINITY);
+    }
+    return worst / largest;
+}
+
 int main() {
     std::mt19937 rng(7);
     // Partial row and key blocks, cross-attention's 77 keys, several heads and items, peaked scores.
@@ -96,5 +130,13 @@ int main() {
     }
     report("f16 d128", cases[0], run_case<_Float16, 128>(cases[0], rng), 2e-3);
     report("bf16 d128", cases[2], run_case<bf16, 128>(cases[2], rng), 8e-3);
+    // GEGLU: the biased halves, the GELU and the product each rounded to the type (a few ulps).
+    for (auto [name, worst, tolerance] : {std::tuple{"f16", run_geglu<_Float16>(300, 64, rng), 2e-3},
+                                          std::tuple{"bf16", run_geglu<bf16>(300, 64, rng), 1.6e-2}}) {
+        const bool pass = worst <= tolerance;
+        ok &= pass;
+        std::printf("geglu %-4s rows=300 half=64: max |error| / max |out| = %.2e (tolerance %.1e) %s\n", name, worst,
+                    tolerance, pass ? "ok" : "FAIL");
+    }
     return ok ? 0 : 1;
 }

@@ -1,4 +1,4 @@
-// Just enough of CUDA to run src/cuda/flash_attention.cuh on the CPU: one OS thread per CUDA
+// Just enough of CUDA to run the engine's kernels (src/cuda/*.cuh) on the CPU: one OS thread per CUDA
 // thread of a block, barriers for __syncthreads/__syncwarp, an exchange buffer for shuffles, and a
 // WMMA whose fragments each hold the whole 16×16 tile (the kernel never depends on the layout).
 // A fragment's store is done by lane 0 alone, so a read of shared memory that a kernel forgot to
@@ -6,6 +6,7 @@
 #pragma once
 #include <barrier>
 #include <cmath>
+#include <math.h>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -19,6 +20,7 @@ struct dim3 {
     unsigned x = 0, y = 0, z = 0;
 };
 inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
 
 struct uint4 {
     unsigned x, y, z, w;
