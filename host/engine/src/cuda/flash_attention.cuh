@@ -5,7 +5,7 @@
 //
 // Products on the tensor cores through WMMA (16×16×16 tiles, f16/bf16 inputs, f32 sums). The
 // code touches a fragment only through load/store/mma/fill, never element by element, so it is
-// correct whatever the hardware's fragment layout — which is what lets tests/flash_emulated run
+// correct whatever the hardware's fragment layout — which is what lets tests/cuda_emulated run
 // this same source on the CPU with an emulated WMMA.
 //
 // The including file provides: `wmma` (nvcuda::wmma or the emulation), `from_f32<T>(float)`,
