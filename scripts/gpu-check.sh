@@ -66,14 +66,14 @@ cat > "$work/request.json" << 'EOF'
  "style_selections": [], "advanced_params": {"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 8,
  "adm_scaler_positive": 1, "adm_scaler_negative": 1}}
 EOF
-# A fourth word "unfused": FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 (candle's ops instead of
-# the engine's fused kernels).
+# A fourth word "unfused": FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0
+# (candle's ops instead of the engine's fused kernels).
 runs=("cpu f32 auto" "cuda f32 f32" "cuda f16 auto" "cuda f16 auto unfused" "cuda f16 f32" "cuda bf16 auto")
 for run in "${runs[@]}"; do
     set -- $run
     name="$1-$2-vae-$3${4:+-$4}"
     flash=1 && [ "${4:-}" = unfused ] && flash=0
-    FOCAL_FLASH_ATTENTION=$flash FOCAL_FUSED_GEGLU=$flash "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
+    FOCAL_FLASH_ATTENTION=$flash FOCAL_FUSED_GEGLU=$flash FOCAL_FUSED_GROUP_NORM=$flash "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
         --out "$work/out-$name" --data-dir "$work/data-$name" --device "$1" --dtype "$2" --vae-dtype "$3" > "$out/generate-$name.txt" 2>&1
     echo "generate --device $1 --dtype $2 --vae-dtype $3 (fused kernels $flash): rc=$? $(grep -E 'Elapsed|Maximum resident' "$out/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
     cp "$work/out-$name/0.png" "$out/tiny-$name.png" 2> /dev/null
@@ -108,11 +108,12 @@ EOF
     --repeat 3 ${PYTORCH:+--pytorch "$PYTORCH"} --work-dir "$work/bench" > "$out/bench-cuda-f16.txt" 2> "$out/bench-cuda-f16.err"
 echo "bench f16: rc=$?" | tee -a "$summary"
 cat "$out/bench-cuda-f16.txt"
-grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode|attention_|geglu_)" "$out/bench-cuda-f16.txt" >> "$summary"
+grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode|attention_|geglu_|group_norm_)" "$out/bench-cuda-f16.txt" >> "$summary"
 sed -n '/^where the time goes/,$p' "$out/bench-cuda-f16.txt" >> "$summary"
 tail -n 5 "$out/bench-cuda-f16.err" | sed 's/^/f16 stderr: /' >> "$summary"
-# The UNet step again with candle's ops for every attention and GEGLU: what the fused kernels gain.
-FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
+# The UNet step again with candle's ops for every attention, GEGLU and group norm: what the fused
+# kernels gain.
+FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
     --work-dir "$work/bench" > "$out/bench-cuda-f16-unfused.txt" 2>&1
 echo "bench f16 unfused: rc=$?" | tee -a "$summary"
 grep -E "^(it/s|unet_step|Error|error)" "$out/bench-cuda-f16-unfused.txt" | sed 's/^/f16 unfused kernels: /' >> "$summary"

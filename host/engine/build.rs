@@ -19,7 +19,7 @@ fn main() {
     assert!(cap >= 80, "CUDA_COMPUTE_CAP={cap}: the engine's kernels need compute capability 8.0 or later");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
-    for kernel in ["flash_attention", "geglu"] {
+    for kernel in ["flash_attention", "geglu", "group_norm"] {
         let status = Command::new(&nvcc)
             .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-std=c++17", "-o"])
             .arg(out.join(format!("{kernel}.ptx")))

@@ -141,8 +141,8 @@ pub(super) fn run(args: &BenchArgs, placement: &Placement, sampler: Sampler, ref
 }
 
 /// On a GPU, the engine's fused kernels against candle's ops on the UNet's shapes at each size:
-/// the attentions (self and cross, levels 1 and 2, CFG batch) and the feed-forward's GEGLU with
-/// its projection; best time of `repeat` runs each and the largest difference of their outputs —
+/// the attentions (self and cross, levels 1 and 2, CFG batch), the feed-forward's GEGLU with
+/// its projection, and GroupNorm + SiLU (the UNet's and the VAE decoder's); best time of `repeat` runs each and the largest difference of their outputs —
 /// the kernels' check at full size.
 fn compare_kernels(device: &Device, dtype: DType, sizes: &[usize], repeat: usize) -> Result<Vec<String>> {
     use focal_engine::attention::{attention, by_candle_ops, Kernel};
@@ -196,6 +196,17 @@ fn compare_kernels(device: &Device, dtype: DType, sizes: &[usize], repeat: usize
                 format!("geglu_{size} {n}x{width} -> {}: fused with the bias", 4 * width),
                 &|| geglu_of(&proj, &x),
                 &|| geglu(&candle_core::Module::forward(&proj, &x)?),
+            )?);
+        }
+        // GroupNorm + SiLU: the UNet's widest level (CFG batch) and the VAE decoder's last block.
+        for (what, items, channels, side, eps) in [("unet", 2, 320, size / 8, 1e-5), ("vae", 1, 128, size, 1e-6)] {
+            let x = Tensor::randn(0f32, 1f32, (items, channels, side, side), device)?.to_dtype(dtype)?;
+            let weight = (Tensor::randn(0f32, 0.2f32, channels, device)? + 1.0)?;
+            let norm = focal_engine::norm::GroupNorm::new(weight, Tensor::randn(0f32, 0.2f32, channels, device)?, 32, eps)?;
+            lines.push(compare(
+                format!("group_norm_silu_{size} {what} {items}x{channels}x{side}x{side}, 32 groups:"),
+                &|| norm.forward_silu(&x),
+                &|| norm.by_candle_ops(&x, true),
             )?);
         }
     }

@@ -24,6 +24,8 @@ pub mod geglu;
 mod geglu_cuda;
 pub mod gpt2;
 pub mod gpt2_tokenizer;
+#[cfg(feature = "cuda")]
+mod group_norm_cuda;
 pub mod guidance;
 pub mod image;
 pub mod inpaint;

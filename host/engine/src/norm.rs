@@ -2,10 +2,10 @@
 //! runs `silu(group_norm(x))`). On the CPU in f32 it is one fused pass per (batch item, group),
 //! the groups in parallel: statistics, then `x·scale + shift` and the SiLU written once.
 //! candle's version takes about ten single-threaded passes over the tensor, which at the VAE's
-//! 512² activations cost more than the convolutions beside them. Other devices and dtypes (a
-//! GPU's half precision) normalise through candle's fused layer-norm kernel, one row per (batch
-//! item, group), then apply the channels' affine: candle's own `GroupNorm` makes ten passes,
-//! most of them in f32, which on a GPU moves about three times the bytes.
+//! 512² activations cost more than the convolutions beside them. On NVIDIA GPUs, the engine's
+//! two kernels (`group_norm_cuda`). Other devices and dtypes normalise through candle's fused
+//! layer-norm kernel, one row per (batch item, group), then apply the channels' affine: candle's
+//! own `GroupNorm` makes ten passes, most of them in f32.
 
 use std::sync::Arc;
 
@@ -58,15 +58,23 @@ impl GroupNorm {
                 let op = FusedGroupNorm { affine: affine.clone(), groups: self.groups, eps: self.eps, silu };
                 x.contiguous()?.apply_op1_no_bwd(&op)
             }
-            _ => {
-                let y = self.by_layer_norm(x)?;
-                if silu {
-                    candle_nn::ops::silu(&y)
-                } else {
-                    Ok(y)
-                }
+            #[cfg(feature = "cuda")]
+            _ if crate::group_norm_cuda::applies(x) => {
+                crate::group_norm_cuda::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, silu)
             }
+            _ => self.by_candle_ops(x, silu),
         })
+    }
+
+    /// `silu?(group_norm(x))` by candle's ops on any device and dtype (on a GPU the reference
+    /// the fused kernels are compared with).
+    pub fn by_candle_ops(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let y = self.by_layer_norm(x)?;
+        if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        }
     }
 }
 

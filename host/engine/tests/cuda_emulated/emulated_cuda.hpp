@@ -39,9 +39,12 @@ inline float to_f32(bf16 x) {
 }
 inline float to_f32(_Float16 x) { return float(x); }
 inline float to_f32(float x) { return x; }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 
 template <typename T>
 T from_f32(float x);
+template <>
+inline float from_f32<float>(float x) { return x; }
 template <>
 inline _Float16 from_f32<_Float16>(float x) { return _Float16(x); }
 template <>

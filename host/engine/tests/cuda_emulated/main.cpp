@@ -1,6 +1,6 @@
 // Runs the engine's GPU kernels (src/cuda/*.cuh, the same sources nvcc compiles) on the CPU under
 // emulated_cuda.hpp and checks every output against f64 arithmetic on the same rounded inputs:
-// the fused attention and the GEGLU with its bias. Built and run by tests/cuda_kernels_emulated.rs:
+// the fused attention, the GEGLU with its bias and the group norm (+ SiLU). Built and run by tests/cuda_kernels_emulated.rs:
 //   c++ -std=c++20 -O2 -fno-strict-aliasing -pthread -I src/cuda tests/cuda_emulated/main.cpp && ./a.out
 // Exit status 0 when every case is within its tolerance.
 #include <cstdio>
@@ -12,6 +12,7 @@
 #include "emulated_cuda.hpp"
 #include "flash_attention.cuh"
 #include "geglu.cuh"
+#include "group_norm.cuh"
 
 struct Case {
     int batch, heads, n, m;
@@ -111,6 +112,68 @@ double run_geglu(long long rows, int half, std::mt19937& rng) {
     return worst / largest;
 }
 
+// Runs one kernel's grid, a block at a time, each block's threads as OS threads.
+template <typename Kernel>
+void run_grid(dim3 grid, int threads, Kernel kernel) {
+    gridDim = grid;
+    blockDim = dim3{unsigned(threads), 1, 1};
+    for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+            BlockSync sync(threads);
+            std::vector<focal_group_norm::Moments> shared(threads);
+            std::vector<std::thread> pool;
+            for (unsigned t = 0; t < unsigned(threads); ++t)
+                pool.emplace_back([&, t] {
+                    threadIdx = dim3{t, 0, 0};
+                    blockIdx = dim3{x, y, 0};
+                    block_sync = &sync;
+                    kernel(shared.data());
+                });
+            for (auto& t : pool) t.join();
+        }
+}
+
+// Group norm (+ SiLU) of [items, channels, spatial] in chunks of `chunk` values (one more chunk
+// than needed: an empty block). Returns max |error| / max |reference|.
+template <typename T>
+double run_group_norm(int items, int channels, int groups, long long spatial, long long chunk, bool silu, float offset,
+                      std::mt19937& rng) {
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const long long span = channels / groups * spatial, rows = items * groups;
+    const unsigned chunks = unsigned((span + chunk - 1) / chunk) + 1;
+    std::vector<T> x(rows * span), weight(channels), bias(channels), out(x.size(), from_f32<T>(NAN));
+    for (auto& v : x) v = from_f32<T>(offset + 2.f * normal(rng));
+    for (auto& v : weight) v = from_f32<T>(1.f + 0.3f * normal(rng));
+    for (auto& v : bias) v = from_f32<T>(0.3f * normal(rng));
+    std::vector<focal_group_norm::Moments> partials(rows * chunks);
+    const float eps = 1e-5f;
+    using focal_group_norm::THREADS;
+    run_grid(dim3{chunks, unsigned(rows), 1}, THREADS, [&](focal_group_norm::Moments* shared) {
+        focal_group_norm::stats<T>(x.data(), partials.data(), span, chunk, shared);
+    });
+    run_grid(dim3{chunks, unsigned(rows), 1}, THREADS, [&](focal_group_norm::Moments*) {
+        focal_group_norm::apply<T>(x.data(), partials.data(), weight.data(), bias.data(), out.data(), span, chunk, spatial,
+                                   groups, channels / groups, eps, silu ? 1 : 0);
+    });
+    double worst = 0, largest = 0;
+    for (long long r = 0; r < rows; ++r) {
+        double sum = 0, squares = 0;
+        for (long long i = 0; i < span; ++i) sum += to_f32(x[r * span + i]);
+        const double mean = sum / span;
+        for (long long i = 0; i < span; ++i) squares += std::pow(to_f32(x[r * span + i]) - mean, 2);
+        const double rstd = 1 / std::sqrt(squares / span + eps);
+        for (long long i = 0; i < span; ++i) {
+            const int c = int(r % groups) * (channels / groups) + int(i / spatial);
+            double y = (to_f32(x[r * span + i]) - mean) * rstd * to_f32(weight[c]) + to_f32(bias[c]);
+            if (silu) y = y / (1 + std::exp(-y));
+            const double got = to_f32(out[r * span + i]);
+            worst = std::max(worst, std::isfinite(got) ? std::abs(got - y) : INFINITY);
+            largest = std::max(largest, std::abs(y));
+        }
+    }
+    return worst / largest;
+}
+
 int main() {
     std::mt19937 rng(7);
     // Partial row and key blocks, cross-attention's 77 keys, several heads and items, peaked scores.
@@ -137,6 +200,25 @@ int main() {
         ok &= pass;
         std::printf("geglu %-4s rows=300 half=64: max |error| / max |out| = %.2e (tolerance %.1e) %s\n", name, worst,
                     tolerance, pass ? "ok" : "FAIL");
+    }
+    // Group norm: chunks across channel boundaries, spatial below and above the block's threads,
+    // a large mean beside a small spread (the shifted sums: without the shift the f32 case is off
+    // by ~1e-3), empty chunks.
+    struct GroupNormCase {
+        const char* name;
+        double worst, tolerance;
+        const char* shape;
+    };
+    for (auto c : {GroupNormCase{"f32", run_group_norm<float>(1, 16, 8, 1000, 1500, true, 1000.f, rng), 2e-5,
+                                 "1x16x1000, 8 groups, chunk 1500, silu, mean 1000"},
+                   GroupNormCase{"f16", run_group_norm<_Float16>(1, 16, 4, 1024, 1000, false, 50.f, rng), 2e-3,
+                                 "1x16x1024, 4 groups, chunk 1000, mean 50"},
+                   GroupNormCase{"bf16", run_group_norm<bf16>(2, 256, 4, 9, 300, true, 1.f, rng), 1.6e-2,
+                                 "2x256x9, 4 groups, chunk 300, silu"}}) {
+        const bool pass = c.worst <= c.tolerance;
+        ok &= pass;
+        std::printf("group_norm %-4s %s: max |error| / max |out| = %.2e (tolerance %.1e) %s\n", c.name, c.shape, c.worst,
+                    c.tolerance, pass ? "ok" : "FAIL");
     }
     return ok ? 0 : 1;
 }
