@@ -4,14 +4,14 @@
 //! (no split/transpose copies). `FOCAL_FLASH_ATTENTION=0` turns it off (candle's ops then, in
 //! query chunks), for comparisons on a GPU.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
+
+use crate::cuda_support::{loads_by_8, Switch};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attention.ptx"));
 const MODULE: &str = "focal_flash_attention";
@@ -27,7 +27,7 @@ const STATIC_SHARED_LIMIT: usize = 48 << 10;
 pub(crate) fn applies(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, masked: bool) -> bool {
     let (Ok((_, _, inner)), true) = (q.dims3(), heads > 0) else { return false };
     !masked
-        && enabled()
+        && ENABLED.on()
         && q.device().is_cuda()
         && matches!(q.dtype(), DType::F16 | DType::BF16)
         && k.dtype() == q.dtype()
@@ -36,10 +36,7 @@ pub(crate) fn applies(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, masked: 
         && HEAD_DIMS.contains(&(inner / heads))
 }
 
-fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("FOCAL_FLASH_ATTENTION").map_or(true, |v| v.trim() != "0"))
-}
+static ENABLED: Switch = Switch::new("FOCAL_FLASH_ATTENTION");
 
 /// `[B, N, heads·D]` attention of contiguous copies (when needed) of q, k and v.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
@@ -116,12 +113,10 @@ impl CustomOp3 for FlashAttention {
         let (b, _, inner) = ql.shape().dims3()?;
         let (kb, _, k_inner) = kl.shape().dims3()?;
         let head_dim = inner / self.heads;
-        // 16-byte loads: each row and head starts on 8 elements (inner is a multiple of 64).
-        let aligned = |l: &Layout| l.is_contiguous() && l.start_offset().is_multiple_of(8);
         if kl.shape() != vl.shape() || (kb, k_inner) != (b, inner) || !HEAD_DIMS.contains(&head_dim) {
             bail!("attention-flash: q {:?}, k {:?}, v {:?} with {} heads", ql.shape(), kl.shape(), vl.shape(), self.heads)
         }
-        if !(aligned(ql) && aligned(kl) && aligned(vl)) {
+        if !(loads_by_8(ql) && loads_by_8(kl) && loads_by_8(vl)) {
             bail!("attention-flash: inputs must be contiguous and start on 8 elements")
         }
         let storage = match (q.dtype(), head_dim) {

@@ -3,14 +3,13 @@
 //! candle's ops take three passes over the wide product plus one for the bias (at 1024², every
 //! step's feed-forwards move ~20 GB that way). `FOCAL_FUSED_GEGLU=0` turns it off.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
+use crate::cuda_support::{loads_by_8, Switch};
 use crate::linear::Linear;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/geglu.ptx"));
@@ -22,7 +21,7 @@ const MAX_BLOCKS: usize = 8192;
 /// Whether the fused kernel takes `geglu(proj(x))`.
 pub(crate) fn applies(x: &Tensor, proj: &Linear) -> bool {
     let width = proj.weight().dim(0).unwrap_or(0);
-    enabled()
+    ENABLED.on()
         && x.device().is_cuda()
         && matches!(x.dtype(), DType::F16 | DType::BF16)
         && proj.weight().dtype() == x.dtype()
@@ -31,10 +30,7 @@ pub(crate) fn applies(x: &Tensor, proj: &Linear) -> bool {
         && width.is_multiple_of(16)
 }
 
-fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("FOCAL_FUSED_GEGLU").map_or(true, |v| v.trim() != "0"))
-}
+static ENABLED: Switch = Switch::new("FOCAL_FUSED_GEGLU");
 
 /// `(value + b_v) · gelu(gate + b_g)` for `product = [value | gate]` (the last axis) and `bias`.
 pub(crate) fn geglu_with_bias(product: &Tensor, bias: &Tensor) -> Result<Tensor> {
@@ -85,9 +81,8 @@ impl CustomOp2 for FusedGeglu {
     fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
         let mut dims = hl.shape().dims().to_vec();
         let width = dims.last().copied().unwrap_or(0);
-        // 16-byte loads: the halves and every row start on 8 values.
-        let aligned = |l: &Layout| l.is_contiguous() && l.start_offset().is_multiple_of(8);
-        if width == 0 || !width.is_multiple_of(16) || bl.shape().dims() != [width] || !(aligned(hl) && aligned(bl)) {
+        // The halves start on 8 values too.
+        if width == 0 || !width.is_multiple_of(16) || bl.shape().dims() != [width] || !(loads_by_8(hl) && loads_by_8(bl)) {
             bail!("geglu-bias-fused: product {:?}, bias {:?}", hl.shape(), bl.shape())
         }
         let half = width / 2;

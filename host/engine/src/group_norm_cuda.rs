@@ -4,13 +4,13 @@
 //! for a VAE decode's batch of one — and the affine and SiLU take three more passes.
 //! `FOCAL_FUSED_GROUP_NORM=0` turns it off.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
+
+use crate::cuda_support::Switch;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/group_norm.ptx"));
 const MODULE: &str = "focal_group_norm";
@@ -20,13 +20,10 @@ const CHUNK_MIN: usize = 16 << 10;
 const CHUNKS_MAX: usize = 64;
 
 pub(crate) fn applies(x: &Tensor) -> bool {
-    enabled() && x.device().is_cuda() && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) && x.rank() >= 2
+    ENABLED.on() && x.device().is_cuda() && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) && x.rank() >= 2
 }
 
-fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("FOCAL_FUSED_GROUP_NORM").map_or(true, |v| v.trim() != "0"))
-}
+static ENABLED: Switch = Switch::new("FOCAL_FUSED_GROUP_NORM");
 
 /// `silu?(group_norm(x)·weight + bias)` for `x` `[B, C, …]`.
 pub(crate) fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {

@@ -13,6 +13,8 @@ pub mod conv;
 mod conv_direct;
 mod conv_winograd;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_support;
 pub mod embeddings;
 pub mod error;
 pub mod esrgan;

@@ -1,21 +1,9 @@
 // The fused attention kernels, compiled to PTX by build.rs (feature `cuda`) and loaded by
-// attention_cuda.rs: one entry point per element type and head dimension.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// attention_flash.rs: one entry point per element type and head dimension.
+#include "convert.cuh"
 #include <mma.h>
 
 namespace wmma = nvcuda::wmma;
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) {
-    return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
-}
 
 #include "flash_attention.cuh"
 
