@@ -282,9 +282,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("no message")
 }
 
-/// An engine error that says the device's memory ran out (CUDA's allocator or cuBLAS's).
+/// An engine error that says the device's memory ran out (CUDA's allocator, cuBLAS's or cuDNN's).
 fn out_of_device_memory(error: &str) -> bool {
-    ["CUDA_ERROR_OUT_OF_MEMORY", "CUBLAS_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation"].iter().any(|m| error.contains(m))
+    [
+        "CUDA_ERROR_OUT_OF_MEMORY",
+        "CUBLAS_STATUS_ALLOC_FAILED",
+        "cudaErrorMemoryAllocation",
+        "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
 }
 
 /// What the engine worker keeps between jobs.
@@ -414,6 +421,9 @@ mod tests {
         // As candle's CUDA backend reports cudarc's and cuBLAS's errors.
         assert!(out_of_device_memory(r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#));
         assert!(out_of_device_memory("cublas error: CUBLAS_STATUS_ALLOC_FAILED"));
+        // cuDNN 9's status for a failed device allocation (its host one is not the GPU's memory).
+        assert!(out_of_device_memory("CudnnError(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)"));
+        assert!(!out_of_device_memory("CudnnError(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED)"));
         assert!(!out_of_device_memory("cannot load the CLIP vision model (missing file)"));
         let unwrapped =
             std::panic::catch_unwind(|| std::hint::black_box(Err::<(), _>("DriverError(CUDA_ERROR_OUT_OF_MEMORY)")).unwrap()).unwrap_err();
