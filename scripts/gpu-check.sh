@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Issue 16's check on a machine with an NVIDIA GPU, as one script (~7–9 min on an H200):
+# Issue 16's check on a machine with an NVIDIA GPU, as one script (~7–9 min on an H200; the parts
+# the issue asks for first, so a run stopped at its time limit has them):
 #   1. the tiny fixture request on the CPU and on the GPU in f32, f16 (VAE bf16 and f32; the fused
 #      attention kernel and candle's ops) and bf16:
 #      each image's pixel difference from the committed CPU reference, against stated tolerances;
 #   2. full-size SDXL (random weights) at 1024²: UNet step (CFG batch 2), VAE, and a whole 30-step
 #      dpmpp_2m_sde_gpu/Karras image, beside diffusers fp16 + SDPA on the same card, it/s, peak VRAM;
-#      the fused attention against candle's ops at full size (time, largest difference), and the
-#      UNet step without it;
+#      the fused kernels against candle's ops at full size (time, largest difference);
 #   3. out of memory: with the card filled by another process, a job fails alone saying so and
-#      the job after it (memory given back) succeeds.
+#      the job after it (memory given back) succeeds;
+#   4. the UNet step without the fused kernels, and f32.
 #
 # Here:  scripts/build-cuda.sh && scripts/gpu-pack.sh      (.gpu/: binary, tiny model, wheels)
 # There: bash scripts/gpu-check.sh                         (device run with carry [".gpu"])
 # Here:  scripts/gpu-pack.sh --restore                     (before any commit)
 # Environment: FOCAL_BIN (a binary to use instead of .gpu/focal.xz or target/cuda/focal),
 # PYTORCH (python with torch + diffusers; default python3 when it imports them; empty: none),
-# SIZES (default 1024), STEPS (default 30), OOM_CHECK (default 1). Results: $OUT or ./gpu-check.
+# SIZES (default 1024), STEPS (default 30), OOM_CHECK (default 1). Results: $OUT or ./gpu-check:
+# gpu-check.log, summary.txt, details.tar.gz (images, each run's output).
 set -uo pipefail
 export RUST_BACKTRACE=1
 out=${OUT:-$PWD/gpu-check}
@@ -23,6 +25,12 @@ pack=${GPU_PACK:-.gpu}
 mkdir -p "$out"
 exec > >(tee "$out/gpu-check.log") 2>&1
 work=$(mktemp -d)
+# The device tool returns at most 8 files: the log and the summary as they grow, the rest as one
+# archive (also when the run is stopped).
+det="$work/details"
+mkdir -p "$det"
+pack_details() { tar czf "$out/details.tar.gz" -C "$det" . 2> /dev/null; }
+trap 'pack_details; exit 143' TERM INT
 summary="$out/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -38,10 +46,10 @@ fi
 mkdir -p "$work/models/checkpoints"
 if [ -f "$pack/tiny-sdxl-a.safetensors.xz" ]; then
     unxz_to "$pack/tiny-sdxl-a.safetensors.xz" "$work/models/checkpoints/tiny.safetensors"
-    cp "$pack/t2i_euler_karras.png" "$out/tiny-reference.png"
+    cp "$pack/t2i_euler_karras.png" "$det/tiny-reference.png"
 else
     cp tests/fixtures/tiny-sdxl/tiny-sdxl-a.safetensors "$work/models/checkpoints/tiny.safetensors"
-    cp tests/fixtures/tiny-sdxl/reference/t2i_euler_karras.png "$out/tiny-reference.png"
+    cp tests/fixtures/tiny-sdxl/reference/t2i_euler_karras.png "$det/tiny-reference.png"
 fi
 if ls "$pack"/whl/*.whl > /dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" "$pack"/whl/*.whl &&
@@ -74,15 +82,15 @@ for run in "${runs[@]}"; do
     name="$1-$2-vae-$3${4:+-$4}"
     flash=1 && [ "${4:-}" = unfused ] && flash=0
     FOCAL_FLASH_ATTENTION=$flash FOCAL_FUSED_GEGLU=$flash FOCAL_FUSED_GROUP_NORM=$flash "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
-        --out "$work/out-$name" --data-dir "$work/data-$name" --device "$1" --dtype "$2" --vae-dtype "$3" > "$out/generate-$name.txt" 2>&1
-    echo "generate --device $1 --dtype $2 --vae-dtype $3 (fused kernels $flash): rc=$? $(grep -E 'Elapsed|Maximum resident' "$out/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
-    cp "$work/out-$name/0.png" "$out/tiny-$name.png" 2> /dev/null
+        --out "$work/out-$name" --data-dir "$work/data-$name" --device "$1" --dtype "$2" --vae-dtype "$3" > "$det/generate-$name.txt" 2>&1
+    echo "generate --device $1 --dtype $2 --vae-dtype $3 (fused kernels $flash): rc=$? $(grep -E 'Elapsed|Maximum resident' "$det/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
+    cp "$work/out-$name/0.png" "$det/tiny-$name.png" 2> /dev/null
 done
 # Tolerances (max and mean |Δ| over 0..255 against the CPU f32 reference, which is within 1/255 of
 # Fooocus's own), by the least precise part: f32 as the CPU parity suites (max 3); f16 max 6,
 # mean 0.5 (the CPU f16 path: max 1, mean 0.13); bf16 (3 fewer mantissa bits than f16; the VAE's
 # auto dtype on this card with f16 or bf16) max 24, mean 2.
-python3 - "$out" "${runs[@]}" << 'EOF' | tee -a "$summary"
+python3 - "$det" "${runs[@]}" << 'EOF' | tee -a "$summary"
 import sys, numpy as np
 from PIL import Image
 out, runs = sys.argv[1], sys.argv[2:]
@@ -103,24 +111,16 @@ for run in runs:
         print(f"{label}: FAIL, no image ({e})")
 EOF
 
-# 2. Full-size SDXL (random weights) on the GPU, f16 beside diffusers, then f32 alone (no whole image).
+pack_details
+# 2. Full-size SDXL (random weights) on the GPU, f16 beside diffusers (f32 alone at the end).
 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --whole-steps "${STEPS:-30}" --sampler dpmpp_2m_sde_gpu \
-    --repeat 3 ${PYTORCH:+--pytorch "$PYTORCH"} --work-dir "$work/bench" > "$out/bench-cuda-f16.txt" 2> "$out/bench-cuda-f16.err"
+    --repeat 3 ${PYTORCH:+--pytorch "$PYTORCH"} --work-dir "$work/bench" > "$det/bench-cuda-f16.txt" 2> "$det/bench-cuda-f16.err"
 echo "bench f16: rc=$?" | tee -a "$summary"
-cat "$out/bench-cuda-f16.txt"
-grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode|attention_|geglu_|group_norm_)" "$out/bench-cuda-f16.txt" >> "$summary"
-sed -n '/^where the time goes/,$p' "$out/bench-cuda-f16.txt" >> "$summary"
-tail -n 5 "$out/bench-cuda-f16.err" | sed 's/^/f16 stderr: /' >> "$summary"
-# The UNet step again with candle's ops for every attention, GEGLU and group norm: what the fused
-# kernels gain.
-FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
-    --work-dir "$work/bench" > "$out/bench-cuda-f16-unfused.txt" 2>&1
-echo "bench f16 unfused: rc=$?" | tee -a "$summary"
-grep -E "^(it/s|unet_step|Error|error)" "$out/bench-cuda-f16-unfused.txt" | sed 's/^/f16 unfused kernels: /' >> "$summary"
-"$bin" bench --device cuda --dtype f32 --sizes "${SIZES:-1024}" --repeat 2 --work-dir "$work/bench" > "$out/bench-cuda-f32.txt" 2>&1
-echo "bench f32: rc=$?" | tee -a "$summary"
-grep -E "^(it/s|peak VRAM|unet_step|vae_|Error|error)" "$out/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"
-
+cat "$det/bench-cuda-f16.txt"
+grep -E "^(it/s|peak VRAM|whole_|step_|unet_step|vae_|checkpoint_load|text_encode|attention_|geglu_|group_norm_)" "$det/bench-cuda-f16.txt" >> "$summary"
+sed -n '/^where the time goes/,$p' "$det/bench-cuda-f16.txt" >> "$summary"
+tail -n 5 "$det/bench-cuda-f16.err" | sed 's/^/f16 stderr: /' >> "$summary"
+pack_details
 # 3. Out of memory (must-show 3), through the server: job A succeeds; another process then takes all
 #    but 200 MiB of the card, and job B must fail alone saying the GPU ran out of memory; with the
 #    memory given back, job C must succeed (the worker loads the models again).
@@ -128,7 +128,7 @@ if [ "${OOM_CHECK:-1}" = 1 ] && [ -f "$work/bench/sdxl-base-random-f16.safetenso
     mkdir -p "$work/oom/models/checkpoints"
     ln -sf "$work/bench/sdxl-base-random-f16.safetensors" "$work/oom/models/checkpoints/sdxl.safetensors"
     "$bin" serve --device cuda --models-dir "$work/oom/models" --base-model sdxl.safetensors --port 8897 \
-        --data-dir "$work/oom/data" > "$out/oom-server.log" 2>&1 &
+        --data-dir "$work/oom/data" > "$det/oom-server.log" 2>&1 &
     server=$!
     for _ in $(seq 120); do curl -sf http://127.0.0.1:8897/ping > /dev/null && break; sleep 1; done
     job() {
@@ -146,17 +146,29 @@ for spare in (200, 300, 400):  # MiB left free; a larger margin if one block tha
     except RuntimeError as e:
         print(f"could not take all but {spare} MiB: {e}", flush=True)
 print(f"holding {hog.numel() / 2**30:.1f} GiB, {spare} MiB left free", flush=True)
-time.sleep(600)' > "$out/oom-hog.log" 2>&1 &
+time.sleep(600)' > "$det/oom-hog.log" 2>&1 &
     hog=$!
-    for _ in $(seq 60); do grep -q holding "$out/oom-hog.log" && break; sleep 1; done
-    note "oom hog: $(cat "$out/oom-hog.log")"
+    for _ in $(seq 60); do grep -q holding "$det/oom-hog.log" && break; sleep 1; done
+    note "oom hog: $(cat "$det/oom-hog.log")"
     note "oom job B (card full): $(job)"
     kill "$hog"; wait "$hog" 2> /dev/null
     note "oom job C (memory back): $(job)"
-    note "oom server log: $(grep -o 'the GPU ran out of memory[^"]*' "$out/oom-server.log" | head -n 1 | cut -c 1-300)"
+    note "oom server log: $(grep -o 'the GPU ran out of memory[^"]*' "$det/oom-server.log" | head -n 1 | cut -c 1-300)"
     kill "$server"
 fi
+pack_details
+# 4. Not in the must-show list, so after it: the UNet step again with candle's ops for every
+#    attention, GEGLU and group norm (what the fused kernels gain), then f32.
+FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
+    --work-dir "$work/bench" > "$det/bench-cuda-f16-unfused.txt" 2>&1
+echo "bench f16 unfused: rc=$?" | tee -a "$summary"
+grep -E "^(it/s|unet_step|Error|error)" "$det/bench-cuda-f16-unfused.txt" | sed 's/^/f16 unfused kernels: /' >> "$summary"
+"$bin" bench --device cuda --dtype f32 --sizes "${SIZES:-1024}" --repeat 2 --work-dir "$work/bench" > "$det/bench-cuda-f32.txt" 2>&1
+echo "bench f32: rc=$?" | tee -a "$summary"
+grep -E "^(it/s|peak VRAM|unet_step|vae_|Error|error)" "$det/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"
+
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 echo "== summary"
 cat "$summary"
+pack_details
 rm -rf "$work"
