@@ -64,6 +64,11 @@ nvidia-smi || true
 if libs=$(python3 -c 'import nvidia, os; print(":".join(sorted({r for p in nvidia.__path__ for r, _, fs in os.walk(p) if any(f.startswith(("libcublas.so", "libcurand.so", "libnvrtc.so", "libcudart.so", "libcudnn.so")) for f in fs)})))' 2> /dev/null); then
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+# Any still missing (another image's layout): found by name under the usual roots.
+for lib in $(ldd "$bin" | awk '/not found/ {print $1}'); do
+    found=$(find /usr /opt /root /home -name "$lib" 2> /dev/null | head -n 1)
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found"):$LD_LIBRARY_PATH"
+done
 ldd "$bin" | grep -E "not found|cuda|cublas|curand|nvrtc|cudnn"
 timer=() && [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
 
