@@ -67,7 +67,7 @@ fi
 # Any still missing (another image's layout): found by name under the usual roots.
 for lib in $(ldd "$bin" | awk '/not found/ {print $1}'); do
     found=$(find /usr /opt /root /home -name "$lib" 2> /dev/null | head -n 1)
-    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found"):$LD_LIBRARY_PATH"
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
 ldd "$bin" | grep -E "not found|cuda|cublas|curand|nvrtc|cudnn"
 timer=() && [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
