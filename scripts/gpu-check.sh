@@ -9,7 +9,7 @@
 #      the fused kernels against candle's ops at full size (time, largest difference);
 #   3. out of memory: with the card filled by another process, a job fails alone saying so and
 #      the job after it (memory given back) succeeds;
-#   4. the UNet step without the fused kernels, and f32.
+#   4. the UNet step with the other attention variant and without the fused kernels; f32.
 #
 # Here:  scripts/build-cuda.sh && scripts/gpu-pack.sh      (.gpu/: binary, tiny model, wheels)
 # There: bash scripts/gpu-check.sh                         (device run with carry [".gpu"])
@@ -79,16 +79,21 @@ cat > "$work/request.json" << 'EOF'
  "style_selections": [], "advanced_params": {"sampler_name": "euler", "scheduler_name": "karras", "overwrite_step": 8,
  "adm_scaler_positive": 1, "adm_scaler_negative": 1}}
 EOF
-# A fourth word "unfused": FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0
-# (candle's ops instead of the engine's fused kernels).
-runs=("cpu f32 auto" "cuda f32 f32" "cuda f16 auto" "cuda f16 auto unfused" "cuda f16 f32" "cuda bf16 auto")
+# A fourth word: "unfused", candle's ops instead of the engine's fused kernels; "wmma", the WMMA
+# variant of the fused attention instead of the mma.sync one.
+unfused=(FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0)
+runs=("cpu f32 auto" "cuda f32 f32" "cuda f16 auto" "cuda f16 auto unfused" "cuda f16 auto wmma" "cuda f16 f32" "cuda bf16 auto")
 for run in "${runs[@]}"; do
     set -- $run
     name="$1-$2-vae-$3${4:+-$4}"
-    flash=1 && [ "${4:-}" = unfused ] && flash=0
-    FOCAL_FLASH_ATTENTION=$flash FOCAL_FUSED_GEGLU=$flash FOCAL_FUSED_GROUP_NORM=$flash "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
+    kernels=()
+    case "${4:-}" in
+        unfused) kernels=("${unfused[@]}") ;;
+        wmma) kernels=(FOCAL_FLASH_ATTENTION=wmma) ;;
+    esac
+    env "${kernels[@]}" "${timer[@]}" "$bin" generate --models-dir "$work/models" --base-model tiny.safetensors --request "$work/request.json" \
         --out "$work/out-$name" --data-dir "$work/data-$name" --device "$1" --dtype "$2" --vae-dtype "$3" > "$det/generate-$name.txt" 2>&1
-    echo "generate --device $1 --dtype $2 --vae-dtype $3 (fused kernels $flash): rc=$? $(grep -E 'Elapsed|Maximum resident' "$det/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
+    echo "generate --device $1 --dtype $2 --vae-dtype $3 ${kernels[*]}: rc=$? $(grep -E 'Elapsed|Maximum resident' "$det/generate-$name.txt" | tr -s ' ' | tr '\n' ';')"
     cp "$work/out-$name/0.png" "$det/tiny-$name.png" 2> /dev/null
 done
 # Tolerances (max and mean |Δ| over 0..255 against the CPU f32 reference, which is within 1/255 of
@@ -162,12 +167,15 @@ time.sleep(600)' > "$det/oom-hog.log" 2>&1 &
     kill "$server"
 fi
 pack_details
-# 4. Not in the must-show list, so after it: the UNet step again with candle's ops for every
-#    attention, GEGLU and group norm (what the fused kernels gain), then f32.
-FOCAL_FLASH_ATTENTION=0 FOCAL_FUSED_GEGLU=0 FOCAL_FUSED_GROUP_NORM=0 "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
-    --work-dir "$work/bench" > "$det/bench-cuda-f16-unfused.txt" 2>&1
-echo "bench f16 unfused: rc=$?" | tee -a "$summary"
-grep -E "^(it/s|unet_step|Error|error)" "$det/bench-cuda-f16-unfused.txt" | sed 's/^/f16 unfused kernels: /' >> "$summary"
+# 4. Not in the must-show list, so after it: the UNet step with the WMMA attention, and with
+#    candle's ops for every attention, GEGLU and group norm (what the fused kernels gain); f32.
+for variant in wmma unfused; do
+    kernels=(FOCAL_FLASH_ATTENTION=wmma) && [ $variant = unfused ] && kernels=("${unfused[@]}")
+    env "${kernels[@]}" "$bin" bench --device cuda --dtype f16 --sizes "${SIZES:-1024}" --skip-vae --repeat 3 \
+        --work-dir "$work/bench" > "$det/bench-cuda-f16-$variant.txt" 2>&1
+    echo "bench f16 $variant: rc=$?" | tee -a "$summary"
+    grep -E "^(it/s|unet_step|attention_|Error|error)" "$det/bench-cuda-f16-$variant.txt" | sed "s/^/f16 $variant: /" >> "$summary"
+done
 "$bin" bench --device cuda --dtype f32 --sizes "${SIZES:-1024}" --repeat 2 --work-dir "$work/bench" > "$det/bench-cuda-f32.txt" 2>&1
 echo "bench f32: rc=$?" | tee -a "$summary"
 grep -E "^(it/s|peak VRAM|unet_step|vae_|Error|error)" "$det/bench-cuda-f32.txt" | sed 's/^/f32 /' >> "$summary"

@@ -1,8 +1,12 @@
-//! Attention on NVIDIA GPUs through the engine's fused kernel (`src/cuda/flash_attention.cuh`):
-//! f16/bf16, no mask, head dimension 64 (every SDXL attention but the VAE's) or 128. The scores
-//! stay on the multiprocessor, and q, k and v are read where they lie in `[B, N, heads·D]`
-//! (no split/transpose copies). `FOCAL_FLASH_ATTENTION=0` turns it off (candle's ops then, in
-//! query chunks), for comparisons on a GPU.
+//! Attention on NVIDIA GPUs through the engine's fused kernels: f16/bf16, no mask, head dimension
+//! 64 (every SDXL attention but the VAE's) or 128. The scores stay on the multiprocessor, and q, k
+//! and v are read where they lie in `[B, N, heads·D]` (no split/transpose copies). Two variants
+//! of one algorithm: `mma` (`src/cuda/flash_attention_mma.cuh`, the default: PTX mma.sync with
+//! the running state in registers) and `wmma` (`flash_attention.cuh`: WMMA, whose unspecified
+//! fragment layout keeps the output rows in shared memory). `FOCAL_FLASH_ATTENTION=wmma` picks
+//! the latter, `=0` neither (candle's ops in query chunks), for comparisons on a GPU.
+
+use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
@@ -11,11 +15,11 @@ use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
-use crate::cuda_support::{loads_by_8, Switch};
+use crate::cuda_support::loads_by_8;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attention.ptx"));
 const MODULE: &str = "focal_flash_attention";
-// The kernel's geometry (focal_flash:: in the .cuh): 4 warps of 16 query rows, 64 keys a step.
+// Both variants' geometry (focal_flash::, focal_flash_mma::): 4 warps of 16 query rows, 64 keys a step.
 const THREADS: u32 = 128;
 const ROWS: usize = 64;
 const KEYS: usize = 64;
@@ -27,7 +31,7 @@ const STATIC_SHARED_LIMIT: usize = 48 << 10;
 pub(crate) fn applies(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, masked: bool) -> bool {
     let (Ok((_, _, inner)), true) = (q.dims3(), heads > 0) else { return false };
     !masked
-        && ENABLED.on()
+        && variant() != Variant::Off
         && q.device().is_cuda()
         && matches!(q.dtype(), DType::F16 | DType::BF16)
         && k.dtype() == q.dtype()
@@ -36,19 +40,36 @@ pub(crate) fn applies(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, masked: 
         && HEAD_DIMS.contains(&(inner / heads))
 }
 
-static ENABLED: Switch = Switch::new("FOCAL_FLASH_ATTENTION");
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Off,
+    Wmma,
+    Mma,
+}
+
+/// `FOCAL_FLASH_ATTENTION`: 0 (off), wmma, or mma (unset or anything else); read once.
+fn variant() -> Variant {
+    static VARIANT: OnceLock<Variant> = OnceLock::new();
+    *VARIANT.get_or_init(|| match std::env::var("FOCAL_FLASH_ATTENTION").unwrap_or_default().trim() {
+        "0" => Variant::Off,
+        "wmma" => Variant::Wmma,
+        _ => Variant::Mma,
+    })
+}
 
 /// `[B, N, heads·D]` attention of contiguous copies (when needed) of q, k and v.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FlashAttention { heads })
 }
 
-/// Dynamic shared memory of one block: `Layout<D>::BYTES` in the kernel.
-fn shared_bytes(head_dim: usize) -> usize {
-    let keys_and_values = 2 * KEYS * (head_dim + 8) * 2;
-    let scores = 4 * 16 * (KEYS + 4) * 4;
-    let output_rows = 4 * 16 * (head_dim + 4) * 4;
-    keys_and_values + scores + output_rows
+/// Dynamic shared memory of one block: the variant's `Layout<D>::BYTES` in the kernel.
+fn shared_bytes(variant: Variant, head_dim: usize) -> usize {
+    match variant {
+        // Keys [64][D + 8] and values transposed [D][64 + 8], in 16-bit values.
+        Variant::Mma => KEYS * (head_dim + 8) * 2 + head_dim * (KEYS + 8) * 2,
+        // Keys and values [64][D + 8], then per warp its f32 scores [16][64 + 4] and output rows [16][D + 4].
+        _ => 2 * KEYS * (head_dim + 8) * 2 + 4 * 16 * (KEYS + 4) * 4 + 4 * 16 * (head_dim + 4) * 4,
+    }
 }
 
 struct FlashAttention {
@@ -58,7 +79,7 @@ struct FlashAttention {
 impl FlashAttention {
     fn launch<T: DeviceRepr + CudaDType>(
         &self,
-        kernel: &str,
+        suffix: &str,
         (q, ql): (&CudaStorage, &Layout),
         (k, kl): (&CudaStorage, &Layout),
         (v, vl): (&CudaStorage, &Layout),
@@ -72,8 +93,13 @@ impl FlashAttention {
         let v = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);
         // SAFETY: every element is written by the kernel (each row below n of each head).
         let out = unsafe { dev.alloc::<T>(b * n * inner)? };
-        let func = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
-        let shared = shared_bytes(head_dim);
+        let variant = variant();
+        let kernel = match variant {
+            Variant::Mma => format!("flash_attention_mma_{suffix}"),
+            _ => format!("flash_attention_{suffix}"),
+        };
+        let func = dev.get_or_load_custom_func(&kernel, MODULE, PTX)?;
+        let shared = shared_bytes(variant, head_dim);
         if shared > STATIC_SHARED_LIMIT {
             func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32).w()?;
         }
@@ -120,10 +146,10 @@ impl CustomOp3 for FlashAttention {
             bail!("attention-flash: inputs must be contiguous and start on 8 elements")
         }
         let storage = match (q.dtype(), head_dim) {
-            (DType::F16, 64) => self.launch::<f16>("flash_attention_f16_d64", (q, ql), (k, kl), (v, vl))?,
-            (DType::BF16, 64) => self.launch::<bf16>("flash_attention_bf16_d64", (q, ql), (k, kl), (v, vl))?,
-            (DType::F16, _) => self.launch::<f16>("flash_attention_f16_d128", (q, ql), (k, kl), (v, vl))?,
-            (DType::BF16, _) => self.launch::<bf16>("flash_attention_bf16_d128", (q, ql), (k, kl), (v, vl))?,
+            (DType::F16, 64) => self.launch::<f16>("f16_d64", (q, ql), (k, kl), (v, vl))?,
+            (DType::BF16, 64) => self.launch::<bf16>("bf16_d64", (q, ql), (k, kl), (v, vl))?,
+            (DType::F16, _) => self.launch::<f16>("f16_d128", (q, ql), (k, kl), (v, vl))?,
+            (DType::BF16, _) => self.launch::<bf16>("bf16_d128", (q, ql), (k, kl), (v, vl))?,
             (dtype, _) => bail!("attention-flash: {dtype:?} (f16 or bf16)"),
         };
         Ok((storage, ql.shape().clone()))

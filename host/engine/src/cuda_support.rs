@@ -1,5 +1,6 @@
 //! What the engine's CUDA kernels (`attention_flash`, `geglu_cuda`, `group_norm_cuda`) share: the
-//! environment switch that turns each off for comparisons, and their inputs' alignment rule.
+//! environment switch that turns a kernel off for comparisons (attention reads its own, which
+//! also picks a variant), and their inputs' alignment rule.
 
 use std::sync::OnceLock;
 

@@ -1,8 +1,9 @@
 //! The engine's GPU kernels (`src/cuda/*.cuh`), run on the CPU: the same sources, compiled by the
 //! system's C++ compiler against an emulated CUDA (one OS thread per GPU thread, barriers, a
-//! layout-free WMMA: `tests/cuda_emulated/`), checked against f64 arithmetic — the fused attention
-//! for f16 and bf16, head dimensions 64 and 128, partial query and key blocks, 77-token
-//! cross-attention and peaked softmaxes; GEGLU with its bias over a grid-stride loop; group norm
+//! layout-free WMMA, `mma.sync` from the PTX ISA's documented register layouts:
+//! `tests/cuda_emulated/`), checked against f64 arithmetic — both fused attention variants for f16
+//! and bf16, head dimensions 64 and 128, partial query and key blocks, 77-token cross-attention,
+//! peaked and flat softmaxes; GEGLU with its bias over a grid-stride loop; group norm
 //! (+ SiLU) in chunks across channels, with large means and empty chunks, f32/f16/bf16. CI has no
 //! GPU: this is where the kernels' arithmetic, indexing and synchronisation are tested;
 //! `scripts/gpu-check.sh` compares them with candle's ops on a GPU.
@@ -31,5 +32,5 @@ fn the_gpu_kernels_match_f64_arithmetic() {
     let report = String::from_utf8_lossy(&run.stdout);
     println!("{report}");
     assert!(run.status.success(), "the kernels' outputs are off:\n{report}{}", String::from_utf8_lossy(&run.stderr));
-    assert_eq!(report.lines().filter(|l| l.ends_with(" ok")).count(), 15, "every case ran:\n{report}");
+    assert_eq!(report.lines().filter(|l| l.ends_with(" ok")).count(), 29, "every case ran:\n{report}");
 }

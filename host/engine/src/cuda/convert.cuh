@@ -22,3 +22,18 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
     return __float2bfloat16_rn(x);
 }
+
+// Two f32 values rounded to T and packed into one register, the first in the low 16 bits (the
+// layout of an mma operand register).
+template <typename T>
+__device__ __forceinline__ unsigned pack_f32(float lo, float hi);
+template <>
+__device__ __forceinline__ unsigned pack_f32<__half>(float lo, float hi) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&pair);
+}
+template <>
+__device__ __forceinline__ unsigned pack_f32<__nv_bfloat16>(float lo, float hi) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&pair);
+}

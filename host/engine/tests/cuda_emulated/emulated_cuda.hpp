@@ -55,13 +55,19 @@ inline bf16 from_f32<bf16>(float x) {
     return bf16{uint16_t(u >> 16)};
 }
 
+// What a warp's lanes hand each other for one mma16816: every lane's operand registers.
+struct MmaExchange {
+    unsigned a[32][4], b[32][2];
+};
+
 struct BlockSync {
-    explicit BlockSync(int threads) : block(threads), exchange(threads) {
+    explicit BlockSync(int threads) : block(threads), exchange(threads), mma(threads / 32) {
         for (int w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
     }
     std::barrier<> block;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<float> exchange;
+    std::vector<MmaExchange> mma;
 };
 inline thread_local BlockSync* block_sync = nullptr;
 
@@ -74,6 +80,59 @@ inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
     const float other = block_sync->exchange[base + (lane ^ unsigned(lane_mask))];
     __syncwarp();
     return other;
+}
+
+// Two values' bits as one register, the first in the low half (an mma operand register).
+template <typename T>
+unsigned pack_f32(float lo, float hi) {
+    const T l = from_f32<T>(lo), h = from_f32<T>(hi);
+    uint16_t lb, hb;
+    std::memcpy(&lb, &l, 2);
+    std::memcpy(&hb, &h, 2);
+    return unsigned(lb) | (unsigned(hb) << 16);
+}
+
+template <typename T>
+float half_of(unsigned bits, int high) {
+    const uint16_t b = uint16_t(high ? bits >> 16 : bits & 0xffffu);
+    T value;
+    std::memcpy(&value, &b, 2);
+    return to_f32(value);
+}
+
+// PTX mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: the warp's A (16×16) and B (16×8) put
+// together from every lane's registers by the PTX ISA's documented fragment layout (lane l: group
+// g = l/4, position t = l%4; A rows g, g+8 × columns 2t, 2t+1, 2t+8, 2t+9; B rows 2t, 2t+1,
+// 2t+8, 2t+9 of column g; C/D rows g, g+8 × columns 2t, 2t+1), then this lane's part of D.
+template <typename T>
+void mma16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4]) {
+    MmaExchange& x = block_sync->mma[threadIdx.x / 32];
+    const unsigned lane = threadIdx.x % 32;
+    std::memcpy(x.a[lane], a, sizeof a);
+    std::memcpy(x.b[lane], b, sizeof b);
+    __syncwarp();
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l / 4, t = l % 4;
+        for (int e = 0; e < 2; ++e) {
+            A[g][2 * t + e] = half_of<T>(x.a[l][0], e);
+            A[g + 8][2 * t + e] = half_of<T>(x.a[l][1], e);
+            A[g][2 * t + 8 + e] = half_of<T>(x.a[l][2], e);
+            A[g + 8][2 * t + 8 + e] = half_of<T>(x.a[l][3], e);
+            B[2 * t + e][g] = half_of<T>(x.b[l][0], e);
+            B[2 * t + 8 + e][g] = half_of<T>(x.b[l][1], e);
+        }
+    }
+    __syncwarp();  // every lane has read the exchange before the next product overwrites it
+    const int g = lane / 4, t = lane % 4;
+    float out[4];
+    for (int e = 0; e < 4; ++e) {
+        const int row = g + 8 * (e / 2), col = 2 * t + (e % 2);
+        float sum = c[e];
+        for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+        out[e] = sum;
+    }
+    std::memcpy(d, out, sizeof out);
 }
 
 namespace wmma {
