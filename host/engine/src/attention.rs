@@ -277,8 +277,6 @@ mod tests {
         }
     }
 
-    /// GFLOP/s of the fused attention at SDXL's shapes:
-    /// `cargo test -p focal-engine --release --lib attention::tests::speed -- --ignored --nocapture`.
     #[test]
     fn the_kernel_follows_device_dtype_and_mask() {
         let t = |dtype| Tensor::zeros((1, 8, 64), dtype, &Device::Cpu).unwrap();
@@ -290,6 +288,8 @@ mod tests {
         assert_eq!(Kernel::for_inputs(&f16s, &f16s, &f16s, 1, None), Kernel::CandleOps);
     }
 
+    /// GFLOP/s of the fused attention at SDXL's shapes:
+    /// `cargo test -p focal-engine --release --lib attention::tests::speed -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn speed() {

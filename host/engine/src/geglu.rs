@@ -16,9 +16,10 @@ pub fn geglu_of(proj: &crate::linear::Linear, x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if crate::geglu_cuda::applies(x, proj) {
         let (product, bias) = proj.forward_unbiased(x)?;
-        if let Some(bias) = bias {
-            return crate::geglu_cuda::geglu_with_bias(&product, bias);
-        }
+        return match bias {
+            Some(bias) => crate::geglu_cuda::geglu_with_bias(&product, bias),
+            None => geglu(&product),
+        };
     }
     geglu(&candle_core::Module::forward(proj, x)?)
 }
