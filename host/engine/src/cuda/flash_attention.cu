@@ -11,27 +11,19 @@ namespace wmma = nvcuda::wmma;
 #include "flash_attention.cuh"
 #include "flash_attention_mma.cuh"
 
-#define FLASH_ENTRY(NAME, T, D)                                                                             \
-    extern "C" __global__ void __launch_bounds__(focal_flash::THREADS)                                      \
+// One entry point: VARIANT is the kernel's namespace (focal_flash: WMMA, focal_flash_mma: mma.sync).
+#define FLASH_ENTRY(NAME, VARIANT, T, D)                                                                    \
+    extern "C" __global__ void __launch_bounds__(VARIANT::THREADS)                                          \
         NAME(const T* q, const T* k, const T* v, T* out, int n, int m, int heads, float scale_log2) {         \
         extern __shared__ __align__(128) unsigned char smem[];                                              \
-        focal_flash::flash_attention<T, D>(q, k, v, out, n, m, heads, scale_log2, smem);                    \
+        VARIANT::flash_attention<T, D>(q, k, v, out, n, m, heads, scale_log2, smem);                        \
     }
 
-FLASH_ENTRY(flash_attention_f16_d64, __half, 64)
-FLASH_ENTRY(flash_attention_bf16_d64, __nv_bfloat16, 64)
-FLASH_ENTRY(flash_attention_f16_d128, __half, 128)
-FLASH_ENTRY(flash_attention_bf16_d128, __nv_bfloat16, 128)
-
-// The register-resident variant (flash_attention_mma.cuh).
-#define FLASH_MMA_ENTRY(NAME, T, D)                                                                         \
-    extern "C" __global__ void __launch_bounds__(focal_flash_mma::THREADS)                                  \
-        NAME(const T* q, const T* k, const T* v, T* out, int n, int m, int heads, float scale_log2) {         \
-        extern __shared__ __align__(128) unsigned char smem[];                                              \
-        focal_flash_mma::flash_attention<T, D>(q, k, v, out, n, m, heads, scale_log2, smem);                \
-    }
-
-FLASH_MMA_ENTRY(flash_attention_mma_f16_d64, __half, 64)
-FLASH_MMA_ENTRY(flash_attention_mma_bf16_d64, __nv_bfloat16, 64)
-FLASH_MMA_ENTRY(flash_attention_mma_f16_d128, __half, 128)
-FLASH_MMA_ENTRY(flash_attention_mma_bf16_d128, __nv_bfloat16, 128)
+FLASH_ENTRY(flash_attention_f16_d64, focal_flash, __half, 64)
+FLASH_ENTRY(flash_attention_bf16_d64, focal_flash, __nv_bfloat16, 64)
+FLASH_ENTRY(flash_attention_f16_d128, focal_flash, __half, 128)
+FLASH_ENTRY(flash_attention_bf16_d128, focal_flash, __nv_bfloat16, 128)
+FLASH_ENTRY(flash_attention_mma_f16_d64, focal_flash_mma, __half, 64)
+FLASH_ENTRY(flash_attention_mma_bf16_d64, focal_flash_mma, __nv_bfloat16, 64)
+FLASH_ENTRY(flash_attention_mma_f16_d128, focal_flash_mma, __half, 128)
+FLASH_ENTRY(flash_attention_mma_bf16_d128, focal_flash_mma, __nv_bfloat16, 128)
